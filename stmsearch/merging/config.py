@@ -1,0 +1,180 @@
+"""``MergeConfig``: one token-reduction schedule and its method's knobs, validated.
+
+The format every method shares, so one search compares them. ``schedule[l]`` tokens are
+removed just before layer ``l`` runs. Round-trips through YAML and JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .capacity import capacity, split_sides
+
+Method = Literal["stm", "tome", "prune", "random", "none"]
+
+
+class ConfigError(ValueError):
+    """A merge config that cannot be used; the message names the file (if any) and field."""
+
+
+class ParametricSchedule(BaseModel):
+    """Merge ``count`` tokens every ``interval`` layers from ``start`` on, shaped over the steps.
+
+    ``increasing`` / ``decreasing`` ramp linearly and remove about as many tokens in total
+    as ``constant``. ``steps`` caps the number of merging layers.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    start: int = Field(0, ge=0)
+    interval: int = Field(1, ge=1)
+    count: int = Field(..., ge=0)
+    shape: Literal["constant", "increasing", "decreasing"] = "constant"
+    steps: int | None = Field(None, ge=1)
+
+    def expand(self, depth: int) -> list[int]:
+        """The per-layer list for a model of ``depth`` layers."""
+        if self.start >= depth:
+            raise ConfigError(f"schedule.start: layer {self.start} is beyond the model's depth {depth}")
+        layers = list(range(self.start, depth, self.interval))[: self.steps]
+        k = len(layers)
+        if self.shape == "constant":
+            counts = [self.count] * k
+        else:
+            counts = [round(self.count * 2 * (i + 1) / (k + 1)) for i in range(k)]
+            counts = counts if self.shape == "increasing" else counts[::-1]
+        out = [0] * depth
+        for layer, c in zip(layers, counts):
+            out[layer] = c
+        return out
+
+
+class MergeConfig(BaseModel):
+    """A token-reduction configuration (see ``../docs`` and the README for each knob)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Method = "stm"
+    schedule: Union[list[int], ParametricSchedule] = Field(default_factory=list)
+    window: int | None = Field(None, ge=0, description="protected tokens each side of the class token; "
+                                                       "default 8 for stm, 0 otherwise")
+    # STM knobs (ignored by the baselines except where noted)
+    neighbourhood: Literal["1d", "2d"] = "1d"
+    symmetric: bool = True
+    metric: Literal["hidden", "x", "B", "dt"] = "hidden"  # also the similarity used by tome
+    runs: int = Field(2, ge=2, le=8)
+    fading: Literal["estimated", "fixed", "none"] = "estimated"
+    gamma: float = Field(0.95, gt=0.0, le=1.0)
+    weights: Literal["size", "mean", "dt"] = "size"
+    size_aware_decay: bool = False
+    seed: int = 0  # random method
+
+    @model_validator(mode="after")
+    def _check(self) -> "MergeConfig":
+        if isinstance(self.schedule, list):
+            bad = [i for i, c in enumerate(self.schedule) if c < 0]
+            if bad:
+                raise ValueError(f"schedule[{bad[0]}]: negative token count {self.schedule[bad[0]]}")
+        if self.neighbourhood == "2d" and self.runs > 4:
+            raise ValueError("runs: a 2d cell holds at most 4 tokens, got runs=%d" % self.runs)
+        return self
+
+    @property
+    def protect(self) -> int:
+        """The protection window in effect."""
+        return self.window if self.window is not None else (8 if self.method == "stm" else 0)
+
+    def layer_schedule(self, depth: int) -> list[int]:
+        """Tokens removed before each of ``depth`` layers; errors name the field."""
+        if self.method == "none":
+            return [0] * depth
+        if isinstance(self.schedule, ParametricSchedule):
+            return self.schedule.expand(depth)
+        if len(self.schedule) > depth:
+            extra = next((i for i in range(depth, len(self.schedule)) if self.schedule[i]), None)
+            if extra is not None:
+                raise ConfigError(f"schedule[{extra}]: layer index beyond the model's depth {depth}")
+        return (list(self.schedule) + [0] * depth)[:depth]
+
+    def validate_for(self, depth: int, num_tokens: int = 197) -> list[int]:
+        """Check the schedule against a model; return the per-layer list.
+
+        Raises :class:`ConfigError` if a layer asks to remove more tokens than are mergeable
+        once the class token and its window are protected.
+        """
+        sched = self.layer_schedule(depth)
+        tokens, cls = num_tokens, (num_tokens - 1) // 2
+        for layer, r in enumerate(sched):
+            if r == 0:
+                continue
+            cap = capacity(self, tokens, cls, layer)
+            if r > cap:
+                raise ConfigError(
+                    f"schedule[{layer}]: asks to remove {r} of {tokens} tokens, but only {cap} are mergeable "
+                    f"with method={self.method}, window={self.protect}"
+                    + (f", runs={self.runs}, neighbourhood={self.neighbourhood}" if self.method == "stm" else ""))
+            if self.method == "stm" and self.symmetric:
+                cls -= split_sides(r, layer)[0]
+            tokens -= r
+        return sched
+
+    def token_reduction(self, depth: int, num_tokens: int = 197) -> float:
+        """1 - (tokens processed over all layers) / (depth * num_tokens)."""
+        sched, tokens, total = self.layer_schedule(depth), num_tokens, 0
+        for r in sched:
+            tokens -= r
+            total += tokens
+        return 1.0 - total / (depth * num_tokens)
+
+    def to_dict(self) -> dict:
+        """Plain data, as written to files and trial attributes."""
+        return self.model_dump(mode="json")
+
+    def to_file(self, path: str | Path) -> Path:
+        """Write YAML (``.yaml``/``.yml``) or JSON (``.json``)."""
+        path = Path(path)
+        data = self.to_dict()
+        if path.suffix in (".yaml", ".yml"):
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+        elif path.suffix == ".json":
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        else:
+            raise ConfigError(f"{path}: unknown config format (use .yaml, .yml or .json)")
+        return path
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: ``source: field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict, source: str = "config") -> MergeConfig:
+    """Validate a mapping into a :class:`MergeConfig`; errors name ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config fields, got {type(data).__name__}")
+    try:
+        return MergeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> MergeConfig:
+    """Read a config written by :meth:`MergeConfig.to_file` (YAML or JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    return config_from_dict(data, str(path))

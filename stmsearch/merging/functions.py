@@ -1,0 +1,220 @@
+"""Token-reduction plans as small pure tensor functions (ToMe style).
+
+Every method returns a :class:`Plan`: for each input token, the output slot it goes to
+(``index``, (B, T)) and the weight of its features there (``weight``). Applying a plan is
+one ``scatter_add`` for any method, so STM's runs, ToMe's cross-set merges and pruning share
+one vectorised path. No loop over tokens or batch items anywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .capacity import block_offset, split_sides
+
+_BIG = 1e9  # "never choose": finite, so topk order stays defined
+
+
+@dataclass
+class Plan:
+    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight."""
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    out_len: int
+
+
+def apply_plan(x: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """Weighted average of the tokens sharing a slot. x: (B, T, C) -> (B, out_len, C), in fp32."""
+    b, _, c = x.shape
+    w = plan.weight.float().unsqueeze(-1)
+    idx = plan.index.unsqueeze(-1)
+    num = x.new_zeros(b, plan.out_len, c, dtype=torch.float32).scatter_add_(1, idx.expand(-1, -1, c), x.float() * w)
+    den = w.new_zeros(b, plan.out_len, 1).scatter_add_(1, idx, w)
+    return (num / den.clamp_min(1e-12)).to(x.dtype)
+
+
+def reduce_sum(v: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """Sum a per-token quantity (B, T) into its slots (sizes, patch counts)."""
+    return v.new_zeros(v.shape[0], plan.out_len).scatter_add_(1, plan.index, v)
+
+
+def positions(b: int, t: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(t, device=device).expand(b, t)
+
+
+def protected_mask(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
+    """(B, T) True for the class token and the ``window`` tokens on each side of it."""
+    pos = positions(cls.shape[0], t, cls.device)
+    return (pos - cls[:, None]).abs() <= window
+
+
+def cosine_neighbours(metric: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each token with the next one: (B, T, C) -> (B, T-1)."""
+    m = F.normalize(metric.float(), dim=-1)
+    return (m[:, :-1] * m[:, 1:]).sum(-1)
+
+
+def block_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int) -> torch.Tensor:
+    """(B, T-1) True where edge (i, i+1) lies inside one block of ``runs`` eligible tokens.
+
+    Blocks are counted outwards from the protection window on each side, so both sides
+    see the same layout and no edge crosses the window or the class token.
+    """
+    pos = positions(cls.shape[0], t, cls.device)
+    rel = pos - cls[:, None]
+    dist = rel.abs() - window - 1  # 0 for the first eligible token on either side
+    block = torch.div(dist + block_offset(layer, runs), runs, rounding_mode="floor")
+    same_side = torch.sign(rel[:, :-1]) == torch.sign(rel[:, 1:])
+    eligible = (dist[:, :-1] >= 0) & (dist[:, 1:] >= 0) & same_side
+    return eligible & (block[:, :-1] == block[:, 1:])
+
+
+def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, E) bool: the ``r`` allowed edges of least damage in every row."""
+    score = torch.where(allowed, damage, torch.full_like(damage, _BIG))
+    top = score.topk(r, dim=-1, largest=False).indices
+    chosen = torch.zeros_like(allowed).scatter_(1, top, True)
+    if not bool((chosen <= allowed).all()):
+        raise RuntimeError(f"fewer than {r} mergeable neighbour pairs left; lower the schedule")
+    return chosen
+
+
+def chain_plan(edges: torch.Tensor, weight: torch.Tensor) -> Plan:
+    """Merge along chosen adjacent edges (B, T-1): each chain becomes one token at its start."""
+    starts = torch.cat([torch.ones_like(edges[:, :1]), ~edges], dim=1)
+    index = starts.long().cumsum(1) - 1
+    return Plan(index, weight, int(starts[0].sum()))
+
+
+def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: int, layer: int,
+           symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor) -> Plan:
+    """STM with 1-D neighbours: runs of up to ``runs`` adjacent tokens in scan order.
+
+    Damage of an edge = (1 - cosine similarity) * gamma^distance-to-class-token (if
+    ``fading`` gamma is given). Symmetric: ``split_sides`` merges on each side.
+    """
+    b, t, _ = metric.shape
+    damage = 1.0 - cosine_neighbours(metric)
+    if fading is not None:
+        dist = (positions(b, t - 1, metric.device) - cls[:, None]).abs().float()
+        damage = damage * fading.float().pow(dist)
+    allowed = block_edges(cls, t, window, runs, layer)
+    if not symmetric:
+        return chain_plan(choose_edges(damage, allowed, r), weight)
+    before = positions(b, t - 1, metric.device) < cls[:, None]
+    left, right = split_sides(r, layer)
+    edges = torch.zeros_like(allowed)
+    for side, k in ((before, left), (~before, right)):
+        if k:
+            edges |= choose_edges(damage, allowed & side, k)
+    return chain_plan(edges, weight)
+
+
+def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
+                generator: torch.Generator) -> Plan:
+    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice."""
+    allowed = block_edges(cls, t, window, 2, layer)
+    damage = torch.rand(allowed.shape, generator=generator, device=allowed.device)
+    return chain_plan(choose_edges(damage, allowed, r), weight)
+
+
+def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weight: torch.Tensor) -> Plan:
+    """ToMe bipartite matching: even tokens merge into their most similar odd token.
+
+    Order is restored: kept tokens stay in sequence order and a merged token takes its
+    destination's slot. Protected tokens are neither source nor destination.
+    """
+    b, t, _ = metric.shape
+    prot = protected_mask(cls, t, window)
+    m = F.normalize(metric.float(), dim=-1)
+    src, dst = m[:, 0::2], m[:, 1::2]
+    sim = src @ dst.transpose(1, 2)
+    sim = sim.masked_fill(prot[:, 0::2, None] | prot[:, None, 1::2], -_BIG)
+    best, best_dst = sim.max(-1)
+    if int((best > -_BIG / 2).sum(-1).min()) < r:
+        raise RuntimeError(f"fewer than {r} tokens left for bipartite merging; lower the schedule")
+    top = best.topk(r, dim=-1).indices  # (B, r) source rows
+    removed = torch.zeros(b, t, dtype=torch.bool, device=metric.device)
+    removed[:, 0::2] = torch.zeros_like(best, dtype=torch.bool).scatter_(1, top, True)
+    index = (~removed).long().cumsum(1) - 1
+    dst_tok = 2 * best_dst.gather(1, top) + 1  # destination token of each chosen source
+    src_tok = 2 * top
+    index = index.scatter(1, src_tok, index.gather(1, dst_tok))
+    return Plan(index, weight, t - r)
+
+
+def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) -> Plan:
+    """Drop the ``r`` tokens of smallest output magnitude (features weight 0).
+
+    A dropped token's patches are booked to the previous kept token so patch counts
+    still add up; its features are discarded.
+    """
+    b, t = magnitude.shape
+    prot = protected_mask(cls, t, window)
+    score = magnitude.float().masked_fill(prot, _BIG)
+    drop = torch.zeros_like(prot).scatter_(1, score.topk(r, dim=-1, largest=False).indices, True)
+    if bool((drop & prot).any()):
+        raise RuntimeError(f"fewer than {r} unprotected tokens to prune; lower the schedule")
+    index = ((~drop).long().cumsum(1) - 1).clamp_min(0)
+    return Plan(index, (~drop).float(), t - r)
+
+
+def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int, window: int,
+           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor) -> Plan:
+    """STM with 2-D neighbours: a token absorbs its right, lower or lower-right grid neighbour.
+
+    Cells of 2x2 patches (shifted by the layer's parity) each have one anchor (top left);
+    every other token belongs to exactly one cell, so chosen merges never conflict.
+    ``rep`` (B, T) is the patch index each token is anchored at (-1 for the class token).
+    At most ``runs - 1`` members join an anchor per layer. The merged token keeps the
+    anchor's (earliest) position, so sequence order is preserved.
+    """
+    b, t, _ = metric.shape
+    dev = metric.device
+    pos = positions(b, t, dev)
+    valid = rep >= 0
+    row, col = torch.div(rep, grid, rounding_mode="floor"), rep % grid
+    inv = torch.full((b, grid * grid + 1), -1, dtype=torch.long, device=dev)
+    inv.scatter_(1, torch.where(valid, rep, grid * grid), pos)  # slot grid*grid collects the class token
+    o = layer % 2
+    anchor = valid & (row % 2 == o) & (col % 2 == o)
+    prot = protected_mask(cls, t, window)
+    m = F.normalize(metric.float(), dim=-1)
+    members, damages = [], []
+    for dr, dc in ((0, 1), (1, 0), (1, 1)):
+        inside = anchor & (row + dr < grid) & (col + dc < grid)
+        partner = inv.gather(1, torch.where(inside, rep + dr * grid + dc, grid * grid))
+        ok = inside & (partner >= 0)
+        partner = partner.clamp_min(0)
+        side_ok = (pos < cls[:, None]) == (partner < cls[:, None])
+        ok = ok & side_ok & ~prot & ~prot.gather(1, partner)
+        sim = (m * m.gather(1, partner[..., None].expand_as(m))).sum(-1)
+        dmg = 1.0 - sim
+        if fading is not None:
+            dmg = dmg * fading.float().pow((pos - cls[:, None]).abs().float())
+        members.append(partner)
+        damages.append(torch.where(ok, dmg, torch.full_like(dmg, _BIG)))
+    partner, damage = torch.stack(members, -1), torch.stack(damages, -1)  # (B, T, 3)
+    rank = damage.argsort(-1).argsort(-1)  # per-cell rank of each member edge
+    allowed = (damage < _BIG / 2) & (rank < runs - 1)
+    flat_damage, flat_allowed = damage.flatten(1), allowed.flatten(1)
+    if symmetric:
+        before = (pos < cls[:, None])[..., None].expand_as(allowed).flatten(1)
+        left, right = split_sides(r, layer)
+        chosen = torch.zeros_like(flat_allowed)
+        for side, k in ((before, left), (~before, right)):
+            if k:
+                chosen |= choose_edges(flat_damage, flat_allowed & side, k)
+    else:
+        chosen = choose_edges(flat_damage, flat_allowed, r)
+    chosen = chosen.view(b, t, 3)
+    removed = torch.zeros(b, t + 1, dtype=torch.long, device=dev)
+    dummy = torch.full_like(partner, t)  # unchosen edges write to a spare column
+    removed = removed.scatter_add_(1, torch.where(chosen, partner, dummy).flatten(1), chosen.flatten(1).long())
+    index = torch.cat([(removed[:, :t] == 0).long().cumsum(1) - 1, removed.new_zeros(b, 1)], 1)
+    anchor_slot = index[:, :t, None].expand_as(partner)
+    index = index.scatter(1, torch.where(chosen, partner, dummy).flatten(1), anchor_slot.flatten(1))
+    return Plan(index[:, :t], weight, t - r)

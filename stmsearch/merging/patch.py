@@ -1,0 +1,184 @@
+"""Plug token reduction into a ViM in place (ToMe style): classes are swapped, not forked.
+
+``apply(model, config)`` turns each ``Block`` into a :class:`MergeBlock` that reduces the
+residual stream before its mixer, per the config's schedule. One state dict per model
+(``model._stm``) is shared by all its blocks: the config, the class-token index of every
+batch item, patch counts per token, the previous mixer's internals (for metrics) and the
+per-layer trace.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..models.vim import BiMamba, Block, VisionMamba
+from . import functions as fn
+from .config import MergeConfig
+
+
+class MergeBiMamba(BiMamba):
+    """Records its forward direction's internals for the next layer's merge metric."""
+
+    def direction(self, x, reverse):
+        d = super().direction(x, reverse)
+        if not reverse and self._stm["record"]:
+            self._stm["mixer"] = d
+        return d
+
+
+class MergeBlock(Block):
+    """Add -> reduce tokens (schedule[layer]) -> norm -> mixer.
+
+    Reducing the summed residual equals reducing hidden and residual streams alike: the
+    merge is a weighted average with the same weights for both, so it is linear.
+    """
+
+    def forward(self, hidden, residual):
+        info = self._stm
+        residual = self.add(hidden, residual)
+        r = info["schedule"][self._stm_layer]
+        if r:
+            residual = reduce_tokens(info, residual, hidden, r, self._stm_layer, self.mixer)
+        info["trace"].append((residual.shape[1], info["cls"], info["sizes"]))
+        dt_scale = info["sizes"] if info["config"].size_aware_decay else None
+        return self.mix(residual, dt_scale), residual
+
+
+class MergeVisionMamba(VisionMamba):
+    """Resets the shared state per forward and reads each item's class token."""
+
+    def embed(self, img):
+        x = super().embed(img)
+        b, t, _ = x.shape
+        rep = torch.arange(t - 1, device=x.device)
+        info = self._stm
+        info["cls"] = torch.full((b,), self.cls_pos, dtype=torch.long, device=x.device)
+        info["sizes"] = torch.ones(b, t, device=x.device)
+        info["rep"] = torch.cat([rep[:self.cls_pos], rep.new_full((1,), -1), rep[self.cls_pos:]]).expand(b, t)
+        info["mixer"], info["trace"], info["grid"] = None, [], math.isqrt(t - 1)
+        return x
+
+    def class_token(self, h):
+        return h[torch.arange(h.shape[0], device=h.device), self._stm["cls"]]
+
+
+def _metric(info: dict, residual: torch.Tensor) -> torch.Tensor:
+    """The similarity features the config names; the residual where no mixer ran yet."""
+    d, name = info["mixer"], info["config"].metric
+    if d is None or name == "hidden":
+        return residual
+    if name == "x":
+        return d.u.transpose(1, 2)
+    if name == "B":
+        return d.B.transpose(1, 2)
+    return _step(d).transpose(1, 2)
+
+
+def _step(d) -> torch.Tensor:
+    """Positive step sizes (B, D, L) of a recorded direction."""
+    return F.softplus(d.delta.float() + d.delta_bias[:, None])
+
+
+def _gamma(info: dict, mixer: BiMamba) -> torch.Tensor | None:
+    """Per-step decay for distance fading: fixed, estimated on this batch, or none."""
+    cfg = info["config"]
+    if cfg.fading == "none":
+        return None
+    if cfg.fading == "fixed":
+        return torch.tensor(cfg.gamma)
+    d = info["mixer"]
+    a = -torch.exp(mixer.A_log.float())
+    # mean step of each channel on this batch (previous layer); at layer 0 the zero-input step
+    dt = _step(d).mean((0, 2)) if d is not None else F.softplus(mixer.dt_proj.bias.float())
+    return torch.exp(dt[:, None] * (d.A if d is not None else a)).mean()
+
+
+def _weights(info: dict) -> torch.Tensor:
+    cfg, sizes = info["config"], info["sizes"]
+    if cfg.weights == "mean":
+        return torch.ones_like(sizes)
+    if cfg.weights == "dt" and info["mixer"] is not None:
+        return sizes * _step(info["mixer"]).mean(1)
+    return sizes
+
+
+def _plan(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: int, layer: int, mixer: BiMamba) -> fn.Plan:
+    cfg, cls, w = info["config"], info["cls"], info["config"].protect
+    if cfg.method == "prune":
+        return fn.prune_plan(hidden.float().norm(dim=-1), cls, r, w)
+    if cfg.method == "random":
+        g = torch.Generator(device=residual.device)
+        g.manual_seed(cfg.seed * 100_003 + layer)
+        return fn.random_plan(cls, residual.shape[1], r, w, layer, _weights(info), g)
+    metric = _metric(info, residual)
+    if cfg.method == "tome":
+        return fn.tome_plan(metric, cls, r, w, _weights(info))
+    gamma = _gamma(info, mixer)
+    if cfg.neighbourhood == "2d":
+        return fn.stm_2d(metric, cls, info["rep"], info["grid"], r, w, cfg.runs, layer, cfg.symmetric, gamma, _weights(info))
+    return fn.stm_1d(metric, cls, r, w, cfg.runs, layer, cfg.symmetric, gamma, _weights(info))
+
+
+def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: int, layer: int,
+                  mixer: BiMamba) -> torch.Tensor:
+    """Remove ``r`` tokens from the residual stream and update the shared state."""
+    plan = _plan(info, residual, hidden, r, layer, mixer)
+    b = residual.shape[0]
+    info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
+    info["sizes"] = fn.reduce_sum(info["sizes"], plan)
+    # each slot keeps the earliest patch it holds as its grid anchor
+    big = torch.iinfo(torch.long).max
+    rep = info["rep"].masked_fill(info["rep"] < 0, big)
+    rep = rep.new_full((b, plan.out_len), big).scatter_reduce(1, plan.index, rep, "amin")
+    info["rep"] = rep.masked_fill(rep == big, -1)
+    return fn.apply_plan(residual, plan)
+
+
+def _restore(model: VisionMamba) -> None:
+    for m, cls in getattr(model, "_stm_classes", []):
+        m.__class__ = cls
+        for attr in ("_stm", "_stm_layer"):
+            m.__dict__.pop(attr, None)
+    model.__dict__.pop("_stm_classes", None)
+
+
+def apply(model: VisionMamba, config: MergeConfig | None) -> VisionMamba:
+    """Patch ``model`` in place to reduce tokens per ``config``; ``None`` restores it. Returns it."""
+    _restore(model)
+    if config is None:
+        return model
+    schedule = config.validate_for(len(model.layers), model.pos_embed.shape[1])
+    info = {"config": config, "schedule": schedule,
+            "record": config.metric != "hidden" or config.fading == "estimated" or config.weights == "dt"}
+    swaps = [(model, type(model), _merge_class(type(model)))]
+    for i, block in enumerate(model.layers):
+        swaps += [(block, type(block), MergeBlock), (block.mixer, type(block.mixer), MergeBiMamba)]
+        block._stm_layer = i
+    for m, _, new in swaps:
+        m._stm = info
+        m.__class__ = new
+    model._stm_classes = [(m, old) for m, old, _ in swaps]
+    return model
+
+
+def _merge_class(cls: type) -> type:
+    """A MergeVisionMamba subclass of ``cls`` (kept per class so isinstance still holds)."""
+    if issubclass(cls, MergeVisionMamba):
+        return cls
+    return type(f"Merge{cls.__name__}", (MergeVisionMamba, cls), {})
+
+
+def trace(model: VisionMamba) -> list[dict]:
+    """Per layer after a forward: ``tokens`` entering it, ``cls_index`` and ``sizes`` (first item)."""
+    info = getattr(model, "_stm", None)
+    if info is None or "trace" not in info:
+        raise RuntimeError("trace() needs a model patched with stmsearch.apply() and one forward pass")
+    out = []
+    for tokens, cls, sizes in info["trace"]:
+        c = int(cls[0])
+        patches = [int(s) for s in sizes[0].tolist()]
+        patches[c] = 0  # the class token stands for no patch (it carries weight 1 internally)
+        out.append({"tokens": tokens, "cls_index": c, "sizes": patches})
+    return out

@@ -1,0 +1,197 @@
+"""Vision Mamba (ViM) with the middle class token, checkpoint-compatible with hustvl/Vim.
+
+Module names and parameter shapes follow the official ``models_mamba.py`` so that an
+official state dict loads strictly. The token-merging patch (``stmsearch.merging.patch``)
+swaps ``Block``/``VisionMamba`` classes in place; nothing here knows about merging except
+the ``cls_index`` the model reads its features from.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops.scan import Direction, bidirectional_scan
+
+
+@dataclass(frozen=True)
+class VimConfig:
+    """Architecture of one ViM size."""
+
+    embed_dim: int = 192
+    depth: int = 24
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.embed_dim
+
+    @property
+    def dt_rank(self) -> int:
+        return math.ceil(self.embed_dim / 16)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with weight only (eps 1e-5), as in mamba-ssm."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * self.weight.float()).to(x.dtype)
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d patchify -> (B, num_patches, D)."""
+
+    def __init__(self, cfg: VimConfig):
+        super().__init__()
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """Depthwise conv1d + SiLU over (B, L, C) tokens, causal or (reverse) anti-causal.
+
+    Written as k shifted multiply-adds in token-major layout: on the CPU this is several
+    times faster than a grouped ``conv1d``, and the anti-causal form equals
+    flip -> causal conv -> flip without the copies.
+    """
+    k, length = weight.shape[-1], x.shape[1]
+    w = weight[:, 0, :].to(x.dtype)  # (C, k)
+    pad = (0, 0, 0, k - 1) if reverse else (0, 0, k - 1, 0)
+    xp = F.pad(x, pad)
+    out = bias.to(x.dtype).expand_as(x).clone()
+    for j in range(k):
+        # causal: out_t = sum_j w_j x_{t-k+1+j}; anti-causal mirrors the taps
+        tap, start = (k - 1 - j, j) if reverse else (j, j)
+        out.addcmul_(xp[:, start:start + length], w[:, tap])
+    return F.silu(out)
+
+
+class BiMamba(nn.Module):
+    """The bidirectional ("v2") Mamba mixer of ViM, with the official parameter names."""
+
+    def __init__(self, cfg: VimConfig):
+        super().__init__()
+        d, di, n, r = cfg.embed_dim, cfg.d_inner, cfg.d_state, cfg.dt_rank
+        self.d_inner, self.d_state, self.dt_rank = di, n, r
+        self.in_proj = nn.Linear(d, 2 * di, bias=False)
+        self.out_proj = nn.Linear(di, d, bias=False)
+        a_init = torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1)
+        for sfx in ("", "_b"):
+            self.add_module("conv1d" + sfx, nn.Conv1d(di, di, cfg.d_conv, groups=di, padding=cfg.d_conv - 1))
+            self.add_module("x_proj" + sfx, nn.Linear(di, r + 2 * n, bias=False))
+            self.add_module("dt_proj" + sfx, nn.Linear(r, di, bias=True))
+            self.register_parameter("D" + sfx, nn.Parameter(torch.ones(di)))
+            self._init_dt(getattr(self, "dt_proj" + sfx))
+        self.A_log = nn.Parameter(a_init.clone())
+        self.A_b_log = nn.Parameter(a_init.clone())
+
+    @staticmethod
+    def _init_dt(proj: nn.Linear, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
+        """Mamba's dt init: bias = softplus^-1 of a log-uniform step in [dt_min, dt_max]."""
+        dt = torch.exp(torch.rand(proj.out_features) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        with torch.no_grad():
+            proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def direction(self, x: torch.Tensor, reverse: bool) -> Direction:
+        """Conv, x_proj and dt_proj of one direction; x: (B, L, d_inner) -> (B, D, L)-shaped views."""
+        sfx = "_b" if reverse else ""
+        conv, x_proj, dt_proj = (getattr(self, m + sfx) for m in ("conv1d", "x_proj", "dt_proj"))
+        u = _conv(x, conv.weight, conv.bias, reverse)
+        dt, b, c = x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight)  # bias goes inside the softplus
+        a = -torch.exp((self.A_b_log if reverse else self.A_log).float())
+        d_skip = (self.D_b if reverse else self.D).float()
+        t = lambda v: v.transpose(1, 2)  # noqa: E731  token-major memory, mamba-ssm's (B, C, L) shape
+        return Direction(t(u), t(delta), a, t(b), t(c), d_skip, dt_proj.bias.float())
+
+    def forward(self, h: torch.Tensor, dt_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """h: (B, L, D) -> (B, L, D). ``dt_scale`` (B, L) scales each token's step (size-aware decay)."""
+        # two matmuls instead of chunking one keep x and z contiguous
+        x = F.linear(h, self.in_proj.weight[:self.d_inner])
+        z = F.linear(h, self.in_proj.weight[self.d_inner:])
+        fwd, bwd = self.direction(x, False), self.direction(x, True)
+        y = bidirectional_scan(fwd, bwd, z.transpose(1, 2), dt_scale=dt_scale)
+        return self.out_proj(y.transpose(1, 2) / 2)  # "divide out", on for all published models
+
+
+class Block(nn.Module):
+    """Add -> RMSNorm -> mixer, residual kept in fp32 (``residual_in_fp32=True``)."""
+
+    def __init__(self, cfg: VimConfig):
+        super().__init__()
+        self.norm = RMSNorm(cfg.embed_dim)
+        self.mixer = BiMamba(cfg)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        residual = self.add(hidden, residual)
+        return self.mix(residual), residual
+
+    @staticmethod
+    def add(hidden: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        """The fp32 residual stream after this block's add."""
+        return hidden.float() if residual is None else residual + hidden.float()
+
+    def mix(self, residual: torch.Tensor, dt_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Norm and mixer over the residual stream."""
+        return self.mixer(self.norm(residual.to(self.norm.weight.dtype)), dt_scale)
+
+
+class VisionMamba(nn.Module):
+    """ViM with the class token in the middle of the patch sequence."""
+
+    def __init__(self, cfg: VimConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.embed_dim))
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm_f = RMSNorm(cfg.embed_dim)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self.cls_pos = cfg.num_patches // 2
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def embed(self, img: torch.Tensor) -> torch.Tensor:
+        """Patches + middle class token + position embedding: (B, num_patches + 1, D)."""
+        x = self.patch_embed(img)
+        cls = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat([x[:, :self.cls_pos], cls, x[:, self.cls_pos:]], dim=1)
+        return x + self.pos_embed.to(x.dtype)
+
+    def forward_features(self, img: torch.Tensor) -> torch.Tensor:
+        """The final-normed class-token feature, (B, D)."""
+        hidden, residual = self.embed(img), None
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual)
+        h = self.norm_f((residual + hidden.float()).to(self.norm_f.weight.dtype))
+        return self.class_token(h)
+
+    def class_token(self, h: torch.Tensor) -> torch.Tensor:
+        """Pick the class token; the merge patch overrides this with per-item indices."""
+        return h[:, self.cls_pos]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(img))

@@ -1,0 +1,47 @@
+"""Registered ViM sizes. Adding a size is one decorated function."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from .registry import register_model
+from .vim import VimConfig, VisionMamba
+
+PROXY_CHECKPOINT = Path(__file__).with_name("weights") / "vim_proxy.pt"
+
+# The CPU proxy: ImageNet's 197-token sequence (196 patches of 2x2 pixels + class token) on
+# 28x28 digits, sized so a 1000-digit pass fits the 2-core budget (see README).
+PROXY = VimConfig(embed_dim=64, depth=12, img_size=28, patch_size=2, in_chans=1,
+                  num_classes=10, d_state=8)
+
+
+def _build(cfg: VimConfig, **overrides) -> VisionMamba:
+    return VisionMamba(replace(cfg, **overrides))
+
+
+@register_model
+def vim_tiny(**overrides) -> VisionMamba:
+    """ViM-Ti: D=192, 24 layers (7.15M params)."""
+    return _build(VimConfig(embed_dim=192), **overrides)
+
+
+@register_model
+def vim_small(**overrides) -> VisionMamba:
+    """ViM-S: D=384, 24 layers (25.8M params)."""
+    return _build(VimConfig(embed_dim=384), **overrides)
+
+
+@register_model
+def vim_base(**overrides) -> VisionMamba:
+    """ViM-B: D=768, 24 layers (97.6M params)."""
+    return _build(VimConfig(embed_dim=768), **overrides)
+
+
+@register_model
+def vim_proxy(**overrides) -> VisionMamba:
+    """The embedded CPU proxy for 28x28 grey digits (197 tokens); see ``PROXY``."""
+    return _build(PROXY, **overrides)
+
+
+# Checkpoints loaded when ``create_model(name)`` is given none.
+DEFAULT_CHECKPOINTS = {"vim_proxy": PROXY_CHECKPOINT}

@@ -1,0 +1,102 @@
+"""The one selective-scan entry point and its backends.
+
+Backends (``STMSEARCH_SCAN`` overrides the automatic choice):
+- ``reference``: pure PyTorch (:mod:`stmsearch.ops.scan_reference`), CPU and GPU.
+- ``mamba_ssm``: mamba-ssm's CUDA ``selective_scan_fn``; chosen automatically on CUDA when
+  importable. Imported lazily so ``import stmsearch`` never touches mamba-ssm.
+- ``triton``: the fused bidirectional Triton kernel (:mod:`stmsearch.ops.scan_triton`), CUDA only,
+  selected explicitly.
+
+A ViM layer calls :func:`bidirectional_scan` once; backends that scan one direction at a
+time get the backward direction as a reversed scan.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .scan_reference import selective_scan_reference
+
+BACKENDS = ("reference", "mamba_ssm", "triton")
+
+
+class Direction(NamedTuple):
+    """Inputs of one scan direction, all in original sequence order.
+
+    u, delta: (batch, D, L); A: (D, N) (already ``-exp(A_log)``); B, C: (batch, N, L);
+    D, delta_bias: (D,). The step size used is ``softplus(delta + delta_bias)``, as in ViM.
+    """
+
+    u: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor
+    delta_bias: torch.Tensor | None
+
+
+@functools.lru_cache(maxsize=None)
+def _mamba_ssm_fn() -> Callable | None:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # ImportError, or a CUDA build that does not load on this machine
+        return None
+    return selective_scan_fn
+
+
+def mamba_ssm_available() -> bool:
+    """True if mamba-ssm's CUDA scan imports here (never true on a CPU-only install)."""
+    return _mamba_ssm_fn() is not None
+
+
+def resolve_backend(device: torch.device | str, requested: str | None = None) -> str:
+    """The backend a scan on ``device`` uses: ``requested``, else ``$STMSEARCH_SCAN``, else auto."""
+    name = requested or os.environ.get("STMSEARCH_SCAN") or ""
+    device = torch.device(device)
+    if not name:
+        return "mamba_ssm" if device.type == "cuda" and mamba_ssm_available() else "reference"
+    if name not in BACKENDS:
+        raise ValueError(f"STMSEARCH_SCAN / backend must be one of {BACKENDS}, got {name!r}")
+    if name != "reference" and device.type != "cuda":
+        raise RuntimeError(f"scan backend {name!r} needs a CUDA tensor, got device {device}")
+    if name == "mamba_ssm" and not mamba_ssm_available():
+        raise RuntimeError("scan backend 'mamba_ssm' requested but mamba_ssm is not importable "
+                           "(install the 'gpu' extra on a CUDA machine)")
+    return name
+
+
+def _one_direction(fn: Callable, d: Direction, z: torch.Tensor, reverse: bool,
+                   dt_scale: torch.Tensor | None) -> torch.Tensor:
+    delta, bias, softplus = d.delta, d.delta_bias, True
+    if dt_scale is not None:  # size-aware decay scales the step after the softplus
+        delta = F.softplus(delta.float() + bias.float()[:, None]) * dt_scale.float()[:, None, :]
+        bias, softplus = None, False
+    if fn is selective_scan_reference:
+        return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus, reverse=reverse)
+    if not reverse:
+        return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus)
+    flip = lambda t: t.flip(-1)  # noqa: E731  (mamba-ssm scans forwards only)
+    y = fn(flip(d.u), flip(delta), d.A, flip(d.B), flip(d.C), d.D, flip(z), bias, delta_softplus=softplus)
+    return y.flip(-1)
+
+
+def bidirectional_scan(fwd: Direction, bwd: Direction, z: torch.Tensor, backend: str | None = None,
+                       dt_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``y_fwd + y_bwd`` of a ViM layer, both gated by ``silu(z)``, in original order.
+
+    ``dt_scale`` (batch, L), if given, multiplies each position's step after the softplus
+    (size-aware decay: a token standing for s patches decays s steps).
+    """
+    name = resolve_backend(fwd.u.device, backend)
+    if name == "triton":
+        from .scan_triton import bidirectional_scan_triton
+
+        return bidirectional_scan_triton(fwd, bwd, z, dt_scale)
+    fn = _mamba_ssm_fn() if name == "mamba_ssm" else selective_scan_reference
+    return (_one_direction(fn, fwd, z, False, dt_scale)
+            + _one_direction(fn, bwd, z, True, dt_scale))

@@ -1,0 +1,73 @@
+"""Pure-PyTorch selective scan: exact semantics of mamba-ssm's ``selective_scan_ref``.
+
+The recurrence is sequential in time, so the loop over time stays; batch, channels and
+states are vectorised. Why it is fast on a CPU: the batch is processed in slices small
+enough that the (time, batch, channel, state) work tensors stay in cache, each time step
+is one in-place ``addcmul`` on contiguous memory, and the read-out is one batched matmul.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Elements of one (L, b, D, N) work tensor per CPU slice: two of them (16 MB in fp32) sit
+# in a 32 MB L3. On CUDA the whole batch goes at once.
+_CPU_SLICE_ELEMS = 1 << 21
+
+
+def _scan_slice(u, delta, A, B, C, reverse: bool) -> torch.Tensor:
+    """Scan one batch slice, time-major. u, delta: (L, b, D); A: (D, N); B, C: (L, b, N) -> (L, b, D)."""
+    length, b, d = u.shape
+    n = A.shape[1]
+    decay = torch.empty(length, b, d, n, dtype=torch.float32, device=u.device)
+    torch.mul(delta.unsqueeze(-1), A, out=decay).exp_()
+    drive = torch.empty_like(decay)
+    torch.mul((delta * u).unsqueeze(-1), B.unsqueeze(2), out=drive)
+    steps = range(length - 1, -1, -1) if reverse else range(length)
+    h = None
+    for t in steps:
+        if h is not None:
+            drive[t].addcmul_(decay[t], h)  # drive[t] becomes h_t
+        h = drive[t]
+    y = torch.bmm(drive.view(length * b, d, n), C.reshape(length * b, n, 1))
+    return y.view(length, b, d)
+
+
+def selective_scan_reference(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    reverse: bool = False,
+) -> torch.Tensor:
+    """Selective scan with mamba-ssm's argument layout.
+
+    u, delta, z: (batch, D, L); A: (D, N); B, C: (batch, N, L); D, delta_bias: (D,). Any
+    strides. ``reverse`` scans from the last position to the first (the backward direction
+    of a ViM layer without flipped copies). State and sums are fp32; returns u's dtype,
+    shaped (batch, D, L) over token-major memory.
+    """
+    tm = lambda v: v.permute(2, 0, 1).float()  # noqa: E731  (batch, C, L) -> (L, batch, C)
+    u_t, dt = tm(u), tm(delta)
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()
+    if delta_softplus:
+        dt = F.softplus(dt)
+    A_f, B_t, C_t = A.float(), tm(B), tm(C)
+    length, batch, channels = u_t.shape
+    step = batch if u.is_cuda else max(1, _CPU_SLICE_ELEMS // max(1, length * channels * A.shape[1]))
+    y = torch.empty(batch, length, channels, dtype=torch.float32, device=u.device)
+    y_t = y.permute(1, 0, 2)
+    for i in range(0, batch, step):
+        s = slice(i, i + step)
+        y_t[:, s] = _scan_slice(u_t[:, s], dt[:, s], A_f, B_t[:, s], C_t[:, s], reverse)
+    if D is not None:
+        y_t.addcmul_(u_t, D.float())
+    if z is not None:
+        y_t.mul_(F.silu(tm(z)))
+    return y.to(u.dtype).transpose(1, 2)

@@ -1,0 +1,241 @@
+"""Fused bidirectional selective scan of one ViM layer as a single Triton kernel.
+
+One program owns a block of channels of one batch row and keeps the state h (BLOCK_D x N)
+in fp32 registers. Time is processed in chunks of T_CHUNK positions: each chunk is one
+coalesced (BLOCK_D x T_CHUNK) tile load per input, and the recurrence inside the chunk is an
+associative scan over (decay, drive) pairs, so the serial chain is per chunk, not per step.
+
+The backward direction is scanned on the unflipped tensors by walking the addresses from the
+last position down (t = L - 1 - j); no flipped copies are made. Positions past the end of the
+sequence get step 0 (decay 1, drive 0), so the state passes through them unchanged and the
+chunk's last column is always the carry into the next chunk: any L >= 1 works.
+
+Two ways of combining the directions, both deterministic:
+- fused (default): grid (batch, channel blocks); a program scans forwards writing y_fwd, then
+  backwards adding y_bwd to what it wrote. z is read twice, nothing else is extra.
+- split: grid (batch, channel blocks, 2) into an fp32 (2, batch, D, L) buffer, then one add.
+  Twice the parallelism, at the price of the buffer round trip.
+
+``import triton`` happens on first use only, so this module imports on a CPU-only install.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .scan import Direction
+
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+try:  # guarded: the module must import on a CPU-only install without triton
+    import triton
+    import triton.language as tl
+
+    _HAVE_TRITON = True
+except Exception:  # ImportError, or a broken install
+    triton = tl = None
+    _HAVE_TRITON = False
+
+
+def triton_available() -> bool:
+    """True if the kernel can run here: triton imports and CUDA (or the Triton interpreter) is on."""
+    return _HAVE_TRITON and (torch.cuda.is_available() or _interpreting())
+
+
+def _configs() -> list:
+    """Autotune candidates; the interpreter gets one small config (it runs every candidate)."""
+    if _interpreting():
+        return [triton.Config({"BLOCK_D": 4, "T_CHUNK": 8}, num_warps=1)]
+    out = []
+    for block_d, t_chunk, warps in [(32, 4, 1), (32, 8, 1), (64, 4, 2), (64, 8, 2), (128, 4, 4),
+                                    (128, 8, 4), (16, 8, 1), (16, 4, 1), (32, 2, 1), (64, 2, 2)]:
+        out.append(triton.Config({"BLOCK_D": block_d, "T_CHUNK": t_chunk}, num_warps=warps))
+    return out
+
+
+if _HAVE_TRITON:
+    @triton.jit
+    def _combine(a1, b1, a2, b2):
+        # (a1, b1) is the earlier step: h -> a2 * (a1 * h + b1) + b2
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _scan_direction(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dv_ptr, bias_ptr, z_ptr, scale_ptr, y_ptr,
+                        su_b, sdt_b, sB_b, sC_b, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                        N: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr,
+                        REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        HAS_D: tl.constexpr, HAS_SCALE: tl.constexpr):
+        """Scan one direction for one (batch row, channel block); write (or add) gated y.
+
+        I/O tiles are (BLOCK_D, T_CHUNK), time fastest, so loads and stores coalesce. The
+        state math runs on (T_CHUNK, N, BLOCK_D) tensors: Triton's default layout spreads the
+        last dim (channels) over lanes and keeps time and state in each thread's registers,
+        so the scan over time and the sum over N need no shuffles.
+        """
+        offs_n = tl.arange(0, N)
+        offs_j = tl.arange(0, T_CHUNK)
+        # exp(dt*A) as exp2(dt*A*log2e): one MUFU op per (t, n, d)
+        A = tl.load(A_ptr + offs_d[None, :] * N + offs_n[:, None], mask=mask_d[None, :], other=0.0)
+        A = A.to(tl.float32) * 1.4426950408889634  # (N, BLOCK_D)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_D:
+            Dv = tl.load(Dv_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        row = offs_d[:, None] * L  # (d, t) rows are contiguous in t (checked on the host)
+        h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
+        for c in range(0, tl.cdiv(L, T_CHUNK)):
+            j = c * T_CHUNK + offs_j
+            mask_t = j < L
+            if REVERSE:
+                t = L - 1 - j
+            else:
+                t = j
+            m2 = mask_d[:, None] & mask_t[None, :]
+            u = tl.load(u_ptr + pid_b * su_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            dt = tl.load(dt_ptr + pid_b * sdt_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt = dt + bias[:, None]
+            # softplus with torch's threshold of 20
+            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))
+            if HAS_SCALE:
+                s = tl.load(scale_ptr + pid_b * ss_b + t, mask=mask_t, other=0.0).to(tl.float32)
+                dt = dt * s[None, :]
+            dt = tl.where(m2, dt, 0.0)  # padding steps: decay 1, drive 0
+            tn = offs_n[None, :] * L + t[:, None]  # (T_CHUNK, N)
+            Bt = tl.load(B_ptr + pid_b * sB_b + tn, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + pid_b * sC_b + tn, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            dt_td = tl.trans(dt)  # (T_CHUNK, BLOCK_D)
+            dtu_td = tl.trans(dt * u)
+            decay = tl.exp2(dt_td[:, None, :] * A[None, :, :])  # (T_CHUNK, N, BLOCK_D)
+            drive = dtu_td[:, None, :] * Bt[:, :, None]
+            prod, acc = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine)
+            hs = prod * h[None, :, :] + acc  # fold in the carry from earlier chunks
+            y = tl.trans(tl.sum(hs * Ct[:, :, None], axis=1))  # (BLOCK_D, T_CHUNK)
+            h = tl.sum(tl.where(offs_j[:, None, None] == T_CHUNK - 1, hs, 0.0), axis=0)
+            if HAS_D:
+                y = y + u * Dv[:, None]
+            zv = tl.load(z_ptr + pid_b * sz_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            y = y * (zv / (1.0 + tl.exp(-zv)))
+            y_addr = y_ptr + pid_b * sy_b + row + t[None, :]
+            if ACCUMULATE:
+                y = y + tl.load(y_addr, mask=m2, other=0.0).to(tl.float32)
+            tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2)
+
+    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N"])
+    @triton.jit
+    def _fused_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
+                      z_ptr, scale_ptr, y_ptr,
+                      fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, D, L, L_BUCKET,
+                      N: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+                      HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr):
+        pid_b = tl.program_id(0)
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < D
+        _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
+                        fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                        N, BLOCK_D, T_CHUNK, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
+        # the backward pass reads y_fwd that other threads of this CTA stored
+        tl.debug_barrier()
+        _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr,
+                        bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                        N, BLOCK_D, T_CHUNK, True, True, HAS_BIAS, HAS_D, HAS_SCALE)
+
+    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N"])
+    @triton.jit
+    def _split_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
+                      z_ptr, scale_ptr, y_ptr,
+                      fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, sy_dir, D, L, L_BUCKET,
+                      N: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+                      HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr):
+        pid_b = tl.program_id(0)
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_d < D
+        if tl.program_id(2) == 0:
+            _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
+                            fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            N, BLOCK_D, T_CHUNK, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
+        else:
+            _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr + sy_dir,
+                            bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            N, BLOCK_D, T_CHUNK, True, False, HAS_BIAS, HAS_D, HAS_SCALE)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x (batch, R, L) with rows contiguous in L and packed (stride(1) == L); copy only if not.
+
+    Views like ``xz.chunk(2, dim=1)`` already qualify, so the common case copies nothing.
+    """
+    if x.stride(-1) == 1 and (x.shape[1] == 1 or x.stride(1) == x.shape[-1]):
+        return x
+    return x.contiguous()
+
+
+def _prepare(d: "Direction", n_state: int) -> tuple[list[torch.Tensor | None], list[int]]:
+    """Kernel pointers (u, delta, A, B, C, D, bias) and batch strides (u, delta, B, C) of a direction."""
+    u, delta, B, C = _rows(d.u), _rows(d.delta), _rows(d.B), _rows(d.C)
+    A = d.A.float().contiguous()
+    if A.shape[1] != n_state:
+        raise ValueError(f"both directions need the same state size, got {A.shape[1]} and {n_state}")
+    Dv = d.D.contiguous() if d.D is not None else None
+    bias = d.delta_bias.contiguous() if d.delta_bias is not None else None
+    return [u, delta, A, B, C, Dv, bias], [u.stride(0), delta.stride(0), B.stride(0), C.stride(0)]
+
+
+def _check(fwd: "Direction", bwd: "Direction", z: torch.Tensor) -> None:
+    """Fail early and clearly on what the kernel cannot do."""
+    if not triton_available():
+        raise RuntimeError("scan backend 'triton' needs the triton package and a CUDA device "
+                           "(or TRITON_INTERPRET=1 for the CPU interpreter)")
+    if not (z.is_cuda or _interpreting()):
+        raise RuntimeError(f"scan backend 'triton' needs CUDA tensors, got device {z.device}")
+    n_state = fwd.A.shape[1]
+    if n_state < 1 or n_state & (n_state - 1):
+        raise ValueError(f"scan backend 'triton' needs a power-of-two state size N, got {n_state}")
+    if fwd.u.shape != z.shape or bwd.u.shape != z.shape:
+        raise ValueError(f"u and z shapes differ: {tuple(fwd.u.shape)}, {tuple(bwd.u.shape)}, {tuple(z.shape)}")
+    if (fwd.delta_bias is None) != (bwd.delta_bias is None) or (fwd.D is None) != (bwd.D is None):
+        raise ValueError("both directions must agree on having delta_bias and D")
+
+
+def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tensor,
+                              dt_scale: torch.Tensor | None = None, split: bool = False) -> torch.Tensor:
+    """``y_fwd + y_bwd`` (each gated by ``silu(z)``) of one ViM layer in one kernel launch.
+
+    Same result as the reference path of :func:`stmsearch.ops.scan.bidirectional_scan`; fp32
+    state and accumulation for fp32 and bf16 inputs; returns u's dtype. ``split`` picks the
+    (batch, blocks, 2)-grid variant (see the module docstring).
+    """
+    _check(fwd, bwd, z)
+    batch, dim, length = z.shape
+    n_state = fwd.A.shape[1]
+    f_ptrs, f_strides = _prepare(fwd, n_state)
+    b_ptrs, b_strides = _prepare(bwd, n_state)
+    z = _rows(z)
+    has_scale = dt_scale is not None
+    scale = dt_scale.contiguous() if has_scale else z  # dummy pointer, never read
+    dummy = z
+    f_ptrs = [p if p is not None else dummy for p in f_ptrs]
+    b_ptrs = [p if p is not None else dummy for p in b_ptrs]
+    flags = dict(N=n_state, HAS_BIAS=fwd.delta_bias is not None, HAS_D=fwd.D is not None, HAS_SCALE=has_scale)
+    # tune per power-of-two length bucket, not per length: merged sequences take many lengths
+    l_bucket = 1 << max(0, math.ceil(math.log2(length)))
+    common = [z.stride(0), scale.stride(0) if has_scale else 0]
+    if not split:
+        y = torch.empty((batch, dim, length), device=z.device, dtype=fwd.u.dtype)
+        grid = lambda meta: (batch, -(-dim // meta["BLOCK_D"]))  # noqa: E731
+        _fused_kernel[grid](*f_ptrs, *b_ptrs, z, scale, y, *f_strides, *b_strides, *common, y.stride(0),
+                    dim, length, l_bucket, **flags)
+        return y
+    buf = torch.empty((2, batch, dim, length), device=z.device, dtype=torch.float32)
+    grid = lambda meta: (batch, -(-dim // meta["BLOCK_D"]), 2)  # noqa: E731
+    _split_kernel[grid](*f_ptrs, *b_ptrs, z, scale, buf, *f_strides, *b_strides, *common, buf.stride(1),
+                       buf.stride(0), dim, length, l_bucket, **flags)
+    return (buf[0] + buf[1]).to(fwd.u.dtype)

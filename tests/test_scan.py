@@ -1,0 +1,81 @@
+"""The reference scan against a naive step-by-step recurrence, and backend selection."""
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from stmsearch.ops import scan as scan_mod
+from stmsearch.ops.scan_reference import selective_scan_reference
+
+
+def naive_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, reverse=False):
+    """h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t; y_t = C_t . h_t + D x_t, one step at a time (float64)."""
+    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.double()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    batch, dim, length = u.shape
+    h = torch.zeros(batch, dim, A.shape[1], dtype=torch.float64)
+    y = torch.zeros(batch, dim, length, dtype=torch.float64)
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    for t in order:
+        dt = delta[:, :, t, None]
+        h = torch.exp(dt * A) * h + dt * B[:, None, :, t] * u[:, :, t, None]
+        y[:, :, t] = (h * C[:, None, :, t]).sum(-1)
+    if D is not None:
+        y = y + u * D.double()[:, None]
+    if z is not None:
+        y = y * F.silu(z.double())
+    return y
+
+
+@settings(max_examples=30, deadline=None)
+@given(length=st.integers(1, 300), has_d=st.booleans(), has_z=st.booleans(), softplus=st.booleans(),
+       reverse=st.booleans(), batch=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_reference_matches_naive_recurrence(length, has_d, has_z, softplus, reverse, batch, seed):
+    g = torch.Generator().manual_seed(seed)
+    dim, n = 6, 4
+    u = torch.randn(batch, dim, length, generator=g)
+    delta = torch.randn(batch, dim, length, generator=g) * 0.5 + (0.0 if softplus else 1.0)
+    delta = delta if softplus else delta.abs()
+    A = -torch.rand(dim, n, generator=g) * 3
+    B, C = torch.randn(batch, n, length, generator=g), torch.randn(batch, n, length, generator=g)
+    D = torch.randn(dim, generator=g) if has_d else None
+    z = torch.randn(batch, dim, length, generator=g) if has_z else None
+    bias = torch.randn(dim, generator=g) * 0.1 if softplus else None
+    got = selective_scan_reference(u, delta, A, B, C, D, z, bias, softplus, reverse)
+    want = naive_scan(u, delta, A, B, C, D, z, bias, softplus, reverse)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_slices_batch_consistently(monkeypatch):
+    """Results do not depend on how the CPU batch is sliced."""
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(5, 8, 33, generator=g), torch.rand(5, 8, 33, generator=g)
+    A, B, C = -torch.rand(8, 4, generator=g), torch.randn(5, 4, 33, generator=g), torch.randn(5, 4, 33, generator=g)
+    full = selective_scan_reference(u, delta, A, B, C)
+    monkeypatch.setattr("stmsearch.ops.scan_reference._CPU_SLICE_ELEMS", 8 * 4 * 33 * 2)
+    torch.testing.assert_close(selective_scan_reference(u, delta, A, B, C), full, rtol=0, atol=0)
+
+
+def test_backend_resolution(monkeypatch):
+    monkeypatch.delenv("STMSEARCH_SCAN", raising=False)
+    assert scan_mod.resolve_backend("cpu") == "reference"
+    monkeypatch.setenv("STMSEARCH_SCAN", "reference")
+    assert scan_mod.resolve_backend("cpu") == "reference"
+    monkeypatch.setenv("STMSEARCH_SCAN", "bogus")
+    with pytest.raises(ValueError, match="bogus"):
+        scan_mod.resolve_backend("cpu")
+    monkeypatch.setenv("STMSEARCH_SCAN", "mamba_ssm")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        scan_mod.resolve_backend("cpu")
+
+
+def test_import_does_not_touch_mamba_ssm():
+    import subprocess
+    code = "import sys, stmsearch; stmsearch.create_model('vim_tiny'); assert 'mamba_ssm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
