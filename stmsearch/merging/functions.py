@@ -19,11 +19,13 @@ _BIG = 1e9  # "never choose": finite, so topk order stays defined
 
 @dataclass
 class Plan:
-    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight."""
+    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight;
+    keep: (B, T) the one token per slot whose place (sequence position) the slot takes."""
 
     index: torch.Tensor
     weight: torch.Tensor
-    out_len: int
+    keep: torch.Tensor
+    out_len: int  # known from the schedule, so no device sync is needed to size outputs
 
 
 def apply_plan(x: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -82,11 +84,10 @@ def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.T
     return chosen
 
 
-def chain_plan(edges: torch.Tensor, weight: torch.Tensor) -> Plan:
-    """Merge along chosen adjacent edges (B, T-1): each chain becomes one token at its start."""
+def chain_plan(edges: torch.Tensor, weight: torch.Tensor, r: int) -> Plan:
+    """Merge along ``r`` chosen adjacent edges (B, T-1): each chain becomes one token at its start."""
     starts = torch.cat([torch.ones_like(edges[:, :1]), ~edges], dim=1)
-    index = starts.long().cumsum(1) - 1
-    return Plan(index, weight, int(starts[0].sum()))
+    return Plan(starts.long().cumsum(1) - 1, weight, starts, starts.shape[1] - r)
 
 
 def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: int, layer: int,
@@ -103,14 +104,14 @@ def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: i
         damage = damage * fading.float().pow(dist)
     allowed = block_edges(cls, t, window, runs, layer)
     if not symmetric:
-        return chain_plan(choose_edges(damage, allowed, r), weight)
+        return chain_plan(choose_edges(damage, allowed, r), weight, r)
     before = positions(b, t - 1, metric.device) < cls[:, None]
     left, right = split_sides(r, layer)
     edges = torch.zeros_like(allowed)
     for side, k in ((before, left), (~before, right)):
         if k:
             edges |= choose_edges(damage, allowed & side, k)
-    return chain_plan(edges, weight)
+    return chain_plan(edges, weight, r)
 
 
 def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
@@ -118,7 +119,7 @@ def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weig
     """Random adjacent pairs (the floor baseline): STM's pair layout, random choice."""
     allowed = block_edges(cls, t, window, 2, layer)
     damage = torch.rand(allowed.shape, generator=generator, device=allowed.device)
-    return chain_plan(choose_edges(damage, allowed, r), weight)
+    return chain_plan(choose_edges(damage, allowed, r), weight, r)
 
 
 def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weight: torch.Tensor) -> Plan:
@@ -143,14 +144,15 @@ def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weig
     dst_tok = 2 * best_dst.gather(1, top) + 1  # destination token of each chosen source
     src_tok = 2 * top
     index = index.scatter(1, src_tok, index.gather(1, dst_tok))
-    return Plan(index, weight, t - r)
+    return Plan(index, weight, ~removed, t - r)
 
 
 def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) -> Plan:
     """Drop the ``r`` tokens of smallest output magnitude (features weight 0).
 
-    A dropped token's patches are booked to the previous kept token so patch counts
-    still add up; its features are discarded.
+    A dropped token's patches are booked to the nearest kept token farther from the class
+    token (nearer only if none is left), so patch counts still add up and the protected
+    window stays untouched; its features are discarded.
     """
     b, t = magnitude.shape
     prot = protected_mask(cls, t, window)
@@ -158,63 +160,10 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
     drop = torch.zeros_like(prot).scatter_(1, score.topk(r, dim=-1, largest=False).indices, True)
     if bool((drop & prot).any()):
         raise RuntimeError(f"fewer than {r} unprotected tokens to prune; lower the schedule")
-    index = ((~drop).long().cumsum(1) - 1).clamp_min(0)
-    return Plan(index, (~drop).float(), t - r)
-
-
-def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int, window: int,
-           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor) -> Plan:
-    """STM with 2-D neighbours: a token absorbs its right, lower or lower-right grid neighbour.
-
-    Cells of 2x2 patches (shifted by the layer's parity) each have one anchor (top left);
-    every other token belongs to exactly one cell, so chosen merges never conflict.
-    ``rep`` (B, T) is the patch index each token is anchored at (-1 for the class token).
-    At most ``runs - 1`` members join an anchor per layer. The merged token keeps the
-    anchor's (earliest) position, so sequence order is preserved.
-    """
-    b, t, _ = metric.shape
-    dev = metric.device
-    pos = positions(b, t, dev)
-    valid = rep >= 0
-    row, col = torch.div(rep, grid, rounding_mode="floor"), rep % grid
-    inv = torch.full((b, grid * grid + 1), -1, dtype=torch.long, device=dev)
-    inv.scatter_(1, torch.where(valid, rep, grid * grid), pos)  # slot grid*grid collects the class token
-    o = layer % 2
-    anchor = valid & (row % 2 == o) & (col % 2 == o)
-    prot = protected_mask(cls, t, window)
-    m = F.normalize(metric.float(), dim=-1)
-    members, damages = [], []
-    for dr, dc in ((0, 1), (1, 0), (1, 1)):
-        inside = anchor & (row + dr < grid) & (col + dc < grid)
-        partner = inv.gather(1, torch.where(inside, rep + dr * grid + dc, grid * grid))
-        ok = inside & (partner >= 0)
-        partner = partner.clamp_min(0)
-        side_ok = (pos < cls[:, None]) == (partner < cls[:, None])
-        ok = ok & side_ok & ~prot & ~prot.gather(1, partner)
-        sim = (m * m.gather(1, partner[..., None].expand_as(m))).sum(-1)
-        dmg = 1.0 - sim
-        if fading is not None:
-            dmg = dmg * fading.float().pow((pos - cls[:, None]).abs().float())
-        members.append(partner)
-        damages.append(torch.where(ok, dmg, torch.full_like(dmg, _BIG)))
-    partner, damage = torch.stack(members, -1), torch.stack(damages, -1)  # (B, T, 3)
-    rank = damage.argsort(-1).argsort(-1)  # per-cell rank of each member edge
-    allowed = (damage < _BIG / 2) & (rank < runs - 1)
-    flat_damage, flat_allowed = damage.flatten(1), allowed.flatten(1)
-    if symmetric:
-        before = (pos < cls[:, None])[..., None].expand_as(allowed).flatten(1)
-        left, right = split_sides(r, layer)
-        chosen = torch.zeros_like(flat_allowed)
-        for side, k in ((before, left), (~before, right)):
-            if k:
-                chosen |= choose_edges(flat_damage, flat_allowed & side, k)
-    else:
-        chosen = choose_edges(flat_damage, flat_allowed, r)
-    chosen = chosen.view(b, t, 3)
-    removed = torch.zeros(b, t + 1, dtype=torch.long, device=dev)
-    dummy = torch.full_like(partner, t)  # unchosen edges write to a spare column
-    removed = removed.scatter_add_(1, torch.where(chosen, partner, dummy).flatten(1), chosen.flatten(1).long())
-    index = torch.cat([(removed[:, :t] == 0).long().cumsum(1) - 1, removed.new_zeros(b, 1)], 1)
-    anchor_slot = index[:, :t, None].expand_as(partner)
-    index = index.scatter(1, torch.where(chosen, partner, dummy).flatten(1), anchor_slot.flatten(1))
-    return Plan(index[:, :t], weight, t - r)
+    kept_upto = (~drop).long().cumsum(1)
+    # for a dropped token: the kept slot before it and after it (the last slot if none after)
+    prev, nxt = kept_upto - 1, kept_upto.clamp_max(t - r - 1)
+    before = positions(b, t, cls.device) < cls[:, None]
+    outward = torch.where(before, torch.where(prev >= 0, prev, nxt), nxt)
+    index = torch.where(drop, outward, kept_upto - 1)
+    return Plan(index, (~drop).float(), ~drop, t - r)

@@ -41,7 +41,7 @@ class MergeBlock(Block):
         r = info["schedule"][self._stm_layer]
         if r:
             residual = reduce_tokens(info, residual, hidden, r, self._stm_layer, self.mixer)
-        info["trace"].append((residual.shape[1], info["cls"], info["sizes"]))
+        info["trace"].append((residual.shape[1], info["cls"], info["sizes"], info["rep"]))
         dt_scale = info["sizes"] if info["config"].size_aware_decay else None
         return self.mix(residual, dt_scale), residual
 
@@ -128,11 +128,8 @@ def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: i
     b = residual.shape[0]
     info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
     info["sizes"] = fn.reduce_sum(info["sizes"], plan)
-    # each slot keeps the earliest patch it holds as its grid anchor
-    big = torch.iinfo(torch.long).max
-    rep = info["rep"].masked_fill(info["rep"] < 0, big)
-    rep = rep.new_full((b, plan.out_len), big).scatter_reduce(1, plan.index, rep, "amin")
-    info["rep"] = rep.masked_fill(rep == big, -1)
+    # a slot sits where its kept token sat and keeps that token's patch as its grid anchor
+    info["rep"] = info["rep"].masked_select(plan.keep).view(b, -1)
     return fn.apply_plan(residual, plan)
 
 
@@ -176,7 +173,7 @@ def trace(model: VisionMamba) -> list[dict]:
     if info is None or "trace" not in info:
         raise RuntimeError("trace() needs a model patched with stmsearch.apply() and one forward pass")
     out = []
-    for tokens, cls, sizes in info["trace"]:
+    for tokens, cls, sizes, _ in info["trace"]:
         c = int(cls[0])
         patches = [int(s) for s in sizes[0].tolist()]
         patches[c] = 0  # the class token stands for no patch (it carries weight 1 internally)

@@ -17,6 +17,8 @@ _CPU_SLICE_ELEMS = 1 << 21
 
 def _scan_slice(u, delta, A, B, C, reverse: bool) -> torch.Tensor:
     """Scan one batch slice, time-major. u, delta: (L, b, D); A: (D, N); B, C: (L, b, N) -> (L, b, D)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
+        return _scan_slice_autograd(u, delta, A, B, C, reverse)
     length, b, d = u.shape
     n = A.shape[1]
     decay = torch.empty(length, b, d, n, dtype=torch.float32, device=u.device)
@@ -31,6 +33,19 @@ def _scan_slice(u, delta, A, B, C, reverse: bool) -> torch.Tensor:
         h = drive[t]
     y = torch.bmm(drive.view(length * b, d, n), C.reshape(length * b, n, 1))
     return y.view(length, b, d)
+
+
+def _scan_slice_autograd(u, delta, A, B, C, reverse: bool) -> torch.Tensor:
+    """The same recurrence without in-place writes, so autograd can differentiate it."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
+    steps = range(u.shape[0] - 1, -1, -1) if reverse else range(u.shape[0])
+    states, h = [], None
+    for t in steps:
+        h = drive[t] if h is None else torch.addcmul(drive[t], decay[t], h)
+        states.append(h)
+    hs = torch.stack(states[::-1] if reverse else states)
+    return (hs * C.unsqueeze(2)).sum(-1)
 
 
 def selective_scan_reference(

@@ -1,28 +1,32 @@
 """Fused bidirectional selective scan of one ViM layer as a single Triton kernel.
 
-One program owns a block of channels of one batch row and keeps the state h (BLOCK_D x N)
-in fp32 registers. Time is processed in chunks of T_CHUNK positions: each chunk is one
+One program owns a block of channels of one (batch row, direction) and keeps the state h
+(N x BLOCK_D) in fp32 registers. Time goes in chunks of T_CHUNK positions: each chunk is one
 coalesced (BLOCK_D x T_CHUNK) tile load per input, and the recurrence inside the chunk is an
-associative scan over (decay, drive) pairs, so the serial chain is per chunk, not per step.
+associative scan over (decay, drive) pairs laid out so that time and state stay inside each
+thread (channels across lanes): no shuffles in the scan or in the sum over N.
 
 The backward direction is scanned on the unflipped tensors by walking the addresses from the
 last position down (t = L - 1 - j); no flipped copies are made. Positions past the end of the
 sequence get step 0 (decay 1, drive 0), so the state passes through them unchanged and the
 chunk's last column is always the carry into the next chunk: any L >= 1 works.
 
-Two ways of combining the directions, both deterministic:
-- fused (default): grid (batch, channel blocks); a program scans forwards writing y_fwd, then
-  backwards adding y_bwd to what it wrote. z is read twice, nothing else is extra.
-- split: grid (batch, channel blocks, 2) into an fp32 (2, batch, D, L) buffer, then one add.
-  Twice the parallelism, at the price of the buffer round trip.
+Three ways of combining the directions (``mode``), all deterministic:
+- ``atomic`` (default): grid (batch, channel blocks, 2); each direction atomically adds its
+  gated y into a zeroed output. With exactly two addends onto zero the sum is order-free
+  (0 + a + b == 0 + b + a bit for bit), and for bf16 it rounds like the reference (each
+  direction rounded, then added). Costs one memset of the output.
+- ``split``: same grid into an fp32 (2, batch, D, L) buffer, then one torch add.
+- ``fused``: grid (batch, channel blocks); a program scans forwards writing y_fwd, then
+  backwards adding y_bwd. No extra traffic, half the parallelism, z read twice.
 
-``import triton`` happens on first use only, so this module imports on a CPU-only install.
+``import triton`` is guarded, so this module imports on a CPU-only install without it.
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,8 +34,8 @@ if TYPE_CHECKING:
     from .scan import Direction
 
 
-
 def _interpreting() -> bool:
+    """True under Triton's CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -55,8 +59,10 @@ def _configs() -> list:
     if _interpreting():
         return [triton.Config({"BLOCK_D": 4, "T_CHUNK": 8}, num_warps=1)]
     out = []
-    for block_d, t_chunk, warps in [(32, 4, 1), (32, 8, 1), (64, 4, 2), (64, 8, 2), (128, 4, 4),
-                                    (128, 8, 4), (16, 8, 1), (16, 4, 1), (32, 2, 1), (64, 2, 2)]:
+    # (T_CHUNK x N) per thread lives in registers: these stay at or under ~210 registers on
+    # sm_90 without spills (checked with ptxas for fp32 and bf16, all three modes)
+    for block_d, t_chunk, warps in [(32, 4, 1), (64, 4, 2), (16, 4, 1), (16, 8, 1), (8, 8, 1),
+                                    (8, 16, 1), (32, 2, 1), (4, 16, 1)]:
         out.append(triton.Config({"BLOCK_D": block_d, "T_CHUNK": t_chunk}, num_warps=warps))
     return out
 
@@ -71,8 +77,8 @@ if _HAVE_TRITON:
     def _scan_direction(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dv_ptr, bias_ptr, z_ptr, scale_ptr, y_ptr,
                         su_b, sdt_b, sB_b, sC_b, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
                         N: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr,
-                        REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        HAS_D: tl.constexpr, HAS_SCALE: tl.constexpr):
+                        REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, ATOMIC: tl.constexpr,
+                        HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_SCALE: tl.constexpr):
         """Scan one direction for one (batch row, channel block); write (or add) gated y.
 
         I/O tiles are (BLOCK_D, T_CHUNK), time fastest, so loads and stores coalesce. The
@@ -116,8 +122,9 @@ if _HAVE_TRITON:
             dtu_td = tl.trans(dt * u)
             decay = tl.exp2(dt_td[:, None, :] * A[None, :, :])  # (T_CHUNK, N, BLOCK_D)
             drive = dtu_td[:, None, :] * Bt[:, :, None]
-            prod, acc = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine)
-            hs = prod * h[None, :, :] + acc  # fold in the carry from earlier chunks
+            # fold the carry into the first step, so the scan's running products are dead code
+            drive += tl.where(offs_j[:, None, None] == 0, decay * h[None, :, :], 0.0)
+            _, hs = tl.associative_scan((decay, drive), axis=0, combine_fn=_combine)
             y = tl.trans(tl.sum(hs * Ct[:, :, None], axis=1))  # (BLOCK_D, T_CHUNK)
             h = tl.sum(tl.where(offs_j[:, None, None] == T_CHUNK - 1, hs, 0.0), axis=0)
             if HAS_D:
@@ -125,47 +132,41 @@ if _HAVE_TRITON:
             zv = tl.load(z_ptr + pid_b * sz_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
             y = y * (zv / (1.0 + tl.exp(-zv)))
             y_addr = y_ptr + pid_b * sy_b + row + t[None, :]
-            if ACCUMULATE:
-                y = y + tl.load(y_addr, mask=m2, other=0.0).to(tl.float32)
-            tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2)
+            if ATOMIC:
+                tl.atomic_add(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2, sem="relaxed")
+            else:
+                if ACCUMULATE:
+                    y = y + tl.load(y_addr, mask=m2, other=0.0).to(tl.float32)
+                tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2)
 
-    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N"])
+    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N", "MODE"], reset_to_zero=["y_ptr"])
     @triton.jit
-    def _fused_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
-                      z_ptr, scale_ptr, y_ptr,
-                      fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, D, L, L_BUCKET,
-                      N: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
-                      HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr):
-        pid_b = tl.program_id(0)
-        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < D
-        _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
-                        fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
-                        N, BLOCK_D, T_CHUNK, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
-        # the backward pass reads y_fwd that other threads of this CTA stored
-        tl.debug_barrier()
-        _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr,
-                        bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
-                        N, BLOCK_D, T_CHUNK, True, True, HAS_BIAS, HAS_D, HAS_SCALE)
-
-    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N"])
-    @triton.jit
-    def _split_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
+    def _bidir_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
                       z_ptr, scale_ptr, y_ptr,
                       fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, sy_dir, D, L, L_BUCKET,
-                      N: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+                      N: tl.constexpr, MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
                       HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr):
+        """MODE 0 atomic, 1 split, 2 fused; see the module docstring."""
         pid_b = tl.program_id(0)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_d < D
-        if tl.program_id(2) == 0:
+        if MODE == 2:
             _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
                             fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
-                            N, BLOCK_D, T_CHUNK, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
+                            N, BLOCK_D, T_CHUNK, False, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
+            # the backward pass reads y_fwd that other threads of this CTA stored
+            tl.debug_barrier()
+            _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr,
+                            bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            N, BLOCK_D, T_CHUNK, True, True, False, HAS_BIAS, HAS_D, HAS_SCALE)
+        elif tl.program_id(2) == 0:
+            _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
+                            fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            N, BLOCK_D, T_CHUNK, False, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE)
         else:
             _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr + sy_dir,
                             bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
-                            N, BLOCK_D, T_CHUNK, True, False, HAS_BIAS, HAS_D, HAS_SCALE)
+                            N, BLOCK_D, T_CHUNK, True, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -205,37 +206,58 @@ def _check(fwd: "Direction", bwd: "Direction", z: torch.Tensor) -> None:
         raise ValueError("both directions must agree on having delta_bias and D")
 
 
+MODES = ("atomic", "split", "fused")
+
+
+def _default_mode() -> str:
+    """``$STMSEARCH_TRITON_MODE`` if set (benchmarks compare the modes), else ``atomic``."""
+    mode = os.environ.get("STMSEARCH_TRITON_MODE") or "atomic"
+    if mode not in MODES:
+        raise ValueError(f"STMSEARCH_TRITON_MODE must be one of {MODES}, got {mode!r}")
+    return mode
+
+
 def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tensor,
-                              dt_scale: torch.Tensor | None = None, split: bool = False) -> torch.Tensor:
+                              dt_scale: torch.Tensor | None = None, mode: str | None = None) -> torch.Tensor:
     """``y_fwd + y_bwd`` (each gated by ``silu(z)``) of one ViM layer in one kernel launch.
 
     Same result as the reference path of :func:`stmsearch.ops.scan.bidirectional_scan`; fp32
-    state and accumulation for fp32 and bf16 inputs; returns u's dtype. ``split`` picks the
-    (batch, blocks, 2)-grid variant (see the module docstring).
+    state and accumulation for fp32 and bf16 inputs; returns u's dtype. ``mode`` picks how the
+    two directions are combined (module docstring); default ``$STMSEARCH_TRITON_MODE`` or atomic.
     """
+    mode = mode or _default_mode()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     _check(fwd, bwd, z)
+    if mode == "atomic" and fwd.u.dtype != torch.float32 and z.is_cuda \
+            and torch.cuda.get_device_capability(z.device) < (9, 0):
+        mode = "split"  # native bf16/fp16 atomic adds need sm_90
     batch, dim, length = z.shape
     n_state = fwd.A.shape[1]
     f_ptrs, f_strides = _prepare(fwd, n_state)
     b_ptrs, b_strides = _prepare(bwd, n_state)
     z = _rows(z)
     has_scale = dt_scale is not None
-    scale = dt_scale.contiguous() if has_scale else z  # dummy pointer, never read
-    dummy = z
-    f_ptrs = [p if p is not None else dummy for p in f_ptrs]
-    b_ptrs = [p if p is not None else dummy for p in b_ptrs]
-    flags = dict(N=n_state, HAS_BIAS=fwd.delta_bias is not None, HAS_D=fwd.D is not None, HAS_SCALE=has_scale)
+    scale = dt_scale.contiguous() if has_scale else z  # z stands in for absent pointers, never read
+    f_ptrs = [p if p is not None else z for p in f_ptrs]
+    b_ptrs = [p if p is not None else z for p in b_ptrs]
     # tune per power-of-two length bucket, not per length: merged sequences take many lengths
     l_bucket = 1 << max(0, math.ceil(math.log2(length)))
-    common = [z.stride(0), scale.stride(0) if has_scale else 0]
-    if not split:
-        y = torch.empty((batch, dim, length), device=z.device, dtype=fwd.u.dtype)
-        grid = lambda meta: (batch, -(-dim // meta["BLOCK_D"]))  # noqa: E731
-        _fused_kernel[grid](*f_ptrs, *b_ptrs, z, scale, y, *f_strides, *b_strides, *common, y.stride(0),
-                    dim, length, l_bucket, **flags)
-        return y
-    buf = torch.empty((2, batch, dim, length), device=z.device, dtype=torch.float32)
-    grid = lambda meta: (batch, -(-dim // meta["BLOCK_D"]), 2)  # noqa: E731
-    _split_kernel[grid](*f_ptrs, *b_ptrs, z, scale, buf, *f_strides, *b_strides, *common, buf.stride(1),
-                       buf.stride(0), dim, length, l_bucket, **flags)
-    return (buf[0] + buf[1]).to(fwd.u.dtype)
+    out_dtype = fwd.u.dtype
+    if mode == "split":
+        y = torch.empty((2, batch, dim, length), device=z.device, dtype=torch.float32)
+    elif mode == "atomic":
+        y = torch.zeros((batch, dim, length), device=z.device, dtype=out_dtype)
+    else:
+        y = torch.empty((batch, dim, length), device=z.device, dtype=out_dtype)
+    sy_dir = y.stride(0) if mode == "split" else 0
+    sy_b = y.stride(1) if mode == "split" else y.stride(0)
+    n_dirs = 1 if mode == "fused" else 2
+    grid = lambda meta: (batch, triton.cdiv(dim, meta["BLOCK_D"]), n_dirs)  # noqa: E731
+    _bidir_kernel[grid](*f_ptrs, *b_ptrs, z, scale, y, *f_strides, *b_strides, z.stride(0),
+                        scale.stride(0) if has_scale else 0, sy_b, sy_dir, dim, length, l_bucket,
+                        N=n_state, MODE=MODES.index(mode), HAS_BIAS=fwd.delta_bias is not None,
+                        HAS_D=fwd.D is not None, HAS_SCALE=has_scale)
+    if mode == "split":
+        return (y[0] + y[1]).to(out_dtype)
+    return y

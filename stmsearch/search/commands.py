@@ -1,0 +1,110 @@
+"""``stmsearch search SPACE.yaml``: run or continue a search, then print its Pareto table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import optuna
+from rich.console import Console
+from rich.table import Table
+
+from ..merging.config import MergeConfig
+from .pareto import feasible_trials, pareto_trials
+from .progress import fmt
+from .runner import SearchError, run_search
+from .space import SpaceError, load_space
+
+SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
+_DEFAULTS = MergeConfig().to_dict()
+
+
+def resolve_space(arg: str) -> Path:
+    """A path, or the name of a shipped space (``demo`` -> search_spaces/demo.yaml)."""
+    path = Path(arg)
+    if not path.is_file() and (SHIPPED / f"{arg}.yaml").is_file():
+        return SHIPPED / f"{arg}.yaml"
+    return path
+
+
+def schedule_text(config: dict) -> str:
+    """A compact schedule: ``8 every 2 from 1 (constant)`` or ``L1:8 L3:8``."""
+    s = config.get("schedule")
+    if isinstance(s, dict):
+        text = f"{s['count']} every {s['interval']} from {s['start']}"
+        return text + ("" if s.get("shape") == "constant" else f" ({s['shape']})")
+    return " ".join(f"L{i}:{c}" for i, c in enumerate(s or []) if c) or "-"
+
+
+def knob_text(config: dict) -> str:
+    """The knobs that differ from MergeConfig's defaults."""
+    if config.get("method") == "none":
+        return ""
+    return " ".join(f"{k}={v}" for k, v in config.items()
+                    if k not in ("method", "schedule") and v != _DEFAULTS.get(k))
+
+
+def pareto_table(study: optuna.Study) -> Table:
+    """The feasible Pareto front, best first objective first."""
+    objectives = study.user_attrs["objectives"]
+    trials = pareto_trials(feasible_trials(study), [d.name.lower() for d in study.directions])
+    trials.sort(key=lambda t: -t.values[0] if study.directions[0].name == "MAXIMIZE" else t.values[0])
+    table = Table(title=f"Pareto front of {study.study_name} ({len(trials)} trials)")
+    for col in ("trial", "method", "reduction", *objectives, "speed-up", "schedule", "knobs"):
+        table.add_column(col, justify="right" if col not in ("method", "schedule", "knobs") else "left")
+    for t in trials:
+        cfg = t.user_attrs.get("config", {})
+        speedup = t.user_attrs.get("speedup")
+        table.add_row(str(t.number), cfg.get("method", "?") + (f" [{t.user_attrs['seed_config']}]"
+                                                                if t.user_attrs.get("seed_config") else ""),
+                      f"{100 * t.user_attrs.get('token_reduction', 0):.1f}%",
+                      *(fmt(name, v) for name, v in zip(objectives, t.values)),
+                      f"{speedup:.2f}x" if speedup else "-", schedule_text(cfg), knob_text(cfg))
+    return table
+
+
+def _write_dashboard(storage_url: str, study_name: str, out: Path) -> Path | None:
+    try:
+        from ..dashboard.build import write_dashboard
+    except ImportError:
+        return None
+    return write_dashboard(storage_url, study_name, out / f"{study_name}.html")
+
+
+@click.command("search")
+@click.argument("space_file", metavar="SPACE.yaml")
+@click.option("--trials", type=click.IntRange(min=1), help="Trials the study should hold in all (default: the "
+              "space's budget). Re-running continues up to it.")
+@click.option("--storage", help="SQLAlchemy URL (default: sqlite:///RUNS/<space>.db; postgresql://... works).")
+@click.option("--study", "study_name", help="Study name (default: space name + hash of its content).")
+@click.option("--executor", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+              help="local: sequential, in this process, without Ray (debugging).")
+@click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: one per GPU; "
+              "1 on CPU so throughput is measured alone).")
+@click.option("--address", help="Join an existing Ray cluster (e.g. auto or HOST:6379).")
+@click.option("--device", help="Override the space's device (auto, cpu, cuda).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Runs folder: default database, Ray logs, dashboard.")
+@click.option("--no-progress", is_flag=True, help="No live display.")
+def search_cmd(space_file: str, trials: int | None, storage: str | None, study_name: str | None, executor: str,
+               max_concurrent: int | None, address: str | None, device: str | None, out: str,
+               no_progress: bool) -> None:
+    """Search merge schedules for the model in SPACE.yaml (or a shipped space: demo, vim_tiny_imagenet, ...)."""
+    path = resolve_space(space_file)
+    try:
+        space = load_space(path)
+        if device:
+            space = space.model_copy(update={"device": device})
+        result = run_search(space, path, trials=trials, storage_url=storage, study=study_name, executor=executor,
+                            max_concurrent=max_concurrent, address=address, runs=out, progress=not no_progress)
+    except (SpaceError, SearchError) as exc:
+        raise click.ClickException(str(exc)) from None
+    console = Console()
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
+    console.print(pareto_table(study))
+    n_fail = sum(t.state.name == "FAIL" for t in study.trials)
+    console.print(f"{len(study.trials)} trials in {result.study_name} ({n_fail} failed; {result.ran} finished by "
+                  f"this run in {result.elapsed_s:.0f}s" + (f"; {result.reaped} orphaned trials marked failed"
+                                                            if result.reaped else "") + f"), storage {result.storage_url}")
+    page = _write_dashboard(result.storage_url, result.study_name, Path(out))
+    if page is not None:
+        console.print(f"dashboard: {page}")

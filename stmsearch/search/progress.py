@@ -1,0 +1,115 @@
+"""Live search progress: trials done/failed, best per objective, Pareto-front size, hypervolume.
+
+A rich Live panel on a terminal; one plain line per landed trial otherwise (logs, CI).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .pareto import feasible_trials, pareto_trials, study_hypervolume
+from .record import reference_metrics
+from .space import OBJECTIVES, SearchSpace
+
+
+def fmt(name: str, value: float | None) -> str:
+    """An objective value for people: accuracy in %, throughput in img/s, FLOPs in MMAC/GMAC."""
+    if value is None:
+        return "-"
+    if name == "accuracy":
+        return f"{100 * value:.2f}%"
+    if name == "throughput":
+        return f"{value:,.0f} img/s"
+    if name == "flops":
+        return f"{value / 1e9:.3f} GMAC" if value >= 1e9 else f"{value / 1e6:.2f} MMAC"
+    return f"{value:.4g}"
+
+
+@dataclass
+class Snapshot:
+    """The study's state as shown."""
+
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    best: dict[str, tuple[float, int]] = field(default_factory=dict)  # objective -> (value, trial number)
+    front: int = 0
+    hypervolume: float = 0.0
+
+
+def snapshot(study: optuna.Study, space: SearchSpace) -> Snapshot:
+    """Counts, best feasible value per objective, front size and normalised hypervolume."""
+    trials = study.get_trials(deepcopy=False)
+    snap = Snapshot(done=sum(t.state == TrialState.COMPLETE for t in trials),
+                    failed=sum(t.state == TrialState.FAIL for t in trials),
+                    running=sum(t.state == TrialState.RUNNING for t in trials))
+    feasible = feasible_trials(study)
+    for i, name in enumerate(space.objectives):
+        pick = max if OBJECTIVES[name] == "maximize" else min
+        if feasible:
+            best = pick(feasible, key=lambda t: t.values[i])
+            snap.best[name] = (best.values[i], best.number)
+    snap.front = len(pareto_trials(feasible, space.directions))
+    snap.hypervolume = study_hypervolume(study, space.objectives, reference_metrics(study))
+    return snap
+
+
+def line(snap: Snapshot, budget: int, elapsed: float) -> str:
+    """The one-line form."""
+    best = ", ".join(f"{n} {fmt(n, v)} (#{k})" for n, (v, k) in snap.best.items())
+    return (f"[{elapsed:6.0f}s] trials {snap.done + snap.failed}/{budget} (done {snap.done}, failed {snap.failed})"
+            f" | best: {best or '-'} | Pareto front {snap.front} | hypervolume {snap.hypervolume:.4f}")
+
+
+def panel(snap: Snapshot, budget: int, elapsed: float, title: str) -> Table:
+    """The live table form."""
+    table = Table(title=title, show_header=False, box=None, padding=(0, 1))
+    table.add_row("trials", f"{snap.done + snap.failed}/{budget}  done {snap.done}  failed {snap.failed}  "
+                            f"running {snap.running}  ({elapsed:.0f}s)")
+    for name, (value, number) in snap.best.items():
+        table.add_row(f"best {name}", f"{fmt(name, value)}  (trial {number})")
+    table.add_row("Pareto front", f"{snap.front} trials")
+    table.add_row("hypervolume", f"{snap.hypervolume:.4f}  (normalised to the unreduced model)")
+    return table
+
+
+class SearchProgress:
+    """Call :meth:`update` whenever a trial lands."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, budget: int, console: Console | None = None,
+                 enabled: bool = True):
+        self.study, self.space, self.budget, self.enabled = study, space, budget, enabled
+        self.console = console or Console()
+        self._start, self._live, self._shown = time.perf_counter(), None, -1
+
+    def __enter__(self) -> "SearchProgress":
+        if self.enabled and self.console.is_terminal:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=1)
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+
+    def _render(self) -> Table:
+        return panel(snapshot(self.study, self.space), self.budget, time.perf_counter() - self._start,
+                     f"stmsearch: {self.study.study_name}")
+
+    def update(self) -> None:
+        if not self.enabled:
+            return
+        if self._live is not None:
+            self._live.update(self._render())
+            return
+        snap = snapshot(self.study, self.space)
+        if snap.done + snap.failed != self._shown:
+            self._shown = snap.done + snap.failed
+            self.console.print(line(snap, self.budget, time.perf_counter() - self._start), highlight=False)

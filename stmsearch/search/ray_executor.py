@@ -1,0 +1,133 @@
+"""The Ray Tune executor: one GPU per trial when the cluster has GPUs, the CPUs otherwise.
+
+Tuner + OptunaSearch on the study's SQL storage. Ray's OptunaSearch asks and tells the
+study in the driver; :class:`RecordingSearch` adds the trial attributes before each tell
+(so each trial is in the storage as soon as it completes) and heartbeats running trials.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .objective import OUTCOME_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
+from .params import suggest
+from .progress import SearchProgress
+from .record import Heartbeat, reference_metrics, tell
+from .runner import ensure_reference
+from .space import REFERENCE, SearchSpace
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_DEDUP_LOGS": "0",
+           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "3600"}
+WORKER_DIED = ("the Ray worker running this trial died without a result (killed, or out of host memory?); "
+               "see the trial's Ray logs")
+
+
+def define_by_run(trial: Any, space: SearchSpace) -> dict | None:
+    """OptunaSearch's space: suggest every parameter; an enqueued seed also names itself."""
+    suggest(trial, space)
+    seed = trial.user_attrs.get("seed_config")
+    return {SEED_KEY: seed} if seed else None
+
+
+def _reference_task(space_data: dict) -> str:
+    return run_trial(SearchSpace.model_validate(space_data), {}, REFERENCE).to_json()
+
+
+def _make_searcher(**kwargs: Any) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    class RecordingSearch(OptunaSearch):
+        """OptunaSearch that records each outcome's attributes and heartbeats running trials."""
+
+        def __init__(self, *, stm_space: SearchSpace, reference: dict, beat: Heartbeat,
+                     progress: SearchProgress, **kw: Any):
+            super().__init__(**kw)
+            self._stm = (stm_space, reference, beat, progress)
+
+        def suggest(self, trial_id: str) -> dict | None:
+            params = super().suggest(trial_id)
+            self._stm[2].add(self._ot_trials[trial_id]._trial_id)
+            return params
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+                return
+            space, reference, beat, progress = self._stm
+            ot_trial = self._ot_trials[trial_id]
+            if result and result.get(OUTCOME_KEY):
+                outcome = TrialOutcome.from_json(result[OUTCOME_KEY])
+            else:
+                outcome = TrialOutcome(values=None, error=WORKER_DIED)
+            tell(self._ot_study, ot_trial, outcome, space, reference)
+            self._completed_trials.add(trial_id)
+            beat.remove(ot_trial._trial_id)
+            progress.update()
+
+        # the study in SQL storage is the search state: nothing for Tune to checkpoint
+        def save(self, checkpoint_path: str) -> None:
+            return None
+
+        def restore(self, checkpoint_path: str) -> None:
+            return None
+
+    return RecordingSearch(**kwargs)
+
+
+def trial_resources(resources: dict, device: str, max_concurrent: int | None) -> tuple[dict, int]:
+    """Per-trial Ray resources and concurrency: one GPU each when there are GPUs, else all CPUs.
+
+    Throughput is measured with the device to itself, so CPU trials run one at a time
+    unless --max-concurrent says otherwise (they then split the CPUs).
+    """
+    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+    if gpus and device != "cpu":
+        conc = max_concurrent or gpus
+        return {"gpu": 1, "cpu": max(1, cpus // gpus)}, conc
+    conc = max_concurrent or 1
+    return {"cpu": max(1, cpus // conc)}, conc
+
+
+def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress, *,
+            timeout_s: float | None = None, max_concurrent: int | None = None, address: str | None = None,
+            runs: Path = Path("runs"), **_: object) -> None:
+    """Evaluate the reference on a worker, then run ``remaining`` trials through Tune."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 configure_logging=True)
+    try:
+        per_trial, conc = trial_resources(ray.cluster_resources(), space.device, max_concurrent)
+        space_data = space.model_dump(mode="json")
+        task = ray.remote(_reference_task).options(num_cpus=per_trial["cpu"], num_gpus=per_trial.get("gpu", 0))
+        remaining -= ensure_reference(study, space, lambda: TrialOutcome.from_json(ray.get(task.remote(space_data))))
+        progress.update()
+        if remaining <= 0:
+            return
+        with Heartbeat(study._storage) as beat:
+            searcher = _make_searcher(
+                space=partial(define_by_run, space=space), metric=list(space.objectives),
+                mode=["max" if d == "maximize" else "min" for d in space.directions], sampler=study.sampler,
+                storage=study._storage, study_name=study.study_name, stm_space=space,
+                reference=reference_metrics(study), beat=beat, progress=progress)
+            trainable = tune.with_resources(tune.with_parameters(ray_trial, space_data=space_data), per_trial)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=conc),
+                                            num_samples=remaining, time_budget_s=timeout_s, reuse_actors=True),
+                run_config=tune.RunConfig(name=study.study_name, storage_path=str(runs.resolve() / "ray"),
+                                          verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+            tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()

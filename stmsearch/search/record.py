@@ -1,0 +1,149 @@
+"""The driver's side of a trial: outcome -> trial attributes, feasibility, tell; study upkeep.
+
+Every completed trial is told to the SQL storage the moment it lands, so a killed search
+loses nothing finished. Trials orphaned by a killed search are failed on the next run.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from .objective import TrialOutcome
+from .params import distributions, project, reference_params, seed_config
+from .space import REFERENCE, Constraints, SearchSpace
+
+INTERRUPTED = "interrupted: the search running this trial stopped (killed?) before it finished"
+
+
+def constraint_values(metrics: dict, constraints: Constraints, speedup: float | None) -> list[float]:
+    """Optuna-style constraint values (<= 0 is satisfied), one per set constraint."""
+    out = []
+    if constraints.min_accuracy is not None:
+        out.append(constraints.min_accuracy - float(metrics.get("accuracy", 0.0)))
+    if constraints.max_flops is not None:
+        out.append((float(metrics.get("flops", 0.0)) - constraints.max_flops) / constraints.max_flops)
+    if constraints.min_speedup is not None:
+        out.append(constraints.min_speedup - (speedup if speedup is not None else 0.0))
+    return out
+
+
+def final_attrs(outcome: TrialOutcome, space: SearchSpace, reference: dict | None) -> dict:
+    """The outcome's attributes plus error, or speed-up and feasibility against the reference."""
+    attrs = dict(outcome.attrs)
+    if outcome.error is not None:
+        attrs["error"] = outcome.error
+        return attrs
+    metrics = attrs["metrics"]
+    ref_thr = (reference or {}).get("throughput")
+    thr = metrics.get("throughput")
+    speedup = 1.0 if attrs.get("is_reference") else (thr / ref_thr if thr and ref_thr else None)
+    cons = constraint_values(metrics, space.constraints, speedup)
+    attrs.update(speedup=speedup, constraint_values=cons, feasible=all(c <= 0 for c in cons))
+    return attrs
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, space: SearchSpace,
+         reference: dict | None) -> optuna.trial.FrozenTrial:
+    """Write the attributes, then complete or fail the trial (constraints are read on tell)."""
+    for key, value in final_attrs(outcome, space, reference).items():
+        trial.set_user_attr(key, value)
+    if outcome.error is not None:
+        return study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, [outcome.values[o] for o in space.objectives])
+
+
+def add_reference(study: optuna.Study, space: SearchSpace, outcome: TrialOutcome) -> optuna.trial.FrozenTrial:
+    """Store the reference trial, evaluated before sampling, at the least-reduction parameters."""
+    attrs = {**final_attrs(outcome, space, None), "seed_config": REFERENCE}
+    ok = outcome.error is None
+    trial = optuna.trial.create_trial(
+        state=TrialState.COMPLETE if ok else TrialState.FAIL,
+        values=[outcome.values[o] for o in space.objectives] if ok else None,
+        params=reference_params(space), distributions=distributions(space), user_attrs=attrs)
+    study.add_trial(trial)
+    return trial
+
+
+def reference_metrics(study: optuna.Study) -> dict | None:
+    """Metrics of the study's completed reference trial, if any."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("is_reference"):
+            return t.user_attrs.get("metrics")
+    return None
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count against the budget: completed, or failed by their own error."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+            if not t.user_attrs.get("interrupted")]
+
+
+def reap_stale(study: optuna.Study) -> int:
+    """Fail RUNNING trials whose heartbeat stopped (their search was killed); returns how many."""
+    storage = study._storage
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None:
+        return 0
+    n = 0
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            storage.set_trial_user_attr(trial_id, "error", INTERRUPTED)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            n += bool(storage.set_trial_state_values(trial_id, state=TrialState.FAIL))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another search reaped it first
+    return n
+
+
+def enqueue_seeds(study: optuna.Study, space: SearchSpace) -> list[str]:
+    """Enqueue the space's seed configs not yet tried (an interrupted one is tried again)."""
+    tried = {t.user_attrs.get("seed_config") for t in study.get_trials(deepcopy=False)
+             if not t.user_attrs.get("interrupted")}
+    added = []
+    for seed in space.seeds:
+        if seed.name not in tried:
+            study.enqueue_trial(project(space, seed_config(space, seed.name)), user_attrs={"seed_config": seed.name})
+            added.append(seed.name)
+    return added
+
+
+class Heartbeat:
+    """Records heartbeats for the trials this process runs, from a background thread."""
+
+    def __init__(self, storage: Any):
+        self._storage, self._ids, self._lock = storage, set(), threading.Lock()
+        self._stop = threading.Event()
+        self._interval = getattr(storage, "heartbeat_interval", None)
+        self._thread = threading.Thread(target=self._run, name="stmsearch-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        if self._interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def add(self, trial_id: int) -> None:
+        if self._interval:
+            self._storage.record_heartbeat(trial_id)
+        with self._lock:
+            self._ids.add(trial_id)
+
+    def remove(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = list(self._ids)
+            for trial_id in ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a missed beat only delays reaping
+                    pass

@@ -1,0 +1,157 @@
+"""Running a search: open the study, reap orphans, evaluate the reference, then sample to budget.
+
+Executors: ``ray`` (default; see ``ray_executor``) and ``local`` (in-process, sequential,
+for debugging). Both evaluate the unreduced reference first, alone, so speed-ups and the
+``min_speedup`` constraint are measured against it; both tell every trial to the SQL
+storage as it lands. Re-running the same command continues the study up to its budget.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from .objective import TrialOutcome, run_trial
+from .params import grid, grid_size, suggest
+from .progress import SearchProgress
+from .record import (INTERRUPTED, Heartbeat, add_reference, enqueue_seeds, finished, reap_stale,
+                     reference_metrics, tell)
+from .space import REFERENCE, SearchSpace, SpaceError, unset_variables
+from .storage import default_url, open_storage, open_study, study_name
+
+
+class SearchError(RuntimeError):
+    """A search that cannot go on (e.g. the unreduced reference model fails to evaluate)."""
+
+
+@dataclass
+class SearchResult:
+    """Where the study lives and what this run did."""
+
+    study_name: str
+    storage_url: str
+    budget: int
+    ran: int  # trials finished by this run
+    reaped: int  # orphaned trials of a killed earlier run, marked failed
+    elapsed_s: float
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna ``constraints_func``: the values recorded when the trial was told."""
+    return trial.user_attrs.get("constraint_values", [])
+
+
+def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The space's sampler; constraints steer NSGA-II and TPE when any are set."""
+    spec = space.sampler
+    cons = constraint_values if any(v is not None for v in space.constraints.model_dump().values()) else None
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if spec.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=spec.population_size or 50, seed=spec.seed,
+                                             constraints_func=cons)
+    if spec.name == "tpe":
+        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials or 10,
+                                          multivariate=True, constraints_func=cons)
+    if spec.name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.GridSampler(grid(space), seed=spec.seed)
+
+
+def check_inputs(space: SearchSpace, source: str) -> None:
+    """Files and variables a run needs, checked before any trial."""
+    unset = unset_variables(space)
+    if unset:
+        raise SpaceError(f"{source}: {unset[0]}: environment variable not set")
+    if space.checkpoint and not Path(space.checkpoint).is_file():
+        raise SpaceError(f"{source}: checkpoint: file not found: {space.checkpoint}")
+    if space.dataset.startswith("imagefolder:") and not Path(space.dataset.split(":", 1)[1]).is_dir():
+        raise SpaceError(f"{source}: dataset: folder not found: {space.dataset.split(':', 1)[1]}")
+    try:
+        build_sampler(space)
+    except ValueError as exc:
+        raise SpaceError(f"{source}: {exc}") from None
+
+
+def ensure_reference(study: optuna.Study, space: SearchSpace, evaluate: Callable[[], TrialOutcome]) -> int:
+    """Evaluate and store the unreduced model unless the study has it; returns trials added."""
+    if reference_metrics(study) is not None:
+        return 0
+    trial = add_reference(study, space, evaluate())
+    if trial.state == TrialState.FAIL:
+        raise SearchError(f"the unreduced reference model failed, so no trial can be compared: "
+                          f"{trial.user_attrs['error']}")
+    return 1
+
+
+def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    try:
+        trial.set_user_attr("error", INTERRUPTED)
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - already told, or storage gone: the heartbeat reaps it later
+        pass
+
+
+def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress,
+              timeout_s: float | None = None, **_: object) -> None:
+    """Sequential ask/evaluate/tell in this process (no Ray): for debugging and tests."""
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    remaining -= ensure_reference(study, space, lambda: run_trial(space, {}, REFERENCE))
+    progress.update()
+    reference = reference_metrics(study)
+    with Heartbeat(study._storage) as beat:
+        for _ in range(remaining):
+            if deadline and time.monotonic() > deadline:
+                break
+            trial = study.ask()
+            beat.add(trial._trial_id)
+            try:
+                outcome = run_trial(space, suggest(trial, space), trial.user_attrs.get("seed_config"))
+                tell(study, trial, outcome, space, reference)
+            except BaseException:
+                _fail_interrupted(study, trial)  # Ctrl-C: fail it now rather than leave it RUNNING
+                raise
+            finally:
+                beat.remove(trial._trial_id)
+            progress.update()
+
+
+def _executor(name: str) -> Callable[..., None]:
+    if name == "local":
+        return run_local
+    if name == "ray":
+        from .ray_executor import run_ray
+        return run_ray
+    raise ValueError(f"unknown executor {name!r} (allowed: ray, local)")
+
+
+def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None = None,
+               storage_url: str | None = None, study: str | None = None, executor: str = "ray",
+               max_concurrent: int | None = None, address: str | None = None, runs: str | Path = "runs",
+               progress: SearchProgress | bool = True) -> SearchResult:
+    """Run (or continue) the study of ``space`` until it holds its budget of finished trials."""
+    start = time.perf_counter()
+    check_inputs(space, str(space_path))
+    run = _executor(executor)
+    url = storage_url or default_url(space_path, runs)
+    name = study or study_name(space_path, space)
+    the_study = open_study(open_storage(url), name, space, build_sampler(space))
+    reaped = reap_stale(the_study)
+    budget = trials or space.budget.trials
+    if space.sampler.name == "grid":
+        budget = min(budget, grid_size(space) + 1 + len(space.seeds))
+    before = len(finished(the_study))
+    if budget > before:
+        enqueue_seeds(the_study, space)
+        display = progress if isinstance(progress, SearchProgress) else SearchProgress(
+            the_study, space, budget, enabled=bool(progress))
+        with display:
+            run(the_study, space, budget - before, display, timeout_s=space.budget.timeout_s,
+                max_concurrent=max_concurrent, address=address, runs=Path(runs))
+    return SearchResult(study_name=name, storage_url=url, budget=budget, ran=len(finished(the_study)) - before,
+                        reaped=reaped, elapsed_s=time.perf_counter() - start)

@@ -1,0 +1,389 @@
+"""Search spaces: the YAML schema, its loader and up-front checks.
+
+A space names the model, data and objectives, the methods and knob ranges to search, the
+schedule form, the sampler and budget, and seed configs. Everything is checked before any
+trial starts; an error names the file, the field and the allowed values.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt,
+                      StrictStr, Tag, ValidationError, model_validator)
+
+from ..merging.config import ConfigError, MergeConfig, ParametricSchedule, config_from_dict
+
+OBJECTIVES = {"accuracy": "maximize", "throughput": "maximize", "flops": "minimize"}
+SEARCHABLE_METHODS = ("stm", "tome", "prune", "random")
+REFERENCE = "reference"  # seed name of the unreduced model, always evaluated first
+# MergeConfig fields a method's knobs may set (method and schedule come from the space itself)
+KNOB_FIELDS = tuple(f for f in MergeConfig.model_fields if f not in ("method", "schedule"))
+_TAGS = {"categorical", "int", "float", "fixed", "parametric", "free"}
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be used; the message names the file and field."""
+
+
+class Strict(BaseModel):
+    """A mapping whose unknown keys are errors that list the allowed ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r} (allowed: {', '.join(cls.model_fields)})")
+        return data
+
+
+Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
+
+
+class Categorical(Strict):
+    """One of ``choices``."""
+
+    type: Literal["categorical"]
+    choices: list[Scalar] = Field(min_length=1)
+
+
+class IntRange(Strict):
+    """An integer in [low, high] (inclusive), optionally stepped or log-scaled."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "IntRange":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("log: needs low >= 1 and step 1")
+        return self
+
+
+class FloatRange(Strict):
+    """A float in [low, high], optionally stepped or log-scaled."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "FloatRange":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log: needs low > 0 and no step")
+        return self
+
+
+def _knob_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("type") if value.get("type") in ("categorical", "int", "float") else None
+    if isinstance(value, BaseModel):
+        return value.type
+    return "fixed"
+
+
+Knob = Annotated[
+    Union[Annotated[Categorical, Tag("categorical")], Annotated[IntRange, Tag("int")],
+          Annotated[FloatRange, Tag("float")], Annotated[Scalar, Tag("fixed")]],
+    Discriminator(_knob_tag, custom_error_type="knob",
+                  custom_error_message="a knob is a fixed value or a mapping with type: categorical, int or float"),
+]
+Distribution = Union[Categorical, IntRange, FloatRange]
+
+
+class MethodSpace(Strict):
+    """A method and its knob values or ranges (unlisted knobs keep MergeConfig defaults)."""
+
+    name: Literal["stm", "tome", "prune", "random"]
+    knobs: dict[str, Knob] = Field(default_factory=dict)
+
+
+class ParametricSpace(Strict):
+    """Merge ``count`` tokens every ``interval`` layers from ``start``, shaped (see ParametricSchedule)."""
+
+    form: Literal["parametric"]
+    start: Knob = 0
+    interval: Knob = 1
+    count: Knob
+    shape: Knob = "constant"
+    steps: Knob | None = None
+
+
+class FreeSpace(Strict):
+    """An independent token count for each listed layer."""
+
+    form: Literal["free"]
+    layers: list[int] = Field(min_length=1)
+    min_per_layer: int = Field(0, ge=0)
+    max_per_layer: int = Field(ge=1)
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FreeSpace":
+        if len(set(self.layers)) != len(self.layers):
+            raise ValueError("layers: listed more than once")
+        if self.max_per_layer < self.min_per_layer:
+            raise ValueError(f"max_per_layer ({self.max_per_layer}) is below min_per_layer ({self.min_per_layer})")
+        return self
+
+
+def _form_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("form") if value.get("form") in ("parametric", "free") else None
+    return getattr(value, "form", None)
+
+
+ScheduleSpace = Annotated[
+    Union[Annotated[ParametricSpace, Tag("parametric")], Annotated[FreeSpace, Tag("free")]],
+    Discriminator(_form_tag, custom_error_type="schedule_form",
+                  custom_error_message="form: must be 'parametric' or 'free'"),
+]
+
+
+class Constraints(Strict):
+    """Feasibility limits; infeasible trials are kept but left off the Pareto front."""
+
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    max_flops: int | None = Field(None, gt=0)
+    min_speedup: float | None = Field(None, gt=0.0)  # throughput over the reference trial's
+
+
+class SamplerSpec(Strict):
+    """The Optuna sampler. NSGA-II's first generation is random: keep population_size below the budget."""
+
+    name: Literal["nsga2", "tpe", "random", "grid"] = "nsga2"
+    seed: int | None = 0
+    population_size: int | None = Field(None, ge=2)
+    n_startup_trials: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SamplerSpec":
+        if self.population_size is not None and self.name != "nsga2":
+            raise ValueError(f"population_size: only used by nsga2, not {self.name}")
+        if self.n_startup_trials is not None and self.name != "tpe":
+            raise ValueError(f"n_startup_trials: only used by tpe, not {self.name}")
+        return self
+
+
+class Budget(Strict):
+    """How many trials a study holds in all (re-runs continue up to it), and a time limit per run."""
+
+    trials: int = Field(ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class Seed(Strict):
+    """A named MergeConfig evaluated before sampling starts."""
+
+    name: str = Field(min_length=1)
+    config: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _check(self) -> "Seed":
+        if self.name == REFERENCE:
+            raise ValueError(f"name: {REFERENCE!r} is reserved for the unreduced model, always evaluated first")
+        return self
+
+
+class ThroughputSpec(Strict):
+    """How throughput is measured (passed to evaluate)."""
+
+    batch: int | None = Field(None, ge=1)
+    bf16: bool = False
+    cuda_graphs: bool = False
+
+
+class SearchSpace(Strict):
+    """One search: what to evaluate, what to vary, how to sample, how long."""
+
+    description: str = ""
+    model: str
+    checkpoint: str | None = None
+    dataset: str
+    subset: int | None = Field(None, ge=1)  # images evaluated per trial (None: the whole set)
+    device: str = "auto"
+    batch_size: int = Field(256, ge=1)
+    objectives: list[Literal["accuracy", "throughput", "flops"]] = Field(min_length=2, max_length=3)
+    constraints: Constraints = Field(default_factory=Constraints)
+    methods: list[MethodSpace] = Field(min_length=1)
+    schedule: ScheduleSpace
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    budget: Budget
+    seeds: list[Seed] = Field(default_factory=list)
+    throughput: ThroughputSpec = Field(default_factory=ThroughputSpec)
+    evaluator: str | None = Field(None, pattern=r"^[\w.]+:\w+$")  # module:function, default evaluate()
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchSpace":
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError("objectives: each of accuracy, throughput, flops at most once")
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ValueError("methods: each method at most once")
+        seeds = [s.name for s in self.seeds]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds: names must be unique")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna study directions, in objective order."""
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def identity(self) -> str:
+        """Short hash of what is searched (not the budget): re-running the same space resumes its study."""
+        data = self.model_dump(mode="json", exclude={"budget", "description"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+@lru_cache(maxsize=None)
+def model_geometry(name: str) -> tuple[int, int]:
+    """(depth, tokens incl. the class token) of a registered model, built on the meta device."""
+    import torch
+
+    from ..models import model_constructor
+    with torch.device("meta"):
+        cfg = model_constructor(name)().cfg
+    return cfg.depth, cfg.num_patches + 1
+
+
+def _loc(parts: tuple) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p not in _TAGS:
+            out += f".{p}" if out else str(p)
+    return out or "(top level)"
+
+
+def format_errors(exc: ValidationError, source: str, prefix: tuple = ()) -> str:
+    """One line per problem: ``source: field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {_loc(prefix + tuple(err['loc']))}: {msg}")
+    return "\n".join(lines)
+
+
+def _corners(knob: Any) -> list[tuple[str, Any]]:
+    """(suffix, value) pairs that bound a knob: its value, every choice, or low and high."""
+    if isinstance(knob, Categorical):
+        return [(f".choices[{i}]", c) for i, c in enumerate(knob.choices)]
+    if isinstance(knob, (IntRange, FloatRange)):
+        return [(".low", knob.low), (".high", knob.high)]
+    return [("", knob)]
+
+
+def _check_values(target: type[BaseModel], base: dict, knobs: dict, where: str, source: str) -> None:
+    """Each knob's bounding values must be valid for ``target`` (MergeConfig or ParametricSchedule)."""
+    for name, knob in knobs.items():
+        if knob is None:
+            continue
+        for suffix, value in _corners(knob):
+            try:
+                target.model_validate({**base, name: value})
+            except ValidationError as exc:
+                errs = [e for e in exc.errors() if e["loc"][:1] == (name,)] or exc.errors()
+                msg = errs[0]["msg"].removeprefix("Value error, ")
+                allowed = "" if "Input should be '" in msg else _allowed(target, name)
+                raise SpaceError(f"{source}: {where}.{name}{suffix}: {msg}{allowed}") from None
+
+
+def _allowed(target: type[BaseModel], name: str) -> str:
+    if name not in target.model_fields:
+        return ""
+    ann = str(target.model_fields[name].annotation)
+    found = re.findall(r"'([^']+)'", ann) if "Literal" in ann else []
+    return f" (allowed: {', '.join(found)})" if found else ""
+
+
+def check_space(space: SearchSpace, source: str) -> SearchSpace:
+    """Checks that need the model: knob values, schedule layers, and every seed config."""
+    try:
+        depth, tokens = model_geometry(space.model)
+    except ValueError as exc:
+        raise SpaceError(f"{source}: model: {exc}") from None
+    for i, m in enumerate(space.methods):
+        unknown = [k for k in m.knobs if k not in KNOB_FIELDS]
+        if unknown:
+            raise SpaceError(f"{source}: methods[{i}].knobs.{unknown[0]}: unknown knob "
+                             f"(allowed: {', '.join(KNOB_FIELDS)})")
+        _check_values(MergeConfig, {"method": m.name}, m.knobs, f"methods[{i}].knobs", source)
+    sched = space.schedule
+    if isinstance(sched, ParametricSpace):
+        knobs = {k: getattr(sched, k) for k in ("start", "interval", "count", "shape", "steps")}
+        _check_values(ParametricSchedule, {"count": 0}, knobs, "schedule", source)
+        start_max = max(v for _, v in _corners(sched.start))
+        if start_max >= depth:
+            raise SpaceError(f"{source}: schedule.start: {start_max} is beyond {space.model}'s depth {depth} "
+                             f"(allowed: 0..{depth - 1})")
+    else:
+        bad = [layer for layer in sched.layers if not 0 <= layer < depth]
+        if bad:
+            raise SpaceError(f"{source}: schedule.layers: layer {bad[0]} is outside {space.model}'s "
+                             f"layers (allowed: 0..{depth - 1})")
+    for i, seed in enumerate(space.seeds):
+        try:
+            config_from_dict(seed.config, f"{source}: seeds[{i}].config").validate_for(depth, tokens)
+        except ConfigError as exc:
+            msg = str(exc)
+            raise SpaceError(msg if msg.startswith(source) else f"{source}: seeds[{i}].config.{msg}") from None
+    return space
+
+
+def _expand_env(data: Any) -> Any:
+    """``${VAR}`` in checkpoint and dataset, so one shipped space serves every machine."""
+    if isinstance(data, dict):
+        for key in ("checkpoint", "dataset"):
+            if isinstance(data.get(key), str):
+                data[key] = os.path.expandvars(data[key])
+    return data
+
+
+def parse_space(data: Any, source: str = "space") -> SearchSpace:
+    """Validate a mapping into a checked :class:`SearchSpace`."""
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: expected a mapping of search-space fields, got {type(data).__name__}")
+    try:
+        space = SearchSpace.model_validate(_expand_env(dict(data)))
+    except ValidationError as exc:
+        raise SpaceError(format_errors(exc, source)) from None
+    return check_space(space, source)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and check a search-space YAML file (``yaml.safe_load``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{path}: search-space file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML: {exc}") from None
+    return parse_space(data, str(path))
+
+
+def unset_variables(space: SearchSpace) -> list[str]:
+    """Fields still holding an unexpanded ``${VAR}`` (the variable was not set)."""
+    return [f"{k}: {v}" for k, v in (("checkpoint", space.checkpoint), ("dataset", space.dataset))
+            if v and re.search(r"\$\{?\w+\}?", v)]

@@ -1,0 +1,179 @@
+"""Token reduction invariants, property-based over random schedules and inputs, for every method."""
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
+
+import stmsearch
+from stmsearch import ConfigError, MergeConfig, ParametricSchedule, load_config
+from stmsearch.merging.capacity import split_sides
+
+DEPTH = 4
+METHODS = ["stm", "tome", "prune", "random"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return stmsearch.create_model("vim_proxy", pretrained=False, depth=DEPTH)
+
+
+def run(model, cfg, x):
+    stmsearch.apply(model, cfg)
+    with torch.inference_mode():
+        return model(x)
+
+
+def internal_trace(model):
+    return model._stm["trace"]
+
+
+configs = st.builds(
+    dict,
+    method=st.sampled_from(METHODS),
+    schedule=st.lists(st.integers(0, 24), min_size=DEPTH, max_size=DEPTH),
+    window=st.integers(0, 12),
+    neighbourhood=st.sampled_from(["1d", "2d"]),
+    symmetric=st.booleans(),
+    metric=st.sampled_from(["hidden", "x", "B", "dt"]),
+    runs=st.integers(2, 4),
+    fading=st.sampled_from(["estimated", "fixed", "none"]),
+    weights=st.sampled_from(["size", "mean", "dt"]),
+    size_aware_decay=st.booleans(),
+)
+
+
+def valid(d):
+    cfg = MergeConfig(**d)
+    try:
+        cfg.validate_for(DEPTH)
+    except ConfigError:
+        return None
+    return cfg
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.filter_too_much])
+@given(d=configs, seed=st.integers(0, 1000), batch=st.integers(1, 3))
+def test_invariants_hold_for_random_schedules(model, d, seed, batch):
+    cfg = valid(d)
+    assume(cfg is not None)
+    x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    logits = run(model, cfg, x)
+    assert torch.isfinite(logits).all()
+    trace = stmsearch.trace(model)
+    sched = cfg.layer_schedule(DEPTH)
+    assert [t["tokens"] for t in trace] == [197 - sum(sched[:l + 1]) for l in range(DEPTH)]
+    prev_cls = torch.full((batch,), 98)
+    for layer, (tokens, cls, sizes, rep) in enumerate(internal_trace(model)):
+        rows = torch.arange(batch)
+        # the class token is never merged: its slot holds exactly itself
+        assert (rep[rows, cls] == -1).all() and (sizes[rows, cls] == 1).all()
+        # order preserved: the remaining patches keep increasing order, class token between 97 and 98
+        patches = rep.masked_select(rep >= 0).view(batch, -1)
+        assert (patches[:, 1:] > patches[:, :-1]).all()
+        pos = torch.arange(tokens)
+        assert ((rep < 98) == (pos < cls[:, None]))[rep >= 0].all()
+        assert (sizes.sum(1) == 197).all()  # 196 patches + the class token's own weight
+        assert sum(trace[layer]["sizes"]) == 196 and trace[layer]["cls_index"] == int(cls[0])
+        w = cfg.protect
+        near = (pos - cls[:, None]).abs() <= w
+        assert (sizes[near] == 1).all(), "a protected token was merged"
+        if cfg.method == "stm" and cfg.symmetric:
+            left, right = split_sides(sched[layer], layer)
+            assert abs(left - right) <= 1
+            assert ((prev_cls - cls) == left).all()
+        prev_cls = cls
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(METHODS + ["none"]), seed=st.integers(0, 1000))
+def test_zero_schedule_gives_identical_logits(model, method, seed):
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    stmsearch.apply(model, None)
+    with torch.inference_mode():
+        plain = model(x)
+    assert torch.equal(run(model, MergeConfig(method=method, schedule=[0] * DEPTH), x), plain)
+    stmsearch.apply(model, None)
+    with torch.inference_mode():
+        assert torch.equal(model(x), plain)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_bf16_runs_every_method(method):
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_proxy", pretrained=False, depth=DEPTH).to(torch.bfloat16)
+    cfg = MergeConfig(method=method, schedule=[0, 10, 10, 10])
+    out = run(model, cfg, torch.randn(2, 1, 28, 28, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    assert [t["tokens"] for t in stmsearch.trace(model)] == [197, 187, 177, 167]
+
+
+def test_merge_is_a_size_weighted_average():
+    from stmsearch.merging.functions import apply_plan, chain_plan
+    x = torch.tensor([[[1.0], [3.0], [10.0]]])
+    edges = torch.tensor([[True, False]])
+    sizes = torch.tensor([[1.0, 3.0, 1.0]])
+    out = apply_plan(x, chain_plan(edges, sizes, 1))
+    torch.testing.assert_close(out, torch.tensor([[[2.5], [10.0]]]))
+
+
+def test_stm_merges_the_most_similar_neighbours():
+    """With fading off and no window, STM merges the identical pair, not the dissimilar ones."""
+    from stmsearch.merging.functions import stm_1d
+    metric = torch.tensor([[[1.0, 0], [0, 1], [0, 1], [1, 0], [9, 9], [1, 0], [0, 1], [1, 1], [-1, 0]]])
+    cls = torch.tensor([4])
+    plan = stm_1d(metric, cls, 2, 0, 2, 1, True, None, torch.ones(1, 9))
+    assert plan.index.tolist() == [[0, 1, 1, 2, 3, 4, 5, 6, 6]] or plan.index[0, 2] == plan.index[0, 1]
+
+
+def test_config_round_trips_yaml_and_json(tmp_path):
+    cfg = MergeConfig(method="stm", schedule=ParametricSchedule(start=2, interval=2, count=6, shape="increasing"),
+                      window=4, neighbourhood="2d", runs=3, fading="fixed", gamma=0.9, size_aware_decay=True)
+    for name in ("c.yaml", "c.json"):
+        assert load_config(cfg.to_file(tmp_path / name)) == cfg
+    json.loads((tmp_path / "c.json").read_text())
+
+
+def test_parametric_schedule_expands():
+    p = ParametricSchedule(start=2, interval=3, count=4)
+    assert p.expand(12) == [0, 0, 4, 0, 0, 4, 0, 0, 4, 0, 0, 4]
+    inc = ParametricSchedule(start=0, interval=4, count=6, shape="increasing").expand(12)
+    dec = ParametricSchedule(start=0, interval=4, count=6, shape="decreasing").expand(12)
+    assert [inc[i] for i in (0, 4, 8)] == [3, 6, 9] and [dec[i] for i in (0, 4, 8)] == [9, 6, 3]
+    assert MergeConfig(schedule=[0, 10, 0, 10]).token_reduction(4) == pytest.approx(1 - (197 + 187 * 2 + 177) / (4 * 197))
+
+
+def test_config_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: stm\nschedule: [0, 4]\nwindw: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: windw: unknown key"):
+        load_config(bad)
+    bad.write_text("method: stm\nschedule: [0, -4]\n")
+    with pytest.raises(ConfigError, match=r"schedule\[1\]: negative"):
+        load_config(bad)
+    bad.write_text("method: merge\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: method: .*'stm'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"schedule\[5\]: layer index beyond the model's depth 4"):
+        MergeConfig(schedule=[0, 0, 0, 0, 0, 3]).validate_for(4)
+    with pytest.raises(ConfigError, match=r"schedule.start: layer 6 is beyond the model's depth 4"):
+        MergeConfig(schedule=ParametricSchedule(start=6, count=2)).validate_for(4)
+    with pytest.raises(ConfigError, match=r"schedule\[1\]: asks to remove 120 of 197 tokens, but only \d+ are mergeable"):
+        MergeConfig(schedule=[0, 120]).validate_for(4)
+    with pytest.raises(ConfigError, match="window"):
+        MergeConfig(method="stm", window=97, schedule=[2]).validate_for(4)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_apply_rejects_invalid_schedule_before_patching(model):
+    with pytest.raises(ConfigError):
+        stmsearch.apply(model, MergeConfig(schedule=[0, 150, 0, 0]))
+    assert type(model) is stmsearch.models.VisionMamba
+
+
+def test_trace_needs_a_patched_model():
+    with pytest.raises(RuntimeError, match="apply"):
+        stmsearch.trace(stmsearch.create_model("vim_proxy", pretrained=False, depth=1))

@@ -1,0 +1,150 @@
+"""Parity of the fused bidirectional Triton scan with the pure-PyTorch reference.
+
+Tolerances (max |out - ref| / max |ref| over the whole output):
+- fp32: 1e-4. Both sides keep fp32 state; the kernel's chunked scan only reorders roundings.
+- bf16: 2e-2. The reference rounds each direction to bf16 and adds in bf16; the kernel
+  rounds the sum once more (fused/atomic) or once less (split). Each bf16 rounding is at most
+  2**-8 relative, so two extra roundings of values up to max |ref| stay under ~1.2e-2.
+
+GPU tests run wherever CUDA is present and are skipped otherwise. The interpreter tests run
+the same kernel on the CPU through Triton's interpreter when ``TRITON_INTERPRET=1`` is set and
+triton imports (slow: tiny shapes only).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stmsearch.ops.scan import Direction, bidirectional_scan
+from stmsearch.ops.scan_reference import selective_scan_reference
+from stmsearch.ops.scan_triton import MODES, bidirectional_scan_triton, triton_available
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+gpu = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
+                         reason="needs a CUDA GPU and triton (the kernel is CUDA-only)")
+interpreter = pytest.mark.skipif(not (INTERPRET and HAS_TRITON),
+                                 reason="set TRITON_INTERPRET=1 with triton installed to run the kernel on the CPU")
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+
+
+def make_inputs(batch: int, dim: int, length: int, n_state: int, dtype: torch.dtype, device: str,
+                seed: int = 0) -> tuple[Direction, Direction, torch.Tensor, torch.Tensor]:
+    """Random ViM-like inputs: two directions with their own parameters, a shared z, a dt_scale."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale + shift
+
+    def direction() -> Direction:
+        A = -(torch.rand(dim, n_state, generator=g) * 4 + 0.1)  # stable decays, like -exp(A_log)
+        return Direction(
+            u=rand(batch, dim, length).to(device, dtype),
+            delta=rand(batch, dim, length, scale=0.5, shift=-2.0).to(device, dtype),
+            A=A.to(device),
+            B=rand(batch, n_state, length).to(device, dtype),
+            C=rand(batch, n_state, length).to(device, dtype),
+            D=rand(dim).to(device),
+            delta_bias=rand(dim, scale=0.3).to(device),
+        )
+
+    z = rand(batch, dim, length).to(device, dtype)
+    dt_scale = (torch.rand(batch, length, generator=g) * 3 + 0.5).to(device)
+    return direction(), direction(), z, dt_scale
+
+
+def reference(fwd: Direction, bwd: Direction, z: torch.Tensor, dt_scale: torch.Tensor | None) -> torch.Tensor:
+    """``y_fwd + y_bwd`` straight from :func:`selective_scan_reference` (backward: reverse=True)."""
+
+    def one(d: Direction, reverse: bool) -> torch.Tensor:
+        delta, bias, softplus = d.delta, d.delta_bias, True
+        if dt_scale is not None:
+            delta = F.softplus(delta.float() + bias.float()[:, None]) * dt_scale.float()[:, None, :]
+            bias, softplus = None, False
+        return selective_scan_reference(d.u, delta, d.A, d.B, d.C, d.D, z, bias,
+                                        delta_softplus=softplus, reverse=reverse)
+
+    return one(fwd, False) + one(bwd, True)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30)).item()
+
+
+def check(batch: int, dim: int, length: int, n_state: int, dtype: torch.dtype, device: str,
+          scaled: bool, mode: str) -> float:
+    fwd, bwd, z, dt_scale = make_inputs(batch, dim, length, n_state, dtype, device)
+    scale = dt_scale if scaled else None
+    out = bidirectional_scan_triton(fwd, bwd, z, scale, mode=mode)
+    ref = reference(fwd, bwd, z, scale)
+    assert out.shape == ref.shape and out.dtype == dtype
+    err = rel_err(out, ref)
+    assert err <= TOL[dtype], f"rel err {err:.3e} > {TOL[dtype]:.0e}"
+    return err
+
+
+def test_imports_without_gpu() -> None:
+    """The module imports anywhere; availability is a plain bool."""
+    assert isinstance(triton_available(), bool)
+    if not triton_available():
+        fwd, bwd, z, _ = make_inputs(1, 4, 3, 8, torch.float32, "cpu")
+        with pytest.raises(RuntimeError, match="triton"):
+            bidirectional_scan_triton(fwd, bwd, z)
+
+
+@gpu
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "dt_scale"])
+@pytest.mark.parametrize("length", [1, 7, 97, 197])
+def test_parity_gpu(length: int, scaled: bool, dtype: torch.dtype, mode: str) -> None:
+    # dim 40 is not a multiple of any channel block, so the channel mask is exercised too
+    check(3, 40, length, 16, dtype, "cuda", scaled, mode)
+
+
+@gpu
+@pytest.mark.parametrize("n_state", [8, 16])
+def test_parity_gpu_vim_width(n_state: int) -> None:
+    check(2, 384, 197, n_state, torch.float32, "cuda", True, "atomic")
+
+
+@gpu
+def test_strided_views_and_dispatch_gpu() -> None:
+    """z as half of an xz projection (a strided view) and the backend switch of bidirectional_scan."""
+    fwd, bwd, _, dt_scale = make_inputs(2, 64, 99, 16, torch.float32, "cuda")
+    xz = torch.randn(2, 128, 99, device="cuda")
+    z = xz[:, 64:]  # stride (128*99, 99, 1): used in place, no copy
+    out = bidirectional_scan(fwd, bwd, z, backend="triton", dt_scale=dt_scale)
+    ref = reference(fwd, bwd, z, dt_scale)
+    assert rel_err(out, ref) <= TOL[torch.float32]
+
+
+@gpu
+def test_deterministic_gpu() -> None:
+    fwd, bwd, z, dt_scale = make_inputs(4, 96, 158, 16, torch.float32, "cuda")
+    for mode in MODES:
+        first = bidirectional_scan_triton(fwd, bwd, z, dt_scale, mode=mode)
+        assert torch.equal(first, bidirectional_scan_triton(fwd, bwd, z, dt_scale, mode=mode)), mode
+
+
+@interpreter
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "dt_scale"])
+@pytest.mark.parametrize("length", [1, 7, 33])
+def test_parity_interpreter(length: int, scaled: bool, mode: str) -> None:
+    check(2, 6, length, 8, torch.float32, "cpu", scaled, mode)
+
+
+@interpreter
+@pytest.mark.parametrize("mode", ["split", "fused"])  # the interpreter has no bf16 atomics
+def test_parity_interpreter_bf16(mode: str) -> None:
+    check(1, 5, 19, 8, torch.bfloat16, "cpu", True, mode)
+
+
+@interpreter
+def test_parity_interpreter_long() -> None:
+    check(1, 4, 197, 16, torch.float32, "cpu", True, "atomic")
