@@ -25,8 +25,15 @@ from stmsearch.ops.scan_triton import MODES, bidirectional_scan_triton, triton_a
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-gpu = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
-                         reason="needs a CUDA GPU and triton (the kernel is CUDA-only)")
+_needs_gpu = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
+                                reason="needs a CUDA GPU and triton (the kernel is CUDA-only)")
+
+
+def gpu(fn):
+    """The project's ``gpu`` marker plus the skip when no GPU (or no triton) is here."""
+    return pytest.mark.gpu(_needs_gpu(fn))
+
+
 interpreter = pytest.mark.skipif(not (INTERPRET and HAS_TRITON),
                                  reason="set TRITON_INTERPRET=1 with triton installed to run the kernel on the CPU")
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}

@@ -15,7 +15,7 @@ import plotly.io as pio
 from optuna.storages import BaseStorage
 from plotly.offline import get_plotlyjs
 
-from .figures import HV_AXES, STUDY_COLOURS, hypervolume_figure, importances, importances_figure, pareto_figure, resolve_unit
+from .figures import STUDY_COLOURS, hypervolume_figure, importances, importances_figure, pareto_figure, resolve_unit
 from .trials import as_storage, data_version, load_study_data, split_names
 from .views import DetailView, HypervolumeView, ImportancesView, ParetoView, TableView, ViewSet, load_views
 
@@ -39,17 +39,17 @@ def _study_summary(info: dict[str, Any], records: list[dict[str, Any]], colour: 
                 pareto=sum(r["pareto"] for r in records))
 
 
-def hypervolume_note(infos: list[dict[str, Any]]) -> str:
-    """How the hypervolume is measured, naming the study's own objectives."""
-    axes = " × ".join(HV_AXES[o] for o in infos[0]["objectives"]) if infos else ""
-    return (f"Volume dominated by the feasible trials so far, in the space {axes} (larger is better on every axis): "
-            "accuracy as a fraction, throughput as speedup over the unreduced reference trial, FLOPs and latency "
-            "as the reference's value ÷ the trial's. Reference point: the origin of that space.")
+# the same figure `stmsearch search` reports (stmsearch.search.pareto)
+HYPERVOLUME_NOTE = ("Hypervolume of the feasible trials so far, as `stmsearch search` reports it: accuracy as a "
+                    "fraction, throughput as speed-up over the unreduced reference trial, FLOPs as a fraction of the "
+                    "reference's. Reference point: accuracy 0, speed-up 0, FLOPs 1.1× the reference's.")
 
 
 def page_data(storage: str | BaseStorage, study_names: list[str], views: ViewSet) -> dict[str, Any]:
     """Everything the page shows, as JSON-able data (figures as plotly JSON)."""
     storage = as_storage(storage)
+    # taken before loading: a trial landing meanwhile makes a live page reload once more, never miss it
+    version = data_version(storage, study_names)
     loaded = [load_study_data(storage, name) for name in study_names]
     records = [r for d in loaded for r in d.records]
     infos = [d.info for d in loaded]
@@ -60,7 +60,7 @@ def page_data(storage: str | BaseStorage, study_names: list[str], views: ViewSet
             panel["figure"] = pareto_figure(view, records, study_names)
         elif isinstance(view, HypervolumeView):
             panel["figure"] = hypervolume_figure(view.title, records, infos)
-            panel["note"] = panel["note"] or hypervolume_note(infos)
+            panel["note"] = panel["note"] or HYPERVOLUME_NOTE
         elif isinstance(view, ImportancesView):
             found, notes = {}, []
             for d in loaded:
@@ -76,7 +76,7 @@ def page_data(storage: str | BaseStorage, study_names: list[str], views: ViewSet
         if panel.get("figure") is not None:
             panel["figure"] = json.loads(pio.to_json(panel["figure"], validate=False))
         panels.append(panel)
-    return dict(title=views.title, version=data_version(storage, study_names),
+    return dict(title=views.title, version=version,
                 generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                 studies=[_study_summary(d.info, d.records, STUDY_COLOURS[i % len(STUDY_COLOURS)])
                          for i, d in enumerate(loaded)],

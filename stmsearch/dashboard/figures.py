@@ -110,12 +110,6 @@ def pareto_figure(view: ParetoView, records: list[dict[str, Any]], studies: list
     return fig
 
 
-# what each objective's axis measures in hypervolume space (see frontier.py)
-HV_AXES = {"accuracy": "accuracy", "throughput": "throughput speedup", "flops": "FLOPs reduction",
-           "latency_ms": "latency reduction", "peak_mem_mb": "memory reduction", "params": "params reduction",
-           "token_reduction": "token reduction"}
-
-
 def hypervolume_figure(title: str, records: list[dict[str, Any]], infos: list[dict[str, Any]]) -> go.Figure:
     """Hypervolume of each study's feasible trials so far, against trial number."""
     fig = go.Figure()
@@ -151,7 +145,7 @@ def importances(study: optuna.Study, objectives: list[str], wanted: list[str]) -
             out[obj] = optuna.importance.get_param_importances(
                 study, params=varying, target=lambda t, i=idx: t.values[i],
                 evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-        except (ValueError, RuntimeError) as exc:
+        except (ValueError, RuntimeError, ImportError) as exc:  # ImportError: fANOVA needs scikit-learn
             notes.append(f"{study.study_name} / {obj}: {exc}")
     return out, " ".join(notes)
 

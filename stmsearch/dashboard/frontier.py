@@ -1,112 +1,57 @@
 """Front analytics shared by the dashboard and ``stmsearch export``: hypervolume and the knee.
 
-Hypervolume is measured in a unit-free space where every objective is "larger is better"
-and 0 is the worst: accuracy as a fraction, throughput as speedup over the reference
-(``throughput / T0``) and FLOPs or latency as their reduction factor (``F0 / flops``). The
-reference point is the origin of that space. ``T0``/``F0`` come from the study's reference
-trial (the unreduced model); without one, from the worst value any trial reached, so the
-scale stays fixed for the whole study and the curve over trials never decreases.
+Hypervolume is the one ``stmsearch search`` reports (:mod:`stmsearch.search.pareto`): accuracy
+as is, throughput as speed-up over the reference trial, FLOPs as a fraction of the
+reference's; reference point accuracy 0, speed-up 0, FLOPs 1.1x the unreduced model.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from .trials import DIRECTIONS, pareto_mask
+from ..search.pareto import hypervolume, normalised, reference_point
+from .trials import pareto_mask
 
 
-def hypervolume(points: np.ndarray) -> float:
-    """Volume dominated by ``points`` (n x d, every axis maximised) above the origin.
-
-    Exact, by slicing along the last axis (fine for the small fronts of 2-3 objectives).
-    """
-    pts = np.clip(np.asarray(points, dtype=float), 0.0, None)
-    if pts.size == 0:
-        return 0.0
-    return _sliced(pts[pareto_mask(pts, ["maximize"] * pts.shape[1])])
-
-
-def _sliced(pts: np.ndarray) -> float:
-    if pts.shape[1] == 1:
-        return float(pts[:, 0].max())
-    if pts.shape[1] == 2:  # staircase: sweep x downwards, adding each new height band
-        pts = pts[np.argsort(-pts[:, 0], kind="stable")]
-        best_y, total = 0.0, 0.0
-        for x, y in pts:
-            if y > best_y:
-                total += x * (y - best_y)
-                best_y = y
-        return total
-    pts = pts[np.argsort(-pts[:, -1], kind="stable")]
-    total = 0.0
-    for i in range(len(pts)):
-        lower = pts[i + 1, -1] if i + 1 < len(pts) else 0.0
-        if pts[i, -1] > lower:
-            total += (pts[i, -1] - lower) * _sliced(pts[: i + 1, :-1])
-    return total
-
-
-def scales(records: list[dict[str, Any]], objectives: list[str]) -> dict[str, float]:
-    """The normalising value of each cost objective (see the module docstring)."""
-    ref = next((r for r in records if r["is_reference"] and r["state"] == "COMPLETE"), None)
-    out: dict[str, float] = {}
-    for m in objectives:
-        if m == "accuracy":
-            continue
-        seen = [r[m] for r in records if r["state"] == "COMPLETE" and r[m] is not None and r[m] > 0]
-        value = ref[m] if ref is not None and ref[m] else None
-        if value is None and seen:
-            value = min(seen) if DIRECTIONS[m] == "maximize" else max(seen)
-        out[m] = float(value) if value else 1.0
-    return out
-
-
-def gains(record: dict[str, Any], objectives: list[str], scale: dict[str, float]) -> list[float] | None:
-    """The record's point in hypervolume space, or None when a value is missing."""
-    out = []
-    for m in objectives:
-        v = record[m]
-        if v is None or (m != "accuracy" and v <= 0):
-            return None
-        if m == "accuracy":
-            out.append(v)
-        else:
-            out.append(v / scale[m] if DIRECTIONS[m] == "maximize" else scale[m] / v)
-    return out
+def _objective_metrics(record: dict[str, Any], objectives: list[str]) -> dict[str, float] | None:
+    values = {m: record[m] for m in objectives}
+    return None if any(v is None for v in values.values()) else values
 
 
 def hypervolume_history(records: list[dict[str, Any]], objectives: list[str]) -> list[tuple[int, float]]:
     """``(trial number, hypervolume of the feasible complete trials up to it)`` for one study."""
-    scale = scales(records, objectives)
-    front = np.zeros((0, len(objectives)))
-    history, current = [], 0.0
+    usable = [r for r in sorted(records, key=lambda r: r["number"])
+              if r["state"] == "COMPLETE" and r["feasible"] and _objective_metrics(r, objectives)]
+    ref = next((_objective_metrics(r, objectives) for r in usable if r["is_reference"]), None)
+    # without a reference trial the FLOPs bound comes from every trial, so it stays fixed over the history
+    seen = [SimpleNamespace(user_attrs={"metrics": _objective_metrics(r, objectives)}) for r in usable]
+    bound = reference_point(objectives, ref, seen)
+    front = np.zeros((0, len(objectives)))  # minimised, as the search's hypervolume takes them
+    history, current, ok = [], 0.0, {r["number"] for r in usable}
     for r in sorted(records, key=lambda r: r["number"]):
-        g = gains(r, objectives, scale) if r["state"] == "COMPLETE" and r["feasible"] else None
-        if g is not None and not _dominated(np.array(g), front):
-            front = np.vstack([front, g])
-            front = front[pareto_mask(front, ["maximize"] * len(objectives))]
-            current = hypervolume(front)
+        if r["number"] in ok:
+            p = np.array(normalised(_objective_metrics(r, objectives), objectives, ref))
+            if not (front <= p).all(axis=1).any():  # a dominated point adds no volume; keep the front small
+                front = np.vstack([front, p])
+                front = front[pareto_mask(front, ["minimize"] * len(objectives))]
+                current = hypervolume([tuple(q) for q in front], bound)
         history.append((r["number"], current))
     return history
 
 
-def _dominated(point: np.ndarray, front: np.ndarray) -> bool:
-    """True when some row of ``front`` is at least as good as ``point`` everywhere (it adds no volume)."""
-    return bool(len(front)) and bool((front >= point).all(axis=1).any())
-
-
-def knee_index(points: np.ndarray, directions: list[str]) -> int:
-    """Index of the knee of a 2-objective front.
+def knee_index(points: np.ndarray, directions: list[str], eligible: np.ndarray | None = None) -> int:
+    """Index of the knee of a 2-objective front (``points``, n x 2).
 
     Both axes are scaled to [0, 1] between the front's extremes (1 = best); the knee is the
     point farthest beyond the straight line joining the two extremes, i.e. the one with the
-    largest sum of scaled values. Ties go to the first objective.
+    largest sum of scaled values. Only ``eligible`` rows may be chosen (the extremes still
+    come from every row); ties go to the better first objective.
     """
     pts = np.asarray(points, dtype=float) * np.array([1.0 if d == "maximize" else -1.0 for d in directions])
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    scaled = (pts - lo) / span
-    score = scaled.sum(axis=1)
+    scaled = (pts - lo) / np.where(hi > lo, hi - lo, 1.0)
+    score = np.where(np.ones(len(pts), bool) if eligible is None else eligible, scaled.sum(axis=1), -np.inf)
     best = np.flatnonzero(np.isclose(score, score.max()))
     return int(best[np.argmax(scaled[best, 0])])

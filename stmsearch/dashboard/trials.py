@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 DIRECTIONS = {"accuracy": "maximize", "throughput": "maximize", "flops": "minimize",
               "latency_ms": "minimize", "peak_mem_mb": "minimize", "token_reduction": "maximize",
               "params": "minimize"}
+OBJECTIVES = ("accuracy", "throughput", "flops")  # what a study may optimise (the contract)
 NUMERIC = tuple(DIRECTIONS) + ("n", "duration_s")
 SHOWN_STATES = (TrialState.COMPLETE, TrialState.FAIL)
 
@@ -59,7 +60,7 @@ def study_info(study: optuna.Study) -> dict[str, Any]:
     if not objectives or len(objectives) != len(study.directions):
         raise StudyError(f"study {study.study_name!r}: user_attrs.objectives must name its "
                          f"{len(study.directions)} objective(s), got {objectives!r}")
-    unknown = [o for o in objectives if o not in DIRECTIONS]
+    unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         raise StudyError(f"study {study.study_name!r}: user_attrs.objectives: unknown objective {unknown[0]!r}")
     return {"name": study.study_name, "objectives": list(objectives), "model": attrs.get("model"),
@@ -143,10 +144,10 @@ def pareto_mask(points: np.ndarray, directions: list[str]) -> np.ndarray:
 
 def front_mask(records: list[dict[str, Any]], metrics: list[str]) -> np.ndarray:
     """Pareto front over ``metrics`` among complete, feasible records (others are never on it)."""
+    if not records:
+        return np.zeros(0, dtype=bool)
     pts = np.array([[r[m] if r[m] is not None else np.nan for m in metrics] for r in records], dtype=float)
     usable = np.array([r["state"] == "COMPLETE" and r["feasible"] for r in records], dtype=bool)
-    if not len(records):
-        return np.zeros(0, dtype=bool)
     pts[~usable] = np.nan
     return pareto_mask(pts, [DIRECTIONS[m] for m in metrics])
 

@@ -4,9 +4,128 @@
 ``stmsearch eval --json``), each present when its measurement was requested:
   accuracy (float, top-1 in [0, 1]), n (int, images evaluated), flops (int, fvcore MACs per
   image), params (int), tokens_per_layer (list[int]), throughput (img/s), latency_ms
-  (batch 1), peak_mem_mb, device (str, e.g. "cuda:0 NVIDIA H200" or "cpu").
+  (batch 1), peak_mem_mb, device (str, e.g. "cuda:0 NVIDIA H200" or "cpu (2 threads)").
+``params``, ``tokens_per_layer`` and ``device`` are always present.
 """
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Iterable
+
+import torch
+
+from ..merging import MergeConfig, apply, trace
+from ..models import VisionMamba, create_model
+from .accuracy import evaluate_accuracy
+from .datasets import ImageSet, canonical_device, load_dataset
+from .flops import count_flops
+from .throughput import measure_throughput
+
 METRIC_KEYS = ("accuracy", "n", "flops", "params", "tokens_per_layer", "throughput", "latency_ms",
                "peak_mem_mb", "device")
+MEASURES = ("accuracy", "throughput", "flops")
+CPU_THROUGHPUT_BATCH = 64  # default on the CPU, where a 256-image forward of the reference scan takes seconds
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> the current CUDA device if there is one, else the CPU; errors if CUDA is asked for and absent."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return canonical_device(device)
+
+
+def describe_device(device: torch.device) -> str:
+    """e.g. ``cuda:0 NVIDIA H200`` or ``cpu (2 threads)``."""
+    if device.type == "cuda":
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_model(name: str, checkpoint: str | None, device: torch.device) -> VisionMamba:
+    return create_model(name, checkpoint).to(device)
+
+
+def _model(name: str, checkpoint: str | None, device: torch.device, config: MergeConfig | None) -> VisionMamba:
+    """The cached model of (name, checkpoint, device), patched for ``config`` (None: unpatched)."""
+    model = _cached_model(name, None if checkpoint is None else str(checkpoint), device)
+    return apply(model, config)  # restores the previous trial's patch first
+
+
+def input_shape(model: VisionMamba) -> tuple[int, int, int]:
+    cfg = model.cfg
+    return cfg.in_chans, cfg.img_size, cfg.img_size
+
+
+def tokens_per_layer(model: VisionMamba, x: torch.Tensor) -> list[int]:
+    """Tokens each layer's mixer runs on: from a forward of ``x`` (1 image) when merging is patched in."""
+    if getattr(model, "_stm", None) is None:
+        return [int(model.pos_embed.shape[1])] * len(model.layers)
+    with torch.inference_mode():
+        model(x[:1])
+    return [int(layer["tokens"]) for layer in trace(model)]
+
+
+def _check_data(data: ImageSet, model_name: str, model: VisionMamba) -> None:
+    want = input_shape(model)
+    if data.shape != want:
+        raise ValueError(f"dataset {data.name} holds {'x'.join(map(str, data.shape))} images, but model "
+                         f"{model_name} expects {'x'.join(map(str, want))}")
+    if data.num_classes > model.cfg.num_classes:
+        raise ValueError(f"dataset {data.name} has {data.num_classes} classes, model {model_name} "
+                         f"predicts {model.cfg.num_classes}")
+
+
+def _finite(metrics: dict, key: str) -> None:
+    value = metrics.get(key)
+    if value is not None and not math.isfinite(value):
+        raise RuntimeError(f"{key} is {value}: the model produced non-finite outputs under this configuration")
+
+
+def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig | None = None,
+             dataset: str | None = None, limit: int | None = None, device: str = "auto", batch_size: int = 256,
+             measure: Iterable[str] = MEASURES, throughput_batch: int | None = None, bf16: bool = False,
+             cuda_graphs: bool = False, progress: bool = False, runs: int | None = None) -> dict:
+    """Measure one model + merge config on this machine; returns the :data:`METRIC_KEYS` asked for.
+
+    ``dataset`` (val split, first ``limit`` images) is needed for accuracy; when given, the
+    throughput and FLOPs passes also run on its real images. ``throughput_batch`` defaults to
+    ``batch_size`` on a GPU and at most 64 on the CPU; ``runs`` to 5 timed runs (2 warm-up) on a
+    GPU and 3 (1) on the CPU. Raises on a NaN accuracy or throughput.
+    """
+    measure = tuple(measure)
+    unknown = set(measure) - set(MEASURES)
+    if unknown:
+        raise ValueError(f"measure: unknown {sorted(unknown)}; choose from {MEASURES}")
+    if "accuracy" in measure and dataset is None:
+        raise ValueError("measuring accuracy needs a dataset")
+    dev = resolve_device(device)
+    model = _model(model_name, checkpoint, dev, config)
+    shape = input_shape(model)
+    data = load_dataset(dataset, "val", dev, limit) if dataset is not None else None
+    if data is not None:
+        _check_data(data, model_name, model)
+    gpu = dev.type == "cuda"
+    tp_batch = throughput_batch or (batch_size if gpu else min(batch_size, CPU_THROUGHPUT_BATCH))
+    sample = data.normalize(data.images[:tp_batch]) if data is not None else torch.randn(1, *shape, device=dev)
+    out = {"params": sum(p.numel() for p in model.parameters()), "device": describe_device(dev)}
+    if "accuracy" in measure:
+        out.update(evaluate_accuracy(model, data, batch_size, dev, progress, amp_bf16=bf16))
+    if "throughput" in measure:
+        out.update(measure_throughput(model, shape, tp_batch, dev, runs=runs or (5 if gpu else 3),
+                                      warmup=2 if gpu else 1, bf16=bf16, cuda_graphs=cuda_graphs,
+                                      sample=sample if data is not None else None))
+    if "flops" in measure:
+        counted = count_flops(model, shape, dev, sample[:1])
+        if counted["unsupported"]:
+            raise RuntimeError(f"fvcore found ops without a FLOP handle: {counted['unsupported']}")
+        out["flops"] = counted["flops"]
+    out["tokens_per_layer"] = tokens_per_layer(model, sample)
+    _finite(out, "accuracy")
+    _finite(out, "throughput")
+    return {k: out[k] for k in METRIC_KEYS if k in out}

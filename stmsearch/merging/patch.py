@@ -125,11 +125,10 @@ def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: i
                   mixer: BiMamba) -> torch.Tensor:
     """Remove ``r`` tokens from the residual stream and update the shared state."""
     plan = _plan(info, residual, hidden, r, layer, mixer)
-    b = residual.shape[0]
     info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
     info["sizes"] = fn.reduce_sum(info["sizes"], plan)
     # a slot sits where its kept token sat and keeps that token's patch as its grid anchor
-    info["rep"] = info["rep"].masked_select(plan.keep).view(b, -1)
+    info["rep"] = info["rep"].gather(1, fn.kept_positions(plan))
     return fn.apply_plan(residual, plan)
 
 

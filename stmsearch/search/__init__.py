@@ -1,0 +1,8 @@
+"""Search: YAML search spaces, Optuna multi-objective studies in SQL storage, Ray Tune workers.
+
+``load_space`` reads and checks a space; ``run_search`` runs or continues its study.
+"""
+from .runner import SearchError, SearchResult, run_search
+from .space import SearchSpace, SpaceError, load_space, parse_space
+
+__all__ = ["SearchError", "SearchResult", "SearchSpace", "SpaceError", "load_space", "parse_space", "run_search"]

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from ..merging.config import MergeConfig
 from .pareto import feasible_trials, pareto_trials
-from .progress import fmt
 from .runner import SearchError, run_search
 from .space import SpaceError, load_space
 
@@ -43,21 +42,30 @@ def knob_text(config: dict) -> str:
                     if k not in ("method", "schedule") and v != _DEFAULTS.get(k))
 
 
+def _cell(name: str, value: float, flops_scale: float) -> str:
+    if name == "accuracy":
+        return f"{100 * value:.2f}"
+    if name == "throughput":
+        return f"{value:,.0f}"
+    return f"{value / flops_scale:.3f}"
+
+
 def pareto_table(study: optuna.Study) -> Table:
     """The feasible Pareto front, best first objective first."""
     objectives = study.user_attrs["objectives"]
     trials = pareto_trials(feasible_trials(study), [d.name.lower() for d in study.directions])
     trials.sort(key=lambda t: -t.values[0] if study.directions[0].name == "MAXIMIZE" else t.values[0])
+    flops = max((t.user_attrs["metrics"].get("flops", 0) for t in trials), default=0)
+    scale, unit = (1e9, "GMAC") if flops >= 1e9 else (1e6, "MMAC")
+    heads = {"accuracy": "accuracy %", "throughput": "img/s", "flops": unit}
     table = Table(title=f"Pareto front of {study.study_name} ({len(trials)} trials)")
-    for col in ("trial", "method", "reduction", *objectives, "speed-up", "schedule", "knobs"):
-        table.add_column(col, justify="right" if col not in ("method", "schedule", "knobs") else "left")
+    for col in ("trial", "method", "tokens -%", *(heads[o] for o in objectives), "speed-up", "schedule", "knobs"):
+        table.add_column(col, justify="left" if col in ("method", "schedule", "knobs") else "right")
     for t in trials:
-        cfg = t.user_attrs.get("config", {})
-        speedup = t.user_attrs.get("speedup")
-        table.add_row(str(t.number), cfg.get("method", "?") + (f" [{t.user_attrs['seed_config']}]"
-                                                                if t.user_attrs.get("seed_config") else ""),
-                      f"{100 * t.user_attrs.get('token_reduction', 0):.1f}%",
-                      *(fmt(name, v) for name, v in zip(objectives, t.values)),
+        cfg, speedup, seed = t.user_attrs.get("config", {}), t.user_attrs.get("speedup"), t.user_attrs.get("seed_config")
+        table.add_row(str(t.number), cfg.get("method", "?") + (f" ({seed})" if seed else ""),
+                      f"{100 * t.user_attrs.get('token_reduction', 0):.1f}",
+                      *(_cell(name, v, scale) for name, v in zip(objectives, t.values)),
                       f"{speedup:.2f}x" if speedup else "-", schedule_text(cfg), knob_text(cfg))
     return table
 
@@ -99,6 +107,8 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
     except (SpaceError, SearchError) as exc:
         raise click.ClickException(str(exc)) from None
     console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for the table
+        console = Console(width=max(console.width, 150))
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
     console.print(pareto_table(study))
     n_fail = sum(t.state.name == "FAIL" for t in study.trials)

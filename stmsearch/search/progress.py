@@ -112,4 +112,5 @@ class SearchProgress:
         snap = snapshot(self.study, self.space)
         if snap.done + snap.failed != self._shown:
             self._shown = snap.done + snap.failed
-            self.console.print(line(snap, self.budget, time.perf_counter() - self._start), highlight=False)
+            self.console.print(line(snap, self.budget, time.perf_counter() - self._start), highlight=False,
+                               soft_wrap=True)

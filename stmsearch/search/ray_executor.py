@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,15 @@ from .objective import OUTCOME_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
 from .params import suggest
 from .progress import SearchProgress
 from .record import Heartbeat, reference_metrics, tell
-from .runner import ensure_reference
+from .runner import start_study
 from .space import REFERENCE, SearchSpace
 
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_DEDUP_LOGS": "0",
+# no usage stats; Tune's legacy console output, which verbose=0 silences (the live display is ours)
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "3600"}
 WORKER_DIED = ("the Ray worker running this trial died without a result (killed, or out of host memory?); "
                "see the trial's Ray logs")
+STOPPED = "stopped by Tune before it finished (time budget or interrupt)"
 
 
 def define_by_run(trial: Any, space: SearchSpace) -> dict | None:
@@ -32,6 +35,10 @@ def define_by_run(trial: Any, space: SearchSpace) -> dict | None:
     suggest(trial, space)
     seed = trial.user_attrs.get("seed_config")
     return {SEED_KEY: seed} if seed else None
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
 
 
 def _reference_task(space_data: dict) -> str:
@@ -50,7 +57,9 @@ def _make_searcher(**kwargs: Any) -> Any:
             self._stm = (stm_space, reference, beat, progress)
 
         def suggest(self, trial_id: str) -> dict | None:
-            params = super().suggest(trial_id)
+            with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
+                warnings.simplefilter("ignore", UserWarning)
+                params = super().suggest(trial_id)
             self._stm[2].add(self._ot_trials[trial_id]._trial_id)
             return params
 
@@ -61,12 +70,17 @@ def _make_searcher(**kwargs: Any) -> Any:
             ot_trial = self._ot_trials[trial_id]
             if result and result.get(OUTCOME_KEY):
                 outcome = TrialOutcome.from_json(result[OUTCOME_KEY])
-            else:
+            elif error:
                 outcome = TrialOutcome(values=None, error=WORKER_DIED)
+            else:  # not the trial's fault: does not count against the budget
+                outcome = TrialOutcome(values=None, attrs={"interrupted": True}, error=STOPPED)
             tell(self._ot_study, ot_trial, outcome, space, reference)
             self._completed_trials.add(trial_id)
             beat.remove(ot_trial._trial_id)
             progress.update()
+
+        def __getstate__(self) -> dict:  # Tune pickles its config: leave out the live driver-side helpers
+            return {k: v for k, v in self.__dict__.items() if k != "_stm"}
 
         # the study in SQL storage is the search state: nothing for Tune to checkpoint
         def save(self, checkpoint_path: str) -> None:
@@ -110,7 +124,7 @@ def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: S
         per_trial, conc = trial_resources(ray.cluster_resources(), space.device, max_concurrent)
         space_data = space.model_dump(mode="json")
         task = ray.remote(_reference_task).options(num_cpus=per_trial["cpu"], num_gpus=per_trial.get("gpu", 0))
-        remaining -= ensure_reference(study, space, lambda: TrialOutcome.from_json(ray.get(task.remote(space_data))))
+        remaining -= start_study(study, space, lambda: TrialOutcome.from_json(ray.get(task.remote(space_data))))
         progress.update()
         if remaining <= 0:
             return
@@ -124,7 +138,8 @@ def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: S
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=conc),
-                                            num_samples=remaining, time_budget_s=timeout_s, reuse_actors=True),
+                                            num_samples=remaining, time_budget_s=timeout_s, reuse_actors=True,
+                                            trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=study.study_name, storage_path=str(runs.resolve() / "ray"),
                                           verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
             tuner.fit()

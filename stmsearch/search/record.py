@@ -5,6 +5,7 @@ loses nothing finished. Trials orphaned by a killed search are failed on the nex
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -18,15 +19,15 @@ from .space import REFERENCE, Constraints, SearchSpace
 INTERRUPTED = "interrupted: the search running this trial stopped (killed?) before it finished"
 
 
-def constraint_values(metrics: dict, constraints: Constraints, speedup: float | None) -> list[float]:
+def constraint_values(metrics: dict, constraints: Constraints, speedup: float | None) -> dict[str, float]:
     """Optuna-style constraint values (<= 0 is satisfied), one per set constraint."""
-    out = []
+    out = {}
     if constraints.min_accuracy is not None:
-        out.append(constraints.min_accuracy - float(metrics.get("accuracy", 0.0)))
+        out["min_accuracy"] = constraints.min_accuracy - float(metrics.get("accuracy", 0.0))
     if constraints.max_flops is not None:
-        out.append((float(metrics.get("flops", 0.0)) - constraints.max_flops) / constraints.max_flops)
+        out["max_flops"] = (float(metrics.get("flops", 0.0)) - constraints.max_flops) / constraints.max_flops
     if constraints.min_speedup is not None:
-        out.append(constraints.min_speedup - (speedup if speedup is not None else 0.0))
+        out["min_speedup"] = constraints.min_speedup - (speedup if speedup is not None else 0.0)
     return out
 
 
@@ -41,15 +42,19 @@ def final_attrs(outcome: TrialOutcome, space: SearchSpace, reference: dict | Non
     thr = metrics.get("throughput")
     speedup = 1.0 if attrs.get("is_reference") else (thr / ref_thr if thr and ref_thr else None)
     cons = constraint_values(metrics, space.constraints, speedup)
-    attrs.update(speedup=speedup, constraint_values=cons, feasible=all(c <= 0 for c in cons))
+    attrs.update(speedup=speedup, constraint_values=cons, feasible=all(c <= 0 for c in cons.values()))
     return attrs
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, space: SearchSpace,
          reference: dict | None) -> optuna.trial.FrozenTrial:
-    """Write the attributes, then complete or fail the trial (constraints are read on tell)."""
-    for key, value in final_attrs(outcome, space, reference).items():
+    """Write the attributes and constraints, then complete or fail the trial."""
+    attrs = final_attrs(outcome, space, reference)
+    for key, value in attrs.items():
         trial.set_user_attr(key, value)
+    if hasattr(trial, "set_constraint"):  # optuna >= 5; older ones read constraint_values on tell
+        for key, value in attrs.get("constraint_values", {}).items():
+            trial.set_constraint(key, value)
     if outcome.error is not None:
         return study.tell(trial, state=TrialState.FAIL)
     return study.tell(trial, [outcome.values[o] for o in space.objectives])
@@ -59,10 +64,14 @@ def add_reference(study: optuna.Study, space: SearchSpace, outcome: TrialOutcome
     """Store the reference trial, evaluated before sampling, at the least-reduction parameters."""
     attrs = {**final_attrs(outcome, space, None), "seed_config": REFERENCE}
     ok = outcome.error is None
+    cons = attrs.get("constraint_values") or {}
+    # optuna >= 5 keeps named constraints; older versions a list in the system attributes
+    named = "constraints" in inspect.signature(optuna.trial.create_trial).parameters
     trial = optuna.trial.create_trial(
         state=TrialState.COMPLETE if ok else TrialState.FAIL,
         values=[outcome.values[o] for o in space.objectives] if ok else None,
-        params=reference_params(space), distributions=distributions(space), user_attrs=attrs)
+        params=reference_params(space), distributions=distributions(space), user_attrs=attrs,
+        **({"constraints": cons} if named else {"system_attrs": {"constraints": list(cons.values())}}))
     study.add_trial(trial)
     return trial
 
@@ -81,10 +90,15 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
             if not t.user_attrs.get("interrupted")]
 
 
+def _interval(storage: Any) -> int | None:
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
 def reap_stale(study: optuna.Study) -> int:
     """Fail RUNNING trials whose heartbeat stopped (their search was killed); returns how many."""
-    storage = study._storage
-    if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None:
+    storage = study._storage  # optuna wraps RDBStorage in a cache that forwards heartbeats
+    if not (hasattr(storage, "_get_stale_trial_ids") and _interval(storage)):
         return 0
     n = 0
     for trial_id in storage._get_stale_trial_ids(study._study_id):
@@ -115,7 +129,7 @@ class Heartbeat:
     def __init__(self, storage: Any):
         self._storage, self._ids, self._lock = storage, set(), threading.Lock()
         self._stop = threading.Event()
-        self._interval = getattr(storage, "heartbeat_interval", None)
+        self._interval = _interval(storage)
         self._thread = threading.Thread(target=self._run, name="stmsearch-heartbeat", daemon=True)
 
     def __enter__(self) -> "Heartbeat":

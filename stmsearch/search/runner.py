@@ -42,14 +42,19 @@ class SearchResult:
 
 
 def constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Optuna ``constraints_func``: the values recorded when the trial was told."""
-    return trial.user_attrs.get("constraint_values", [])
+    """``constraints_func`` for optuna < 5: the values recorded when the trial was told."""
+    return list(trial.user_attrs.get("constraint_values", {}).values())
 
 
 def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The space's sampler; constraints steer NSGA-II and TPE when any are set."""
+    """The space's sampler; constraints steer NSGA-II and TPE when any are set.
+
+    Optuna >= 5 reads the constraints each trial sets (``Trial.set_constraint``); older
+    versions take a ``constraints_func``.
+    """
     spec = space.sampler
-    cons = constraint_values if any(v is not None for v in space.constraints.model_dump().values()) else None
+    constrained = any(v is not None for v in space.constraints.model_dump().values())
+    cons = constraint_values if constrained and not hasattr(optuna.Trial, "set_constraint") else None
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if spec.name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=spec.population_size or 50, seed=spec.seed,
@@ -77,15 +82,20 @@ def check_inputs(space: SearchSpace, source: str) -> None:
         raise SpaceError(f"{source}: {exc}") from None
 
 
-def ensure_reference(study: optuna.Study, space: SearchSpace, evaluate: Callable[[], TrialOutcome]) -> int:
-    """Evaluate and store the unreduced model unless the study has it; returns trials added."""
-    if reference_metrics(study) is not None:
-        return 0
-    trial = add_reference(study, space, evaluate())
-    if trial.state == TrialState.FAIL:
-        raise SearchError(f"the unreduced reference model failed, so no trial can be compared: "
-                          f"{trial.user_attrs['error']}")
-    return 1
+def start_study(study: optuna.Study, space: SearchSpace, evaluate: Callable[[], TrialOutcome]) -> int:
+    """Evaluate and store the unreduced model unless the study has it, then enqueue the seeds.
+
+    Returns the trials added (0 or 1); a failed reference stops the search.
+    """
+    added = 0
+    if reference_metrics(study) is None:
+        trial = add_reference(study, space, evaluate())
+        if trial.state == TrialState.FAIL:
+            raise SearchError(f"the unreduced reference model failed, so no trial can be compared: "
+                              f"{trial.user_attrs['error']}")
+        added = 1
+    enqueue_seeds(study, space)
+    return added
 
 
 def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
@@ -101,14 +111,16 @@ def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress:
               timeout_s: float | None = None, **_: object) -> None:
     """Sequential ask/evaluate/tell in this process (no Ray): for debugging and tests."""
     deadline = time.monotonic() + timeout_s if timeout_s else None
-    remaining -= ensure_reference(study, space, lambda: run_trial(space, {}, REFERENCE))
+    remaining -= start_study(study, space, lambda: run_trial(space, {}, REFERENCE))
     progress.update()
     reference = reference_metrics(study)
     with Heartbeat(study._storage) as beat:
         for _ in range(remaining):
             if deadline and time.monotonic() > deadline:
                 break
-            trial = study.ask()
+            with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()
             beat.add(trial._trial_id)
             try:
                 outcome = run_trial(space, suggest(trial, space), trial.user_attrs.get("seed_config"))
@@ -136,18 +148,21 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
                progress: SearchProgress | bool = True) -> SearchResult:
     """Run (or continue) the study of ``space`` until it holds its budget of finished trials."""
     start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_inputs(space, str(space_path))
     run = _executor(executor)
     url = storage_url or default_url(space_path, runs)
     name = study or study_name(space_path, space)
-    the_study = open_study(open_storage(url), name, space, build_sampler(space))
+    try:
+        the_study = open_study(open_storage(url), name, space, build_sampler(space))
+    except ValueError as exc:  # the study exists with other objectives or another space
+        raise SearchError(str(exc)) from None
     reaped = reap_stale(the_study)
     budget = trials or space.budget.trials
     if space.sampler.name == "grid":
         budget = min(budget, grid_size(space) + 1 + len(space.seeds))
     before = len(finished(the_study))
     if budget > before:
-        enqueue_seeds(the_study, space)
         display = progress if isinstance(progress, SearchProgress) else SearchProgress(
             the_study, space, budget, enabled=bool(progress))
         with display:

@@ -207,7 +207,8 @@ class Seed(Strict):
 class ThroughputSpec(Strict):
     """How throughput is measured (passed to evaluate)."""
 
-    batch: int | None = Field(None, ge=1)
+    batch: int | None = Field(None, ge=1)  # default: evaluate()'s (the eval batch on GPU, <= 64 on CPU)
+    runs: int | None = Field(None, ge=1)  # timed runs; default: evaluate()'s (5 on GPU, 3 on CPU)
     bf16: bool = False
     cuda_graphs: bool = False
 
@@ -280,8 +281,11 @@ def format_errors(exc: ValidationError, source: str, prefix: tuple = ()) -> str:
     """One line per problem: ``source: field.path: message``."""
     lines = []
     for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {_loc(prefix + tuple(err['loc']))}: {msg}")
+        msg, loc = err["msg"].removeprefix("Value error, "), prefix + tuple(err["loc"])
+        field = re.match(r"^([A-Za-z_]\w*): ", msg)  # a model check naming its field: join it to the path
+        if err["type"] == "value_error" and field:
+            loc, msg = loc + (field.group(1),), msg[field.end():]
+        lines.append(f"{source}: {_loc(loc)}: {msg}")
     return "\n".join(lines)
 
 

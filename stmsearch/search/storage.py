@@ -1,6 +1,7 @@
 """Optuna studies in SQL storage (SQLite by default, PostgreSQL as-is), named per space."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -28,8 +29,10 @@ def study_name(space_path: str | Path, space: SearchSpace) -> str:
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> optuna.storages.RDBStorage:
     """An RDBStorage with heartbeats, so trials orphaned by a killed search can be failed later."""
     kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
-                                      grace_period=grace_s)
+    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what resume relies on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
+                                          grace_period=grace_s)
 
 
 def _checkpoint_digest(space: SearchSpace) -> str | None:
@@ -39,7 +42,8 @@ def _checkpoint_digest(space: SearchSpace) -> str | None:
 
 def study_attrs(space: SearchSpace) -> dict:
     """The study-level record (see the trial record contract)."""
-    return {"objectives": list(space.objectives), "space": space.model_dump(mode="json"), "model": space.model,
+    return {"objectives": list(space.objectives), "space": space.model_dump(mode="json"),
+            "space_identity": space.identity(), "model": space.model,
             "checkpoint": space.checkpoint, "checkpoint_sha256": _checkpoint_digest(space),
             "dataset": space.dataset, "subset": space.subset,
             "constraints": space.constraints.model_dump(mode="json")}
@@ -54,6 +58,10 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpa
     if have != space.directions:
         raise ValueError(f"study {name!r} optimises {have}, but the space asks for {space.directions} "
                          f"({', '.join(space.objectives)}); use another --study name")
+    stored = study.user_attrs.get("space_identity")
+    if stored is not None and stored != space.identity():
+        raise ValueError(f"study {name!r} was created from a different search space (identity {stored}, this one "
+                         f"{space.identity()}); its trials would not fit the new ranges: use another --study name")
     for key, value in study_attrs(space).items():
         study.set_user_attr(key, value)
     return study

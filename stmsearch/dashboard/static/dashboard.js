@@ -19,7 +19,7 @@
     return node;
   }
 
-  function fmt(value, spec) {
+  function fmt(value, spec, withUnit = true) {
     if (value === null || value === undefined || value === "") return "–";
     if (typeof value === "boolean") return value ? "yes" : "no";
     if (typeof value !== "number") return String(value);
@@ -32,7 +32,15 @@
     } else {
       text = Number(v.toPrecision(4)).toLocaleString("en-US", { maximumFractionDigits: 6 });
     }
-    return spec.unit ? `${text} ${spec.unit}` : text;
+    return spec.unit && withUnit ? `${text} ${spec.unit}` : text;
+  }
+
+  function constraintText(c) {
+    const parts = [];
+    if (c && c.min_accuracy != null) parts.push(`accuracy ≥ ${(100 * c.min_accuracy).toFixed(1)} %`);
+    if (c && c.max_flops != null) parts.push(`FLOPs ≤ ${c.max_flops.toLocaleString("en-US")} MACs`);
+    if (c && c.min_speedup != null) parts.push(`speedup ≥ ${c.min_speedup}×`);
+    return parts.length ? `; feasible when ${parts.join(", ")}` : "";
   }
 
   function header() {
@@ -42,7 +50,8 @@
       const subset = s.subset ? `${s.subset.toLocaleString("en-US")} images per trial` : "full set";
       h.append(el("div", { class: "meta study-line" }, el("span", { class: "swatch", style: `background:${s.colour}` }),
         el("b", {}, s.name), ` — model ${s.model ?? "?"} on ${s.dataset ?? "?"} (${subset}); objectives: ` +
-        `${s.objectives.join(", ")}; ${s.complete} complete, ${s.failed} failed, ${s.pareto} on the front`));
+        `${s.objectives.join(", ")}; ${s.complete} complete, ${s.failed} failed, ${s.pareto} on the front` +
+        constraintText(s.constraints)));
     }
     const meta = el("div", { class: "meta" }, `Generated ${D.generated}.`);
     if (D.poll) meta.append(" ", el("span", { class: "live" }, "Live: reloads when new trials land."));
@@ -190,7 +199,7 @@
       if (trial.is_reference) tr.classList.add("reference");
       for (const f of panel.fields) {
         const v = trial[f.key];
-        tr.append(el("td", { class: typeof v === "number" ? "num" : "" }, fmt(v, f)));
+        tr.append(el("td", { class: typeof v === "number" ? "num" : "" }, fmt(v, f, false)));
       }
       tr.addEventListener("click", () => select(trial.key));
       body.append(tr);
