@@ -115,6 +115,22 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, evaluator, 
         assert t.user_attrs["config"]["method"] in ("stm", "tome") and t.user_attrs["duration_s"] >= 0
 
 
+def test_a_config_measured_before_is_recorded_not_measured_again(tmp_path, monkeypatch):
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("STMSEARCH_FAKE_CALLS", str(calls))
+    tiny = {"form": "parametric", "start": 2, "count": {"type": "categorical", "choices": [4, 8]}}
+    path = write_space(tmp_path, methods=[{"name": "stm"}], schedule=tiny, seeds=[], budget={"trials": 7})
+    result = search(path, tmp_path)
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
+    twins = [t for t in study.trials if "reused_from" in t.user_attrs]
+    assert len(twins) >= 4  # 7 trials of 3 distinct configs
+    for t in twins:
+        first = study.trials[t.user_attrs["reused_from"]]
+        assert t.user_attrs["config"] == first.user_attrs["config"] and t.values == first.values
+        assert "reused_from" not in first.user_attrs
+    assert len(calls.read_text().split()) == 7 - len(twins)
+
+
 def test_a_failing_reference_stops_the_search_with_its_error(tmp_path):
     path = write_space(tmp_path, evaluator="test_search_fakes:no_such_function")
     with pytest.raises(SearchError, match="reference model failed.*no_such_function"):
@@ -122,6 +138,26 @@ def test_a_failing_reference_stops_the_search_with_its_error(tmp_path):
     url = f"sqlite:///{tmp_path / 'runs' / 'space.db'}"
     (trial,) = optuna.load_study(study_name=study_name(path, load_space(path)), storage=url).trials
     assert trial.state == TrialState.FAIL and "no_such_function" in trial.user_attrs["error"]
+
+
+def test_time_limit_stops_the_run_and_a_rerun_continues(tmp_path, monkeypatch):
+    monkeypatch.setenv("STMSEARCH_FAKE_SLEEP", "0.3")
+    path = write_space(tmp_path, budget={"trials": 40, "timeout_s": 2.0})
+    first = search(path, tmp_path)
+    second = search(path, tmp_path)
+    assert 1 <= first.ran < 40 and second.ran >= 1
+    study = optuna.load_study(study_name=first.study_name, storage=first.storage_url)
+    assert len(finished(study)) == first.ran + second.ran < 40
+
+
+def test_a_study_name_cannot_be_reused_for_another_space(tmp_path):
+    search(write_space(tmp_path), tmp_path, study="shared", trials=2)
+    changed = write_space(tmp_path, subset=33)
+    with pytest.raises(SearchError, match="different search space"):
+        search(changed, tmp_path, study="shared")
+    three = write_space(tmp_path, objectives=["accuracy", "flops"])
+    with pytest.raises(SearchError, match="optimises"):
+        search(three, tmp_path, study="shared")
 
 
 def test_stale_running_trials_are_failed_on_the_next_run(tmp_path):

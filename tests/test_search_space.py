@@ -51,6 +51,8 @@ def test_shipped_spaces_parse(name):
 
 
 def test_demo_space_is_the_cpu_proxy():
+    from stmsearch.search.commands import resolve_space
+    assert resolve_space("demo") == SPACES / "demo.yaml"  # `stmsearch search demo`
     space = load_space(SPACES / "demo.yaml")
     assert (space.model, space.dataset, space.device) == ("vim_proxy", "mnist5k", "cpu")
     assert space.sampler.name == "nsga2" and space.sampler.population_size < space.budget.trials

@@ -72,27 +72,38 @@ class PatchEmbed(nn.Module):
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool) -> torch.Tensor:
     """Depthwise conv1d + SiLU over (B, C, L), causal or (reverse) anti-causal.
 
-    The anti-causal form equals flip -> causal conv -> flip, without the copies. On the CPU
-    k shifted multiply-adds are several times faster than a grouped ``conv1d``; on CUDA
-    cuDNN's depthwise kernel reads the input once.
+    The anti-causal form equals flip -> causal conv -> flip, without the copies. On CUDA
+    cuDNN's depthwise kernel reads the input once; on the CPU k shifted multiply-adds (on
+    whatever memory layout ``x`` has) are several times faster than a grouped ``conv1d``.
     """
     k, length = weight.shape[-1], x.shape[-1]
     w = weight.to(x.dtype)
-    if reverse:
-        w = w.flip(-1)
     if x.is_cuda:
+        w = w.flip(-1) if reverse else w
         out = F.conv1d(x, w, bias.to(x.dtype), padding=k - 1, groups=x.shape[1])
         return F.silu(out[..., k - 1:] if reverse else out[..., :length])
-    xp = F.pad(x, (0, k - 1) if reverse else (k - 1, 0))
-    out = bias.to(x.dtype)[:, None].expand_as(x).clone()
+    out = torch.empty_like(x)
+    out.copy_(bias.to(x.dtype)[:, None].expand_as(x))
     for j in range(k):
-        out.addcmul_(xp[..., j:j + length], w[:, :, j])
+        shift = k - 1 - j  # tap j reads `shift` steps back (ahead when reverse)
+        if shift >= length:
+            continue
+        src, dst = (slice(shift, None), slice(None, length - shift)) if reverse else \
+                   (slice(None, length - shift), slice(shift, None))
+        out[..., dst].addcmul_(x[..., src], w[:, :, j])
     return F.silu(out)
 
 
 def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """weight (O, I) applied to channel-major x (B, I, L) -> contiguous (B, O, L)."""
-    return torch.matmul(weight.to(x.dtype), x)
+    """weight (O, I) applied to x (B, I, L) -> (B, O, L).
+
+    Channel-major memory on CUDA (what the scan kernels read), token-major on the CPU
+    (what the reference scan's time-major loop reads without transposing copies).
+    """
+    weight = weight.to(x.dtype)
+    if x.is_cuda:
+        return torch.matmul(weight, x)
+    return F.linear(x.transpose(1, 2), weight).transpose(1, 2)
 
 
 class BiMamba(nn.Module):
@@ -135,7 +146,7 @@ class BiMamba(nn.Module):
     def forward(self, h: torch.Tensor, dt_scale: torch.Tensor | None = None) -> torch.Tensor:
         """h: (B, L, D) -> (B, L, D). ``dt_scale`` (B, L) scales each token's step (size-aware decay).
 
-        Inside, activations are channel-major (B, C, L), the layout the scan kernels read.
+        Inside, activations are (B, C, L)-shaped, laid out in memory as ``_matmul`` says.
         """
         ht = h.transpose(1, 2)
         x = _matmul(self.in_proj.weight[:self.d_inner], ht)

@@ -26,11 +26,11 @@ def resolve_space(arg: str) -> Path:
 
 
 def schedule_text(config: dict) -> str:
-    """A compact schedule: ``8 every 2 from 1 (constant)`` or ``L1:8 L3:8``."""
+    """A compact schedule: ``8/2@1`` (8 tokens every 2 layers from layer 1), ``8/2@1 inc``, or ``L1:8 L3:8``."""
     s = config.get("schedule")
     if isinstance(s, dict):
-        text = f"{s['count']} every {s['interval']} from {s['start']}"
-        return text + ("" if s.get("shape") == "constant" else f" ({s['shape']})")
+        text = f"{s['count']}/{s['interval']}@{s['start']}" + (f" x{s['steps']}" if s.get("steps") else "")
+        return text + ("" if s.get("shape") == "constant" else f" {s['shape'][:3]}")
     return " ".join(f"L{i}:{c}" for i, c in enumerate(s or []) if c) or "-"
 
 
@@ -57,17 +57,28 @@ def pareto_table(study: optuna.Study) -> Table:
     trials.sort(key=lambda t: -t.values[0] if study.directions[0].name == "MAXIMIZE" else t.values[0])
     flops = max((t.user_attrs["metrics"].get("flops", 0) for t in trials), default=0)
     scale, unit = (1e9, "GMAC") if flops >= 1e9 else (1e6, "MMAC")
-    heads = {"accuracy": "accuracy %", "throughput": "img/s", "flops": unit}
-    table = Table(title=f"Pareto front of {study.study_name} ({len(trials)} trials)")
-    for col in ("trial", "method", "tokens -%", *(heads[o] for o in objectives), "speed-up", "schedule", "knobs"):
-        table.add_column(col, justify="left" if col in ("method", "schedule", "knobs") else "right")
+    heads = {"accuracy": "acc %", "throughput": "img/s", "flops": unit}
+    table = Table(title=f"Pareto front of {study.study_name} ({len(trials)} trials)",
+                  caption="schedule c/i@s: c tokens merged every i layers from layer s (inc/dec: ramped)")
+    for col in ("#", "method", "merged %", *(heads[o] for o in objectives), "speed-up", "schedule", "knobs"):
+        table.add_column(col, justify="left" if col in ("method", "schedule", "knobs") else "right",
+                         no_wrap=col == "schedule")
     for t in trials:
-        cfg, speedup, seed = t.user_attrs.get("config", {}), t.user_attrs.get("speedup"), t.user_attrs.get("seed_config")
+        cfg, speedup = t.user_attrs.get("config", {}), t.user_attrs.get("speedup")
+        seed = t.user_attrs.get("seed_config")
         table.add_row(str(t.number), cfg.get("method", "?") + (f" ({seed})" if seed else ""),
                       f"{100 * t.user_attrs.get('token_reduction', 0):.1f}",
                       *(_cell(name, v, scale) for name, v in zip(objectives, t.values)),
                       f"{speedup:.2f}x" if speedup else "-", schedule_text(cfg), knob_text(cfg))
     return table
+
+
+def trial_rate(study: optuna.Study, last: int) -> float | None:
+    """Trials finished per minute over the ``last`` finished trials (None for fewer than 3)."""
+    ends = sorted(t.datetime_complete for t in study.trials if t.datetime_complete is not None)[-last:]
+    if len(ends) < 3 or ends[-1] == ends[0]:
+        return None
+    return 60 * (len(ends) - 1) / (ends[-1] - ends[0]).total_seconds()
 
 
 def _write_dashboard(storage_url: str, study_name: str, out: Path) -> Path | None:
@@ -106,15 +117,22 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
                             max_concurrent=max_concurrent, address=address, runs=out, progress=not no_progress)
     except (SpaceError, SearchError) as exc:
         raise click.ClickException(str(exc)) from None
-    console = Console()
+    console = Console(highlight=False)
     if not console.is_terminal:  # logs and pipes: wide enough for the table
-        console = Console(width=max(console.width, 150))
+        console = Console(highlight=False, width=max(console.width, 150))
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
     console.print(pareto_table(study))
+    if not any(t.user_attrs.get("feasible") for t in study.trials if t.state.name == "COMPLETE"):
+        limits = {k: v for k, v in study.user_attrs.get("constraints", {}).items() if v is not None}
+        console.print(f"no completed trial meets the constraints {limits}", style="yellow")
     n_fail = sum(t.state.name == "FAIL" for t in study.trials)
+    reaped = f"; {result.reaped} orphaned trials marked failed" if result.reaped else ""
     console.print(f"{len(study.trials)} trials in {result.study_name} ({n_fail} failed; {result.ran} finished by "
-                  f"this run in {result.elapsed_s:.0f}s" + (f"; {result.reaped} orphaned trials marked failed"
-                                                            if result.reaped else "") + f"), storage {result.storage_url}")
+                  f"this run in {result.elapsed_s:.0f}s{reaped}), storage {result.storage_url}")
+    rate = trial_rate(study, result.ran)
+    if rate is not None:
+        console.print(f"trial rate: {rate:.2f} trials/min between this run's first and last finished trial "
+                      f"({60 * result.ran / result.elapsed_s:.2f}/min including startup)")
     page = _write_dashboard(result.storage_url, result.study_name, Path(out))
     if page is not None:
         console.print(f"dashboard: {page}")

@@ -23,6 +23,7 @@ DEFAULT_EVALUATOR = "stmsearch.evaluation.api:evaluate"
 MEASURE = ("accuracy", "throughput", "flops")
 SEED_KEY = "seed_config"  # Ray config key naming an enqueued seed
 OUTCOME_KEY = "stmsearch_outcome"  # Ray result key carrying the JSON outcome
+REUSE_KEY = "stmsearch_reuse"  # Ray config key: JSON {number, metrics} of a finished trial of the same config
 
 
 @dataclass
@@ -105,8 +106,12 @@ def _free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_trial(space: SearchSpace, params: dict, seed: str | None = None) -> TrialOutcome:
-    """Evaluate one parameter set (or named seed) and describe it for the trial record."""
+def run_trial(space: SearchSpace, params: dict, seed: str | None = None, reuse: dict | None = None) -> TrialOutcome:
+    """Evaluate one parameter set (or named seed) and describe it for the trial record.
+
+    ``reuse`` ({number, metrics}) is an earlier trial of this study that measured the very same
+    config: its metrics are recorded instead of measuring again (samplers do repeat points).
+    """
     start = time.perf_counter()
     attrs: dict[str, Any] = {"is_reference": seed == REFERENCE}
     device, values, error = space.device, None, None
@@ -117,7 +122,10 @@ def run_trial(space: SearchSpace, params: dict, seed: str | None = None) -> Tria
                      is_reference=cfg.method == "none")
         if capped:
             attrs["capped_layers"] = capped
-        metrics = _plain(call_evaluate(space, cfg))
+        if reuse is not None:
+            metrics, attrs["reused_from"] = reuse["metrics"], reuse["number"]
+        else:
+            metrics = _plain(call_evaluate(space, cfg))
         device = metrics.get("device", device)
         attrs.update(metrics=metrics, tokens_per_layer=metrics.get("tokens_per_layer")
                      or tokens_per_layer(cfg, depth, tokens))
@@ -133,7 +141,8 @@ def run_trial(space: SearchSpace, params: dict, seed: str | None = None) -> Tria
 def ray_trial(config: dict, space_data: dict) -> dict:
     """Ray Tune function trainable: one trial, reported as objective keys plus the JSON outcome."""
     space = SearchSpace.model_validate(space_data)
-    params = {k: v for k, v in config.items() if k != SEED_KEY}
-    outcome = run_trial(space, params, config.get(SEED_KEY))
+    params = {k: v for k, v in config.items() if k not in (SEED_KEY, REUSE_KEY)}
+    reuse = json.loads(config[REUSE_KEY]) if config.get(REUSE_KEY) else None
+    outcome = run_trial(space, params, config.get(SEED_KEY), reuse)
     # every objective key present (None when failed): Tune checks the searcher's metrics are reported
     return {**{o: (outcome.values or {}).get(o) for o in space.objectives}, OUTCOME_KEY: outcome.to_json()}

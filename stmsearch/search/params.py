@@ -141,7 +141,8 @@ def project(space: SearchSpace, cfg: MergeConfig) -> dict[str, Any]:
         wanted.update(cfg.schedule.model_dump())
     else:
         wanted.update({f"layer{i:02d}": c for i, c in enumerate(cfg.schedule)})
-    wanted.update({f"{cfg.method}.{k}": getattr(cfg, k) for k in MergeConfig.model_fields if k not in ("method", "schedule")})
+    wanted.update({f"{cfg.method}.{k}": getattr(cfg, k) for k in MergeConfig.model_fields
+                   if k not in ("method", "schedule")})
     return {n: wanted[n] for n, d in distributions(space).items() if n in wanted and _fits(d, wanted[n])}
 
 

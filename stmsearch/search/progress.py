@@ -80,37 +80,37 @@ def panel(snap: Snapshot, budget: int, elapsed: float, title: str) -> Table:
 
 
 class SearchProgress:
-    """Call :meth:`update` whenever a trial lands."""
+    """Call :meth:`update` whenever a trial lands; the live panel's clock ticks in between."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, budget: int, console: Console | None = None,
                  enabled: bool = True):
         self.study, self.space, self.budget, self.enabled = study, space, budget, enabled
         self.console = console or Console()
         self._start, self._live, self._shown = time.perf_counter(), None, -1
+        self._snap = Snapshot()
 
     def __enter__(self) -> "SearchProgress":
         if self.enabled and self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=1)
+            self._snap = snapshot(self.study, self.space)
+            self._live = Live(self, console=self.console, refresh_per_second=1)
             self._live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._snap = snapshot(self.study, self.space)
             self._live.stop()
 
-    def _render(self) -> Table:
-        return panel(snapshot(self.study, self.space), self.budget, time.perf_counter() - self._start,
-                     f"stmsearch: {self.study.study_name}")
+    def __rich__(self) -> Table:  # rendered by Live's refresh thread: no storage access here
+        return panel(self._snap, self.budget, time.perf_counter() - self._start, f"stmsearch: {self.study.study_name}")
 
     def update(self) -> None:
         if not self.enabled:
             return
+        self._snap = snapshot(self.study, self.space)
         if self._live is not None:
-            self._live.update(self._render())
-            return
-        snap = snapshot(self.study, self.space)
-        if snap.done + snap.failed != self._shown:
-            self._shown = snap.done + snap.failed
-            self.console.print(line(snap, self.budget, time.perf_counter() - self._start), highlight=False,
+            self._live.refresh()
+        elif self._snap.done + self._snap.failed != self._shown:
+            self._shown = self._snap.done + self._snap.failed
+            self.console.print(line(self._snap, self.budget, time.perf_counter() - self._start), highlight=False,
                                soft_wrap=True)

@@ -6,8 +6,10 @@ study in the driver; :class:`RecordingSearch` adds the trial attributes before e
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -15,10 +17,10 @@ from typing import Any
 
 import optuna
 
-from .objective import OUTCOME_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
+from .objective import OUTCOME_KEY, REUSE_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
 from .params import suggest
 from .progress import SearchProgress
-from .record import Heartbeat, reference_metrics, tell
+from .record import Heartbeat, measured_twin, reference_metrics, tell
 from .runner import start_study
 from .space import REFERENCE, SearchSpace
 
@@ -31,10 +33,13 @@ STOPPED = "stopped by Tune before it finished (time budget or interrupt)"
 
 
 def define_by_run(trial: Any, space: SearchSpace) -> dict | None:
-    """OptunaSearch's space: suggest every parameter; an enqueued seed also names itself."""
-    suggest(trial, space)
+    """OptunaSearch's space: suggest every parameter; an enqueued seed also names itself, and a
+    config this study already measured travels with its metrics (the worker records them)."""
+    params = suggest(trial, space)
     seed = trial.user_attrs.get("seed_config")
-    return {SEED_KEY: seed} if seed else None
+    twin = measured_twin(trial.study, space, params, seed)
+    extra = {**({SEED_KEY: seed} if seed else {}), **({REUSE_KEY: json.dumps(twin)} if twin else {})}
+    return extra or None
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -79,6 +84,11 @@ def _make_searcher(**kwargs: Any) -> Any:
             beat.remove(ot_trial._trial_id)
             progress.update()
 
+        def stop_pending(self) -> None:
+            """Fail the trials Tune stopped without reporting (time budget): not counted, tried again."""
+            for trial_id in set(self._ot_trials) - self._completed_trials:
+                self.on_trial_complete(trial_id)
+
         def __getstate__(self) -> dict:  # Tune pickles its config: leave out the live driver-side helpers
             return {k: v for k, v in self.__dict__.items() if k != "_stm"}
 
@@ -107,7 +117,7 @@ def trial_resources(resources: dict, device: str, max_concurrent: int | None) ->
 
 
 def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress, *,
-            timeout_s: float | None = None, max_concurrent: int | None = None, address: str | None = None,
+            deadline: float | None = None, max_concurrent: int | None = None, address: str | None = None,
             runs: Path = Path("runs"), **_: object) -> None:
     """Evaluate the reference on a worker, then run ``remaining`` trials through Tune."""
     for key, value in RAY_ENV.items():
@@ -138,11 +148,15 @@ def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: S
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=conc),
-                                            num_samples=remaining, time_budget_s=timeout_s, reuse_actors=True,
+                                            num_samples=remaining, reuse_actors=True,
+                                            time_budget_s=max(1.0, deadline - time.monotonic()) if deadline else None,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=study.study_name, storage_path=str(runs.resolve() / "ray"),
                                           verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
-            tuner.fit()
+            try:
+                tuner.fit()
+            finally:
+                searcher.stop_pending()
     finally:
         if started:
             ray.shutdown()

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .objective import TrialOutcome
+from .objective import TrialOutcome, trial_config
 from .params import distributions, project, reference_params, seed_config
 from .space import REFERENCE, Constraints, SearchSpace
 
@@ -81,6 +81,18 @@ def reference_metrics(study: optuna.Study) -> dict | None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("is_reference"):
             return t.user_attrs.get("metrics")
+    return None
+
+
+def measured_twin(study: optuna.Study, space: SearchSpace, params: dict, seed: str | None) -> dict | None:
+    """{number, metrics} of a completed trial of this study that evaluated the same config, if any."""
+    try:
+        config = trial_config(space, params, seed)[0].to_dict()
+    except Exception:  # noqa: BLE001 - a config that cannot be built fails in run_trial, with its error
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("config") == config and "metrics" in t.user_attrs:
+            return {"number": t.number, "metrics": t.user_attrs["metrics"]}
     return None
 
 

@@ -7,6 +7,7 @@ storage as it lands. Re-running the same command continues the study up to its b
 """
 from __future__ import annotations
 
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from optuna.trial import TrialState
 from .objective import TrialOutcome, run_trial
 from .params import grid, grid_size, suggest
 from .progress import SearchProgress
-from .record import (INTERRUPTED, Heartbeat, add_reference, enqueue_seeds, finished, reap_stale,
-                     reference_metrics, tell)
+from .record import (INTERRUPTED, Heartbeat, add_reference, enqueue_seeds, finished, measured_twin,
+                     reap_stale, reference_metrics, tell)
 from .space import REFERENCE, SearchSpace, SpaceError, unset_variables
 from .storage import default_url, open_storage, open_study, study_name
 
@@ -108,28 +109,33 @@ def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
 
 
 def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress,
-              timeout_s: float | None = None, **_: object) -> None:
-    """Sequential ask/evaluate/tell in this process (no Ray): for debugging and tests."""
-    deadline = time.monotonic() + timeout_s if timeout_s else None
+              deadline: float | None = None, **_: object) -> None:
+    """Sequential ask/evaluate/tell in this process (no Ray): for debugging and tests.
+
+    With a ``deadline`` (``time.monotonic()``), no trial starts that would likely end after it.
+    """
     remaining -= start_study(study, space, lambda: run_trial(space, {}, REFERENCE))
     progress.update()
-    reference = reference_metrics(study)
+    reference, took = reference_metrics(study), []
     with Heartbeat(study._storage) as beat:
         for _ in range(remaining):
-            if deadline and time.monotonic() > deadline:
+            if deadline and time.monotonic() + (statistics.median(took) if took else 0.0) > deadline:
                 break
+            started = time.monotonic()
             with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
                 warnings.simplefilter("ignore", UserWarning)
                 trial = study.ask()
             beat.add(trial._trial_id)
             try:
-                outcome = run_trial(space, suggest(trial, space), trial.user_attrs.get("seed_config"))
+                params, seed = suggest(trial, space), trial.user_attrs.get("seed_config")
+                outcome = run_trial(space, params, seed, measured_twin(study, space, params, seed))
                 tell(study, trial, outcome, space, reference)
             except BaseException:
                 _fail_interrupted(study, trial)  # Ctrl-C: fail it now rather than leave it RUNNING
                 raise
             finally:
                 beat.remove(trial._trial_id)
+            took.append(time.monotonic() - started)
             progress.update()
 
 
@@ -147,7 +153,8 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
                max_concurrent: int | None = None, address: str | None = None, runs: str | Path = "runs",
                progress: SearchProgress | bool = True) -> SearchResult:
     """Run (or continue) the study of ``space`` until it holds its budget of finished trials."""
-    start = time.perf_counter()
+    start = time.monotonic()
+    deadline = start + space.budget.timeout_s if space.budget.timeout_s else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     check_inputs(space, str(space_path))
     run = _executor(executor)
@@ -166,7 +173,7 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
         display = progress if isinstance(progress, SearchProgress) else SearchProgress(
             the_study, space, budget, enabled=bool(progress))
         with display:
-            run(the_study, space, budget - before, display, timeout_s=space.budget.timeout_s,
+            run(the_study, space, budget - before, display, deadline=deadline,
                 max_concurrent=max_concurrent, address=address, runs=Path(runs))
     return SearchResult(study_name=name, storage_url=url, budget=budget, ran=len(finished(the_study)) - before,
-                        reaped=reaped, elapsed_s=time.perf_counter() - start)
+                        reaped=reaped, elapsed_s=time.monotonic() - start)

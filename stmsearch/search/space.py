@@ -185,7 +185,10 @@ class SamplerSpec(Strict):
 
 
 class Budget(Strict):
-    """How many trials a study holds in all (re-runs continue up to it), and a time limit per run."""
+    """How many trials a study holds in all (re-runs continue up to it), and a time limit per run.
+
+    ``timeout_s`` counts from the start of a run (Ray startup included); a re-run continues.
+    """
 
     trials: int = Field(ge=1)
     timeout_s: float | None = Field(None, gt=0)
