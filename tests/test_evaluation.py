@@ -16,13 +16,7 @@ from stmsearch.evaluation.flops import analytic_flops
 from stmsearch.evaluation.throughput import measure_throughput
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small batches: extra threads only contend on the shared test host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy_set(n=37, seed=0) -> ImageSet:

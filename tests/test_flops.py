@@ -14,13 +14,7 @@ from stmsearch.models import vim as vim_module
 from stmsearch.ops import scan as scan_module
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batch-1 forwards are per-op overhead; extra threads only contend on a shared host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shape(model):
@@ -52,14 +46,17 @@ def test_vim_tiny_matches_analytic_and_published(tiny):
     assert sum(result["by_operator"].values()) == result["flops"]
 
 
-def test_vim_tiny_with_a_merge_schedule(tiny):
-    config = stmsearch.MergeConfig(method="stm", schedule=[0] + [8] * 10)
-    stmsearch.apply(tiny, config)
+def _count_merged(model, config):
+    """fvcore's count and the tokens per layer with ``config`` applied; the model is restored."""
+    stmsearch.apply(model, config)
     try:
-        result = count_flops(tiny, _shape(tiny))
-        tokens = _tokens(tiny, config)
+        return count_flops(model, _shape(model)), _tokens(model, config)
     finally:
-        stmsearch.apply(tiny, None)
+        stmsearch.apply(model, None)
+
+
+def test_vim_tiny_with_a_merge_schedule(tiny):
+    result, tokens = _count_merged(tiny, stmsearch.MergeConfig(method="stm", schedule=[0] + [8] * 10))
     assert result["unsupported"] == {}
     assert tokens[-1] == 197 - 80
     assert result["flops"] == pytest.approx(analytic_flops(tiny.cfg, tokens), rel=0.02)
@@ -95,12 +92,7 @@ def proxy():
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_merge_method_is_fully_supported(proxy, name):
     config = stmsearch.MergeConfig(**METHODS[name])
-    stmsearch.apply(proxy, config)
-    try:
-        result = count_flops(proxy, _shape(proxy))
-        tokens = _tokens(proxy, config)
-    finally:
-        stmsearch.apply(proxy, None)
+    result, tokens = _count_merged(proxy, config)
     assert result["unsupported"] == {}
     analytic = analytic_flops(proxy.cfg, tokens)
     if name == "tome":

@@ -16,9 +16,9 @@ REF_POINT = {"accuracy": 0.0, "throughput": 0.0, "flops": 1.1}
 
 
 def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials that meet the constraints."""
+    """Completed trials that meet the constraints, each config once (repeats reuse a measurement)."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("feasible", True)]
+            if t.user_attrs.get("feasible", True) and "reused_from" not in t.user_attrs]
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
