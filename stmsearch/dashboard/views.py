@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..merging.config import format_validation_error
+from ..yamlfile import read_yaml
 
 DEFAULT_VIEWS = Path(__file__).with_name("default_views.yaml")
 
@@ -105,12 +105,7 @@ class ViewSet(_Strict):
 def load_views(path: str | Path | None = None) -> ViewSet:
     """Read and validate a view file (the packaged default when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_VIEWS
-    if not path.is_file():
-        raise ViewsError(f"{path}: view file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ViewsError(f"{path}: not valid YAML: {exc}") from None
+    data = read_yaml(path, "view", ViewsError)
     if not isinstance(data, dict):
         raise ViewsError(f"{path}: expected a mapping with 'views', got {type(data).__name__}")
     try:

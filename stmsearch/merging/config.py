@@ -12,6 +12,7 @@ from typing import Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..yamlfile import read_yaml
 from .capacity import capacity, split_sides
 
 Method = Literal["stm", "tome", "prune", "random", "none"]
@@ -170,11 +171,12 @@ def config_from_dict(data: dict, source: str = "config") -> MergeConfig:
 def load_config(path: str | Path) -> MergeConfig:
     """Read a config written by :meth:`MergeConfig.to_file` (YAML or JSON)."""
     path = Path(path)
+    if path.suffix != ".json":
+        return config_from_dict(read_yaml(path, "config", ConfigError), str(path))
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     return config_from_dict(data, str(path))

@@ -14,10 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt,
                       StrictStr, Tag, ValidationError, model_validator)
 
+from ..yamlfile import read_yaml
 from ..merging.config import ConfigError, MergeConfig, ParametricSchedule, config_from_dict
 
 OBJECTIVES = {"accuracy": "maximize", "throughput": "maximize", "flops": "minimize"}
@@ -380,14 +380,7 @@ def parse_space(data: Any, source: str = "space") -> SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and check a search-space YAML file (``yaml.safe_load``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpaceError(f"{path}: search-space file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML: {exc}") from None
-    return parse_space(data, str(path))
+    return parse_space(read_yaml(path, "search-space", SpaceError), str(path))
 
 
 def unset_variables(space: SearchSpace) -> list[str]:
