@@ -27,6 +27,8 @@ from typing import Callable
 
 import torch
 
+from stmsearch.evaluation.throughput import cuda_times
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from stmsearch.ops.scan import Direction, bidirectional_scan, mamba_ssm_available  # noqa: E402
@@ -62,18 +64,7 @@ def useful_bytes(batch: int, dim: int, length: int, n_state: int, dtype: torch.d
 
 def time_ms(fn: Callable[[], torch.Tensor], warmup: int, iters: int) -> float:
     """Median wall time of ``fn`` on the GPU in ms, by CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_times(fn, iters, warmup)) * 1e3
 
 
 def scan_backends() -> dict[str, Callable[[Direction, Direction, torch.Tensor], torch.Tensor]]:

@@ -1,6 +1,9 @@
 """Fixtures shared by several test modules."""
+import optuna
 import pytest
 import torch
+
+from study_factory import make_study
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +14,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def storage_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'studies.db'}"
+
+
+@pytest.fixture
+def stm_study(storage_url) -> optuna.Study:
+    return make_study(storage_url, "stm-proxy", "stm", seed=0)
+
+
+@pytest.fixture
+def two_studies(storage_url) -> list[optuna.Study]:
+    return [make_study(storage_url, "stm-proxy", "stm", seed=0), make_study(storage_url, "tome-proxy", "tome", seed=1)]

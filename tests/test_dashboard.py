@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest_dashboard import DISTRIBUTIONS, make_study, storage_url, stm_study, two_studies  # noqa: F401 (fixtures)
+from study_factory import DISTRIBUTIONS, make_study
 from stmsearch.dashboard.build import build_html, page_data, write_dashboard
 from stmsearch.dashboard.commands import dashboard_cmd
 from stmsearch.dashboard.frontier import hypervolume_history, knee_index

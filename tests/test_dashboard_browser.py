@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest_dashboard import make_study
+from study_factory import make_study
 from stmsearch.dashboard.build import write_dashboard
 from stmsearch.dashboard.server import DashboardApp, make_server
 

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest_dashboard import make_study
+from study_factory import make_study
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from conftest_dashboard import storage_url, stm_study  # noqa: F401 (fixtures)
 from stmsearch import MergeConfig, ParametricSchedule, apply, create_model, load_config
 from stmsearch.dashboard.trials import load_trials
 from stmsearch.export import ExportError, export_cmd, export_configs, select

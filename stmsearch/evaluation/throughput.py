@@ -53,7 +53,7 @@ def gpu_lock(device: torch.device):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _cuda_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
+def cuda_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     """Seconds of each timed call by CUDA events, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
@@ -123,7 +123,7 @@ def _timed(model: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int, bf16
     if device.type != "cuda":
         return statistics.median(_cpu_times(forward, runs, warmup))
     fn = _graphed(forward, warmup) if cuda_graphs else forward
-    return statistics.median(_cuda_times(fn, runs, warmup))
+    return statistics.median(cuda_times(fn, runs, warmup))
 
 
 @torch.inference_mode()

@@ -1,6 +1,6 @@
 """Studies written by hand with plain optuna, following the trial-record contract, so the
-dashboard and export tests do not depend on the search code. Import the fixtures with
-``from conftest_dashboard import ...``.
+dashboard and export tests do not depend on the search code. Fixtures over these studies
+live in ``conftest.py``.
 
 Metric values are a smooth made-up trade-off of the real token reduction of each config:
 they exercise fronts, filters and plots, not the model.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 import optuna
-import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -87,18 +86,3 @@ def make_study(storage: str, name: str, method: str = "stm", n: int = 14, seed: 
                                      user_attrs={"error": "ConfigError: schedule[3]: asks to remove too many",
                                                  "config": {"method": method}}))
     return study
-
-
-@pytest.fixture
-def storage_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'studies.db'}"
-
-
-@pytest.fixture
-def stm_study(storage_url) -> optuna.Study:
-    return make_study(storage_url, "stm-proxy", "stm", seed=0)
-
-
-@pytest.fixture
-def two_studies(storage_url) -> list[optuna.Study]:
-    return [make_study(storage_url, "stm-proxy", "stm", seed=0), make_study(storage_url, "tome-proxy", "tome", seed=1)]
