@@ -120,12 +120,13 @@ def test_merge_is_a_size_weighted_average():
 
 
 def test_stm_merges_the_most_similar_neighbours():
-    """With fading off and no window, STM merges the identical pair, not the dissimilar ones."""
+    """Of the allowed pairs on each side, STM (fading off, no window) merges the identical one."""
     from stmsearch.merging.functions import stm_1d
-    metric = torch.tensor([[[1.0, 0], [0, 1], [0, 1], [1, 0], [9, 9], [1, 0], [0, 1], [1, 1], [-1, 0]]])
-    cls = torch.tensor([4])
-    plan = stm_1d(metric, cls, 2, 0, 2, 1, True, None, torch.ones(1, 9))
-    assert plan.index.tolist() == [[0, 1, 1, 2, 3, 4, 5, 6, 6]] or plan.index[0, 2] == plan.index[0, 1]
+    # layer 0 pairs: (0,1) (2,3) | class token 4 | (5,6) (7,8)
+    metric = torch.tensor([[[1.0, 0], [1, 0], [0, 1], [1, 0], [9, 9], [1, 0], [0, 1], [-1, 1], [-1, 1]]])
+    plan = stm_1d(metric, torch.tensor([4]), 2, 0, 2, 0, True, None, torch.ones(1, 9))
+    assert plan.index.tolist() == [[0, 0, 1, 2, 3, 4, 5, 6, 6]]
+    assert plan.out_len == 7
 
 
 def test_config_round_trips_yaml_and_json(tmp_path):
