@@ -20,7 +20,8 @@ from stmsearch.dashboard.build import build_html, page_data, write_dashboard
 from stmsearch.dashboard.commands import dashboard_cmd
 from stmsearch.dashboard.frontier import hypervolume_history, knee_index
 from stmsearch.dashboard.server import DashboardApp, make_server
-from stmsearch.dashboard.trials import StudyError, load_trials, pareto_mask, split_names
+from stmsearch.dashboard.trials import StudyError, load_trials, split_names
+from stmsearch.search.pareto import pareto_mask
 from stmsearch.dashboard.views import DEFAULT_VIEWS, ViewsError, load_views
 from stmsearch.search.pareto import study_hypervolume
 

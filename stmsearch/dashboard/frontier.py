@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..search.pareto import hypervolume, normalised, reference_point
-from .trials import pareto_mask
+from ..search.pareto import hypervolume, normalised, pareto_mask, reference_point
 
 
 def _objective_metrics(record: dict[str, Any], objectives: list[str]) -> dict[str, float] | None:

@@ -16,6 +16,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..search.pareto import pareto_mask
+
 # The direction of every metric a front or filter may use.
 DIRECTIONS = {"accuracy": "maximize", "throughput": "maximize", "flops": "minimize",
               "latency_ms": "minimize", "peak_mem_mb": "minimize", "token_reduction": "maximize",
@@ -123,23 +125,6 @@ def load_trials(storage: str | BaseStorage, study_names: str | Iterable[str]) ->
     """Completed and failed trials of each study as records, studies in the order given."""
     names = [study_names] if isinstance(study_names, str) else list(study_names)
     return [r for name in names for r in load_study_data(storage, name).records]
-
-
-def pareto_mask(points: np.ndarray, directions: list[str]) -> np.ndarray:
-    """True for the rows of ``points`` (n x d) that no other row dominates.
-
-    Rows holding NaN are never on the front. Equal rows do not dominate each other.
-    """
-    pts = np.asarray(points, dtype=float).reshape(len(points), len(directions))
-    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
-    oriented = pts * signs  # larger is better on every axis
-    valid = ~np.isnan(oriented).any(axis=1)
-    mask = valid.copy()
-    for i in np.flatnonzero(valid):
-        others = oriented[valid]
-        dominated = (others >= oriented[i]).all(axis=1) & (others > oriented[i]).any(axis=1)
-        mask[i] = not dominated.any()
-    return mask
 
 
 def front_mask(records: list[dict[str, Any]], metrics: list[str]) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -21,13 +22,28 @@ def feasible_trials(study: optuna.Study) -> list[FrozenTrial]:
             if t.user_attrs.get("feasible", True) and "reused_from" not in t.user_attrs]
 
 
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+def pareto_mask(points: np.ndarray, directions: list[str]) -> np.ndarray:
+    """True for the rows of ``points`` (n x d) that no other row dominates.
+
+    Rows holding NaN are never on the front. Equal rows do not dominate each other.
+    """
+    pts = np.asarray(points, dtype=float).reshape(len(points), len(directions))
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    oriented = pts * signs  # larger is better on every axis
+    valid = ~np.isnan(oriented).any(axis=1)
+    mask = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = oriented[valid]
+        dominated = (others >= oriented[i]).all(axis=1) & (others > oriented[i]).any(axis=1)
+        mask[i] = not dominated.any()
+    return mask
 
 
 def front(points: list[tuple[float, ...]]) -> list[int]:
     """Indices of the non-dominated points (all objectives minimised); duplicates all kept."""
-    return [i for i, p in enumerate(points) if not any(_dominates(q, p) for q in points)]
+    if not points:
+        return []
+    return np.flatnonzero(pareto_mask(np.array(points, dtype=float), ["minimize"] * len(points[0]))).tolist()
 
 
 def pareto_trials(trials: list[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
