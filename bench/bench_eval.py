@@ -20,7 +20,7 @@ import torch
 
 import stmsearch
 from stmsearch.evaluation.accuracy import evaluate_accuracy
-from stmsearch.evaluation.api import describe_device
+from stmsearch.evaluation.throughput import describe_device
 from stmsearch.evaluation.datasets import IMAGENET_MEAN, IMAGENET_STD, ImageSet, load_dataset
 from stmsearch.models.zoo import PROXY_CHECKPOINT
 from stmsearch.ops.scan import resolve_backend

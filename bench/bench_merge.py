@@ -17,6 +17,7 @@ import stmsearch
 from stmsearch.evaluation.throughput import measure_throughput
 from stmsearch.merging import patch
 from stmsearch.merging.schedules import for_reduction
+from bench_scan import fixed_length  # bench/ is on sys.path when run as a script
 
 
 def merge_share(model, batch: int, runs: int = 5) -> float:
@@ -88,8 +89,7 @@ def steps(model, batch: int, lengths: str) -> None:
     """img/s with every layer at one sequence length (tokens removed before layer 0)."""
     print("\nstep function: all layers at a fixed length (tokens removed before layer 0 by STM)")
     for length in (int(v) for v in lengths.split(",")):
-        cfg = stmsearch.MergeConfig(method="stm", window=0, runs=8, schedule=[197 - length])
-        stmsearch.apply(model, cfg)
+        fixed_length(model, length)
         tput = measure_throughput(model, (3, 224, 224), batch, "cuda")["throughput"]
         print(f"  {length:4d} tokens: {tput:7.0f} img/s", flush=True)
     stmsearch.apply(model, None)

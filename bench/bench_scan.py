@@ -102,34 +102,38 @@ def bench_kernels(args: argparse.Namespace) -> None:
                   f"{speedup:>10}{err:>10.1e}")
 
 
-def bench_e2e(args: argparse.Namespace) -> None:
-    """img/s of vim_tiny (full 197 tokens) per backend via $STMSEARCH_SCAN, if the model exists."""
+def fixed_length(model: torch.nn.Module, length: int) -> None:
+    """Every layer at ``length`` tokens: STM removes 197 - length tokens before layer 0."""
     import stmsearch
 
-    if not hasattr(stmsearch, "create_model"):
-        print("\n--e2e: stmsearch.create_model not found; skipped")
-        return
+    stmsearch.apply(model, None if length >= 197 else
+                    stmsearch.MergeConfig(method="stm", window=0, runs=8, schedule=[197 - length]))
+
+
+def bench_e2e(args: argparse.Namespace) -> None:
+    """img/s of vim_tiny per backend (default triton mode) with every layer at each token count."""
+    import stmsearch
+    from stmsearch.evaluation.throughput import measure_throughput
+
     dtype = DTYPES[args.dtype]
-    names = [n for n in scan_backends() if n != "reference" or args.e2e_reference]
-    print(f"\nend to end: vim_tiny, 197 tokens, {args.dtype} (autocast for bf16), inference")
-    print(f"{'backend':<16}{'batch':>7}{'img/s':>10}")
-    try:
-        model = stmsearch.create_model("vim_tiny").cuda().eval()
-    except Exception as exc:  # the model API is the lead's; report rather than crash the kernel table
-        print(f"create_model('vim_tiny') failed: {exc!r}")
-        return
+    names = [n for n in ("reference", "mamba_ssm", "triton")
+             if (n != "reference" or args.e2e_reference) and (n != "mamba_ssm" or mamba_ssm_available())]
+    print(f"\nend to end: vim_tiny, {args.dtype}, inference; every layer at the given token count "
+          f"(STM removes the rest before layer 0)")
+    print(f"{'tokens':>7}{'batch':>7}" + "".join(f"{n + ' img/s':>17}" for n in names) + f"{'triton/mamba':>14}")
+    model = stmsearch.create_model("vim_tiny").cuda().eval()
     for bs in args.e2e_batch:
-        x = torch.randn(bs, 3, 224, 224, device="cuda")
-        for name in names:
-            backend, _, mode = name.partition(":")
-            os.environ["STMSEARCH_SCAN"] = backend
-            if mode:
-                os.environ["STMSEARCH_TRITON_MODE"] = mode
-            with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-                ms = time_ms(lambda: model(x), warmup=3, iters=10)
-            print(f"{name:<16}{bs:>7}{bs / (ms * 1e-3):>10.0f}")
+        for length in args.tokens:
+            fixed_length(model, length)
+            rate = {}
+            for name in names:
+                os.environ["STMSEARCH_SCAN"] = name
+                rate[name] = measure_throughput(model, (3, 224, 224), bs, "cuda", runs=args.e2e_runs, warmup=3,
+                                                bf16=dtype != torch.float32)["throughput"]
+            ratio = f"{rate['triton'] / rate['mamba_ssm']:.2f}x" if {"triton", "mamba_ssm"} <= set(rate) else "n/a"
+            print(f"{length:>7}{bs:>7}" + "".join(f"{rate[n]:>17.0f}" for n in names) + f"{ratio:>14}", flush=True)
+    fixed_length(model, 197)
     os.environ.pop("STMSEARCH_SCAN", None)
-    os.environ.pop("STMSEARCH_TRITON_MODE", None)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,7 +145,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=50)
-    p.add_argument("--e2e", action="store_true", help="also time vim_tiny img/s per backend")
+    p.add_argument("--e2e", action="store_true", help="also time vim_tiny img/s per backend and token count")
+    p.add_argument("--e2e-runs", type=int, default=10)
     p.add_argument("--e2e-batch", type=lambda s: [int(t) for t in s.split(",")], default=[256, 512])
     p.add_argument("--e2e-reference", action="store_true", help="include the (slow) reference backend end to end")
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Training the embedded proxy (``vim_proxy`` on the 4000 mnist5k training digits).
 
-Seeded and reproducible; meant for a GPU with mamba-ssm (about a minute on an H200), and it
+Seeded and reproducible; meant for a GPU with mamba-ssm (under 4 minutes on an H200), and it
 runs on the CPU too, slowly. ``stmsearch train-proxy`` writes the checkpoint that
 ``create_model("vim_proxy")`` loads by default.
 """

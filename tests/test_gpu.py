@@ -8,23 +8,47 @@ from stmsearch.ops import mamba_ssm_available
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 
 
-@needs_cuda
-@pytest.mark.skipif(not mamba_ssm_available(), reason="mamba_ssm is not importable (install the 'gpu' extra)")
-def test_mamba_ssm_matches_reference_on_vim_tiny(monkeypatch):
-    torch.manual_seed(0)
-    model = stmsearch.create_model("vim_tiny").cuda()
-    img = torch.randn(8, 3, 224, 224, device="cuda")
+def _backend_available(backend: str) -> bool:
+    if backend == "mamba_ssm":
+        return mamba_ssm_available()
+    from stmsearch.ops.scan_triton import triton_available
+    return triton_available()
+
+
+def _error_vs_reference(monkeypatch, model, img, backend) -> tuple[float, float]:
+    """(relative L2, max abs) error of ``backend``'s fp32 logits against the reference backend's."""
+    if not _backend_available(backend):
+        pytest.skip(f"{backend} is not importable here (mamba_ssm: install the 'gpu' extra)")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     out = {}
-    for backend in ("reference", "mamba_ssm"):
-        monkeypatch.setenv("STMSEARCH_SCAN", backend)
+    for name in ("reference", backend):
+        monkeypatch.setenv("STMSEARCH_SCAN", name)
         with torch.inference_mode():
-            out[backend] = model(img).double()
-    rel = ((out["mamba_ssm"] - out["reference"]).norm() / out["reference"].norm()).item()
-    print(f"vim_tiny fp32 logits, mamba_ssm vs reference: relative L2 error {rel:.2e}, "
-          f"max abs {(out['mamba_ssm'] - out['reference']).abs().max().item():.2e}")
+            out[name] = model(img).double()
+    diff = out[backend] - out["reference"]
+    return (diff.norm() / out["reference"].norm()).item(), diff.abs().max().item()
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", ["mamba_ssm", "triton"])
+def test_backend_matches_reference_on_vim_tiny(monkeypatch, backend):
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_tiny").cuda()
+    rel, max_abs = _error_vs_reference(monkeypatch, model, torch.randn(8, 3, 224, 224, device="cuda"), backend)
+    print(f"vim_tiny fp32 logits, {backend} vs reference: relative L2 error {rel:.2e}, max abs {max_abs:.2e}")
     assert rel <= 1e-3
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", ["mamba_ssm", "triton"])
+def test_backend_matches_reference_when_merging(monkeypatch, backend):
+    """Merged (variable-length) sequences with size-aware decay: dt_scale through every layout."""
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_tiny", depth=4).cuda()
+    stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[0, 30, 20, 20], size_aware_decay=True))
+    rel, _ = _error_vs_reference(monkeypatch, model, torch.randn(4, 3, 224, 224, device="cuda"), backend)
+    assert rel <= 1e-3, rel
 
 
 @needs_cuda

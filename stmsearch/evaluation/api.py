@@ -20,7 +20,7 @@ from ..models import VisionMamba, create_model
 from .accuracy import evaluate_accuracy
 from .datasets import ImageSet, canonical_device, load_dataset
 from .flops import count_flops
-from .throughput import measure_throughput
+from .throughput import describe_device, measure_throughput
 
 METRIC_KEYS = ("accuracy", "n", "flops", "params", "tokens_per_layer", "throughput", "latency_ms",
                "peak_mem_mb", "device")
@@ -36,14 +36,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
     return canonical_device(device)
-
-
-def describe_device(device: torch.device) -> str:
-    """e.g. ``cuda:0 NVIDIA H200`` or ``cpu (2 threads)``."""
-    if device.type == "cuda":
-        return f"{device} {torch.cuda.get_device_name(device)}"
-    threads = torch.get_num_threads()
-    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
 @functools.lru_cache(maxsize=4)

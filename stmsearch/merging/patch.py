@@ -81,7 +81,8 @@ CALIBRATION_ITEMS = 16  # batch items that estimate the per-step decay for dista
 
 def _step(d, items: int | None = None) -> torch.Tensor:
     """Positive step sizes (B, D, L) of a recorded direction (of its first ``items`` batch items)."""
-    return F.softplus(d.delta[:items].float() + d.delta_bias[:, None])
+    delta = d.delta[:items].float()
+    return F.softplus(delta if d.delta_bias is None else delta + d.delta_bias[:, None])
 
 
 def _gamma(info: dict, mixer: BiMamba) -> torch.Tensor | None:

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops.scan import Direction, bidirectional_scan
+from ..ops.conv import conv_pair, depthwise_conv_silu
+from ..ops.scan import Direction, bidirectional_scan, resolve_backend
 
 
 @dataclass(frozen=True)
@@ -69,31 +70,6 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """Depthwise conv1d + SiLU over (B, C, L), causal or (reverse) anti-causal.
-
-    The anti-causal form equals flip -> causal conv -> flip, without the copies. On CUDA
-    cuDNN's depthwise kernel reads the input once; on the CPU k shifted multiply-adds (on
-    whatever memory layout ``x`` has) are several times faster than a grouped ``conv1d``.
-    """
-    k, length = weight.shape[-1], x.shape[-1]
-    w = weight.to(x.dtype)
-    if x.is_cuda:
-        w = w.flip(-1) if reverse else w
-        out = F.conv1d(x, w, bias.to(x.dtype), padding=k - 1, groups=x.shape[1])
-        return F.silu(out[..., k - 1:] if reverse else out[..., :length])
-    out = torch.empty_like(x)
-    out.copy_(bias.to(x.dtype)[:, None].expand_as(x))
-    for j in range(k):
-        shift = k - 1 - j  # tap j reads `shift` steps back (ahead when reverse)
-        if shift >= length:
-            continue
-        src, dst = (slice(shift, None), slice(None, length - shift)) if reverse else \
-                   (slice(None, length - shift), slice(shift, None))
-        out[..., dst].addcmul_(x[..., src], w[:, :, j])
-    return F.silu(out)
-
-
 def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """weight (O, I) applied to x (B, I, L) -> (B, O, L).
 
@@ -101,8 +77,8 @@ def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     (what the reference scan's time-major loop reads without transposing copies).
     """
     weight = weight.to(x.dtype)
-    if x.is_cuda:
-        return torch.matmul(weight, x)
+    if x.is_cuda:  # torch.matmul would fold the batch into rows, copying x and the output
+        return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
     return F.linear(x.transpose(1, 2), weight).transpose(1, 2)
 
 
@@ -132,16 +108,33 @@ class BiMamba(nn.Module):
         with torch.no_grad():
             proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def direction(self, x: torch.Tensor, reverse: bool) -> Direction:
-        """Conv, x_proj and dt_proj of one direction over channel-major x (B, d_inner, L)."""
+    def direction(self, u: torch.Tensor, reverse: bool) -> Direction:
+        """x_proj and dt_proj of one direction over its conv output u (B, d_inner, L)."""
         sfx = "_b" if reverse else ""
-        conv, x_proj, dt_proj = (getattr(self, m + sfx) for m in ("conv1d", "x_proj", "dt_proj"))
-        u = _conv(x, conv.weight, conv.bias, reverse)
+        x_proj, dt_proj = getattr(self, "x_proj" + sfx), getattr(self, "dt_proj" + sfx)
         dt, b, c = _matmul(x_proj.weight, u).split([self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = _matmul(dt_proj.weight, dt)  # its bias goes inside the softplus
         a = -torch.exp((self.A_b_log if reverse else self.A_log).float())
         d_skip = (self.D_b if reverse else self.D).float()
-        return Direction(u, delta, a, b, c, d_skip, dt_proj.bias.float())
+        if u.is_cuda:  # the scan kernels add dt_proj's bias inside the softplus
+            return Direction(u, _matmul(dt_proj.weight, dt), a, b, c, d_skip, dt_proj.bias.float())
+        # on the CPU an addmm with the bias costs less than the bare mm plus a separate add
+        delta = F.linear(dt.transpose(1, 2), dt_proj.weight.to(u.dtype), dt_proj.bias.to(u.dtype))
+        return Direction(u, delta.transpose(1, 2), a, b, c, d_skip, None)
+
+    def directions(self, x: torch.Tensor, backend: str) -> tuple[Direction, Direction, bool]:
+        """Both directions' scan inputs over x (B, d_inner, L), laid out as ``backend`` reads them.
+
+        Returns (forward, backward, backward_flipped). mamba-ssm scans forwards only, so for it
+        x is flipped once and the backward direction is built in reversed order, as official
+        ViM does; the other backends read the backward direction from the unflipped tensors.
+        """
+        f, b = self.conv1d, self.conv1d_b
+        if backend == "mamba_ssm":
+            u_b = depthwise_conv_silu(x.flip(-1), b.weight, b.bias, reverse=False)
+            u_f = depthwise_conv_silu(x, f.weight, f.bias, reverse=False)
+            return self.direction(u_f, False), self.direction(u_b, True), True
+        u_f, u_b = conv_pair(x, f.weight, f.bias, b.weight, b.bias, fused=backend == "triton")
+        return self.direction(u_f, False), self.direction(u_b, True), False
 
     def forward(self, h: torch.Tensor, dt_scale: torch.Tensor | None = None) -> torch.Tensor:
         """h: (B, L, D) -> (B, L, D). ``dt_scale`` (B, L) scales each token's step (size-aware decay).
@@ -151,7 +144,9 @@ class BiMamba(nn.Module):
         ht = h.transpose(1, 2)
         x = _matmul(self.in_proj.weight[:self.d_inner], ht)
         z = _matmul(self.in_proj.weight[self.d_inner:], ht)
-        y = bidirectional_scan(self.direction(x, False), self.direction(x, True), z, dt_scale=dt_scale)
+        backend = resolve_backend(x.device)
+        fwd, bwd, flipped = self.directions(x, backend)
+        y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped)
         # "divide out" (on for all published models) folded into the small weight
         w = (self.out_proj.weight * 0.5).to(y.dtype).t()
         return torch.bmm(y.transpose(1, 2), w.expand(y.shape[0], -1, -1))

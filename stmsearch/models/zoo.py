@@ -10,9 +10,11 @@ from .vim import VimConfig, VisionMamba
 PROXY_CHECKPOINT = Path(__file__).with_name("weights") / "vim_proxy.pt"
 
 # The CPU proxy: ImageNet's 197-token sequence (196 patches of 2x2 pixels + class token) on
-# 28x28 digits, sized so a 1000-digit pass fits the 2-core budget (see README).
+# 28x28 digits, sized so a 1000-digit pass fits the 2-core budget (see README). d_state 4
+# rather than 8: the scan's (token, channel, state) work dominates there, and the same code
+# measured 0.69x the time of d_state 8 per forward; it trains to 98.5% (d_state 8: 98.1%).
 PROXY = VimConfig(embed_dim=64, depth=12, img_size=28, patch_size=2, in_chans=1,
-                  num_classes=10, d_state=8)
+                  num_classes=10, d_state=4)
 
 
 def _build(cfg: VimConfig, **overrides) -> VisionMamba:

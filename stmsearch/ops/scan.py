@@ -12,13 +12,13 @@ time get the backward direction as a reversed scan.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from .optional import optional_attr
 from .scan_reference import selective_scan_reference
 
 BACKENDS = ("reference", "mamba_ssm", "triton")
@@ -40,13 +40,8 @@ class Direction(NamedTuple):
     delta_bias: torch.Tensor | None
 
 
-@functools.lru_cache(maxsize=None)
 def _mamba_ssm_fn() -> Callable | None:
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # ImportError, or a CUDA build that does not load on this machine
-        return None
-    return selective_scan_fn
+    return optional_attr("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn")
 
 
 def mamba_ssm_available() -> bool:
@@ -70,14 +65,21 @@ def resolve_backend(device: torch.device | str, requested: str | None = None) ->
     return name
 
 
-def _one_direction(fn: Callable, d: Direction, z: torch.Tensor, reverse: bool,
-                   dt_scale: torch.Tensor | None) -> torch.Tensor:
+def _one_direction(fn: Callable, d: Direction, z: torch.Tensor | None, reverse: bool,
+                   dt_scale: torch.Tensor | None, flipped: bool = False) -> torch.Tensor:
+    """One direction through ``fn``; ``flipped``: d is already in reversed order (scan forwards)."""
     delta, bias, softplus = d.delta, d.delta_bias, True
+    if flipped:
+        z = None if z is None else z.flip(-1)
+        dt_scale = None if dt_scale is None else dt_scale.flip(-1)
     if dt_scale is not None:  # size-aware decay scales the step after the softplus
-        delta = F.softplus(delta.float() + bias.float()[:, None]) * dt_scale.float()[:, None, :]
+        delta = F.softplus(delta.float() + (0 if bias is None else bias.float()[:, None])) * dt_scale.float()[:, None, :]
         bias, softplus = None, False
     if fn is selective_scan_reference:
-        return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus, reverse=reverse)
+        y = fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus, reverse=reverse and not flipped)
+        return y.flip(-1) if flipped else y
+    if flipped:
+        return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus).flip(-1)
     if not reverse:
         return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus)
     flip = lambda t: t.flip(-1)  # noqa: E731  (mamba-ssm scans forwards only)
@@ -86,17 +88,26 @@ def _one_direction(fn: Callable, d: Direction, z: torch.Tensor, reverse: bool,
 
 
 def bidirectional_scan(fwd: Direction, bwd: Direction, z: torch.Tensor, backend: str | None = None,
-                       dt_scale: torch.Tensor | None = None) -> torch.Tensor:
+                       dt_scale: torch.Tensor | None = None, bwd_flipped: bool = False) -> torch.Tensor:
     """``y_fwd + y_bwd`` of a ViM layer, both gated by ``silu(z)``, in original order.
 
     ``dt_scale`` (batch, L), if given, multiplies each position's step after the softplus
-    (size-aware decay: a token standing for s patches decays s steps).
+    (size-aware decay: a token standing for s patches decays s steps). ``bwd_flipped``: bwd's
+    tensors are in reversed sequence order (built from a flipped x, the layout mamba-ssm's
+    forward-only scan reads); z and dt_scale stay in original order.
     """
     name = resolve_backend(fwd.u.device, backend)
     if name == "triton":
         from .scan_triton import bidirectional_scan_triton
 
+        if bwd_flipped:
+            raise ValueError("the triton backend reads the backward direction unflipped")
         return bidirectional_scan_triton(fwd, bwd, z, dt_scale)
-    fn = _mamba_ssm_fn() if name == "mamba_ssm" else selective_scan_reference
+    if name == "reference":  # gate the sum once: half the silu and multiply passes
+        fn = selective_scan_reference
+        y = _one_direction(fn, fwd, None, False, dt_scale).float()
+        y += _one_direction(fn, bwd, None, True, dt_scale, bwd_flipped)
+        return y.mul_(F.silu(z.float())).to(z.dtype)
+    fn = _mamba_ssm_fn()
     return (_one_direction(fn, fwd, z, False, dt_scale)
-            + _one_direction(fn, bwd, z, True, dt_scale))
+            + _one_direction(fn, bwd, z, True, dt_scale, bwd_flipped))

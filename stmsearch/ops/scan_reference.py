@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .cpu_memory import recycle_large_buffers
+
 # Elements of one (L, b, D, N) work tensor per CPU slice: two of them (16 MB in fp32) sit
 # in a 32 MB L3. On CUDA the whole batch goes at once.
 _CPU_SLICE_ELEMS = 1 << 21
+_LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e))
 
 
 def _scan_slice(u, delta, A, B, C, reverse: bool) -> torch.Tensor:
@@ -20,21 +23,23 @@ def _scan_slice(u, delta, A, B, C, reverse: bool) -> torch.Tensor:
 
     Work tensors are (L, b, N, D): channels innermost, so every broadcast multiply runs
     over long contiguous rows (states innermost measured several times slower on a CPU).
+    Measured on a 2-core AVX2 CPU: ``exp2`` of a pre-scaled A is twice as fast as ``exp``,
+    a strided ``A.t()`` operand is 9x slower than a contiguous one, and ``unbind`` views
+    cost a third less per step than indexing.
     """
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C)):
         return _scan_slice_autograd(u, delta, A, B, C, reverse)
     length, b, d = u.shape
     n = A.shape[1]
     decay = torch.empty(length, b, n, d, dtype=torch.float32, device=u.device)
-    torch.mul(delta.unsqueeze(2), A.t(), out=decay).exp_()
+    torch.mul(delta.unsqueeze(2), (A * _LOG2E).t().contiguous(), out=decay).exp2_()
     drive = torch.empty_like(decay)
     torch.mul((delta * u).unsqueeze(2), B.unsqueeze(-1), out=drive)
-    steps = range(length - 1, -1, -1) if reverse else range(length)
-    h = None
-    for t in steps:
-        if h is not None:
-            drive[t].addcmul_(decay[t], h)  # drive[t] becomes h_t
-        h = drive[t]
+    states, decays = drive.unbind(0), decay.unbind(0)
+    prev = length - 1 if reverse else 0
+    for t in (range(length - 2, -1, -1) if reverse else range(1, length)):
+        states[t].addcmul_(decays[t], states[prev])  # drive[t] becomes h_t
+        prev = t
     y = torch.bmm(C.reshape(length * b, 1, n), drive.view(length * b, n, d))
     return y.view(length, b, d)
 
@@ -77,6 +82,8 @@ def selective_scan_reference(
     of a ViM layer without flipped copies). State and sums are fp32; returns u's dtype,
     shaped (batch, D, L) over token-major memory.
     """
+    if not u.is_cuda:
+        recycle_large_buffers()
     tm = lambda v: _time_major(v.float())  # noqa: E731
     u_t, dt = tm(u), tm(delta)
     if delta_bias is not None:

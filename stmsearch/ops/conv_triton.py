@@ -1,0 +1,64 @@
+"""Both depthwise convolutions of a ViM layer (causal and anti-causal, each + SiLU) in one kernel.
+
+A ViM layer convolves the same x twice: causally for the forward direction and
+anti-causally (flip -> causal -> flip) for the backward one. One program loads a
+(channels x positions) tile of x once, with a halo of k - 1 positions on each side, and
+writes both SiLU outputs: one read of x instead of two, and no padded conv outputs or
+separate SiLU passes. fp32 accumulation for any input dtype.
+
+``import triton`` is guarded like :mod:`stmsearch.ops.scan_triton`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .scan_triton import _HAVE_TRITON, triton, tl
+
+
+if _HAVE_TRITON:
+
+    @triton.jit
+    def _conv_pair_kernel(x_ptr, wf_ptr, bf_ptr, wb_ptr, bb_ptr, uf_ptr, ub_ptr, dim, length,
+                          sx_b, sx_c, su_b, su_c, K: tl.constexpr, BLOCK_C: tl.constexpr,
+                          BLOCK_L: tl.constexpr):
+        pid_l, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+        c_ok = c < dim
+        x_row = x_ptr + b * sx_b + c[:, None] * sx_c
+        acc_f = tl.zeros((BLOCK_C, BLOCK_L), tl.float32) + tl.load(bf_ptr + c, c_ok, 0.0).to(tl.float32)[:, None]
+        acc_b = tl.zeros((BLOCK_C, BLOCK_L), tl.float32) + tl.load(bb_ptr + c, c_ok, 0.0).to(tl.float32)[:, None]
+        for j in tl.static_range(K):
+            shift = K - 1 - j  # tap j reads `shift` steps back (forward) and ahead (backward)
+            back, ahead = t - shift, t + shift
+            x_back = tl.load(x_row + back[None, :], c_ok[:, None] & (back >= 0)[None, :], 0.0).to(tl.float32)
+            x_ahead = tl.load(x_row + ahead[None, :], c_ok[:, None] & (ahead < length)[None, :], 0.0).to(tl.float32)
+            acc_f += tl.load(wf_ptr + c * K + j, c_ok, 0.0).to(tl.float32)[:, None] * x_back
+            acc_b += tl.load(wb_ptr + c * K + j, c_ok, 0.0).to(tl.float32)[:, None] * x_ahead
+        ok = c_ok[:, None] & (t < length)[None, :]
+        out = b * su_b + c[:, None] * su_c + t[None, :]
+        tl.store(uf_ptr + out, (acc_f * tl.sigmoid(acc_f)).to(uf_ptr.dtype.element_ty), ok)
+        tl.store(ub_ptr + out, (acc_b * tl.sigmoid(acc_b)).to(ub_ptr.dtype.element_ty), ok)
+
+
+def conv_pair_triton(x: torch.Tensor, w_f: torch.Tensor, b_f: torch.Tensor, w_b: torch.Tensor,
+                     b_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``silu(causal conv(x))`` and ``silu(anti-causal conv(x))``, each (B, C, L) contiguous.
+
+    x: (B, C, L) with unit stride along L (channel-major, what the CUDA path produces).
+    """
+    if not _HAVE_TRITON:
+        raise RuntimeError("conv_pair_triton needs triton")
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    batch, dim, length = x.shape
+    k = w_f.shape[-1]
+    w_f, w_b = w_f.reshape(dim, k).contiguous(), w_b.reshape(dim, k).contiguous()
+    u_f, u_b = torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(
+        x, memory_format=torch.contiguous_format)
+    block_c, block_l = 16, 128
+    grid = (triton.cdiv(length, block_l), triton.cdiv(dim, block_c), batch)
+    _conv_pair_kernel[grid](x, w_f, b_f.contiguous(), w_b, b_b.contiguous(), u_f, u_b, dim, length,
+                            x.stride(0), x.stride(1), u_f.stride(0), u_f.stride(1),
+                            K=k, BLOCK_C=block_c, BLOCK_L=block_l)
+    return u_f, u_b
