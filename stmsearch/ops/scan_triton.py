@@ -212,8 +212,9 @@ MODES = ("atomic", "split", "fused")
 def _default_mode() -> str:
     """``$STMSEARCH_TRITON_MODE`` if set (benchmarks compare the modes), else ``fused``.
 
-    ``fused`` measured fastest at ViM lengths on an H200 (B128 D384 N16 fp32: 0.373 ms at
-    197 tokens against 0.502 for ``atomic``; bench/bench_scan.py).
+    On an H200 (B128 D384 N16 fp32, 197 tokens, bench/bench_scan.py) ``fused`` measured
+    0.372-0.466 ms over four runs and ``atomic`` 0.381-0.502 ms: which wins depends on the
+    autotuner's pick that run. ``fused`` needs no memset and no atomics.
     """
     mode = os.environ.get("STMSEARCH_TRITON_MODE") or "fused"
     if mode not in MODES:
