@@ -1,9 +1,17 @@
-"""Fixtures shared by several test modules."""
-import optuna
+"""Fixtures shared by several test modules.
+
+optuna is imported inside the study fixtures only, so the GPU tests also run on a machine
+that has torch but not the search stack.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 import torch
 
-from study_factory import make_study
+if TYPE_CHECKING:
+    import optuna
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +31,13 @@ def storage_url(tmp_path) -> str:
 
 @pytest.fixture
 def stm_study(storage_url) -> optuna.Study:
+    from study_factory import make_study
+
     return make_study(storage_url, "stm-proxy", "stm", seed=0)
 
 
 @pytest.fixture
 def two_studies(storage_url) -> list[optuna.Study]:
+    from study_factory import make_study
+
     return [make_study(storage_url, "stm-proxy", "stm", seed=0), make_study(storage_url, "tome-proxy", "tome", seed=1)]

@@ -123,3 +123,20 @@ def test_counting_leaves_the_model_and_torch_unchanged(proxy):
     assert torch.equal(before, during) and torch.equal(before, after)
     assert vim_module.bidirectional_scan is scan_module.bidirectional_scan
     assert torch.Tensor.scatter_ is scatter_
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+@pytest.mark.parametrize("backend", ["", "triton"], ids=["auto", "triton"])
+def test_cuda_count_matches_cpu(tiny, monkeypatch, backend):
+    """On CUDA the trace sees plain torch ops whatever the backend (no Triton or extension
+    kernels hidden from fvcore), so the count is the CPU's up to the conv's padded outputs."""
+    stmsearch.apply(tiny, stmsearch.MergeConfig(method="stm", schedule=[0] + [8] * 10, size_aware_decay=True))
+    try:
+        cpu = count_flops(tiny, _shape(tiny))
+        monkeypatch.setenv("STMSEARCH_SCAN", backend)
+        gpu = count_flops(tiny.cuda(), _shape(tiny))
+    finally:
+        stmsearch.apply(tiny.cpu(), None)  # the fixture is shared with the CPU tests
+    assert gpu["unsupported"] == {}
+    assert gpu["flops"] == pytest.approx(cpu["flops"], rel=0.005)

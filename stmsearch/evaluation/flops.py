@@ -33,7 +33,7 @@ from fvcore.nn.jit_handles import get_shape
 
 from ..models import vim as vim_module
 from ..models.vim import VimConfig
-from ..ops.scan import Direction, bidirectional_scan, resolve_backend
+from ..ops.scan import Direction, bidirectional_scan
 
 SCAN_OP = "stmsearch::bidirectional_scan"
 SCAN_MACS_PER_STATE = 3  # dA*h + dB*x (state update) and C*h (read-out), per (token, channel, state)
@@ -76,14 +76,10 @@ def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
 
 def _scan_as_one_op(fwd: Direction, bwd: Direction, z: torch.Tensor, backend: str | None = None,
                     dt_scale: torch.Tensor | None = None, bwd_flipped: bool = False) -> torch.Tensor:
-    assert not bwd_flipped, "count_flops traces the reference layout"
-    return _scan_op(*fwd, *bwd, z, dt_scale, backend)
-
-
-def _reference_backend(device, requested=None) -> str:
-    """While counting, every mixer takes the reference path: plain torch ops fvcore can see
-    (the Triton conv kernel would be invisible to the tracer). MACs do not depend on the backend."""
-    return "reference"
+    """A traced mixer lays its inputs out for the reference backend (see ``BiMamba.forward``);
+    the op itself runs on this device's own backend: inside it nothing is traced."""
+    assert not bwd_flipped, "a traced mixer uses the reference layout"
+    return _scan_op(*fwd, *bwd, z, dt_scale, None)
 
 
 def scan_macs(batch: int, channels: int, length: int, states: int) -> int:
@@ -117,7 +113,7 @@ def _addcmul_handle(inputs, outputs) -> Counter:
 
 @contextlib.contextmanager
 def _traceable():
-    """While counting: the reference path, the scan as one op, and bool fill values of ``scatter_`` as tensors.
+    """While counting: the scan as one op, and bool fill values of ``scatter_`` as tensors.
 
     ``Tensor.scatter_(dim, index, True)`` (used by the merge plans) is recorded by the JIT
     tracer with a bool scalar no schema accepts; filling from a tensor of the same value is
@@ -133,11 +129,10 @@ def _traceable():
 
     with _count_lock:
         vim_module.bidirectional_scan, torch.Tensor.scatter_ = _scan_as_one_op, scatter_bool_safe
-        vim_module.resolve_backend = _reference_backend
         try:
             yield
         finally:
-            vim_module.bidirectional_scan, vim_module.resolve_backend = bidirectional_scan, resolve_backend
+            vim_module.bidirectional_scan = bidirectional_scan
             if own:
                 torch.Tensor.scatter_ = scatter_
             else:

@@ -144,7 +144,8 @@ class BiMamba(nn.Module):
         ht = h.transpose(1, 2)
         x = _matmul(self.in_proj.weight[:self.d_inner], ht)
         z = _matmul(self.in_proj.weight[self.d_inner:], ht)
-        backend = resolve_backend(x.device)
+        # a trace (fvcore's FLOP count) must see plain torch ops, not Triton or extension kernels
+        backend = "reference" if torch.jit.is_tracing() else resolve_backend(x.device)
         fwd, bwd, flipped = self.directions(x, backend)
         y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped)
         # "divide out" (on for all published models) folded into the small weight

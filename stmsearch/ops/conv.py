@@ -27,7 +27,8 @@ def depthwise_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     w = weight.to(x.dtype)
     if x.is_cuda:
         fused = optional_attr("causal_conv1d", "causal_conv1d_fn")
-        if fused is not None and not reverse and x.stride(-1) == 1:
+        # a trace (fvcore's FLOP count) cannot see into the extension: cuDNN's op then
+        if fused is not None and not reverse and x.stride(-1) == 1 and not torch.jit.is_tracing():
             return fused(x, w.reshape(-1, k), bias.to(x.dtype), activation="silu")
         w = w.flip(-1) if reverse else w
         out = F.conv1d(x, w, bias.to(x.dtype), padding=k - 1, groups=x.shape[1])
