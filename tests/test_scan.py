@@ -81,3 +81,31 @@ def test_import_does_not_touch_mamba_ssm():
             "m(torch.randn(1, 1, 28, 28)); "
             "assert not {'mamba_ssm', 'causal_conv1d'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["plain", "dt_scale"])
+def test_forward_only_scan_gets_the_backward_direction_flipped(scaled):
+    """The mamba-ssm path's layout logic on the CPU: a scan that only runs forwards (the
+    reference called without its reverse flag, as mamba-ssm's kernel is) must reproduce the
+    reverse scan, for a backward direction in original order and for one built flipped."""
+    g = torch.Generator().manual_seed(3)
+    b, d, n, length = 2, 5, 4, 23
+    bwd = scan_mod.Direction(torch.randn(b, d, length, generator=g), torch.randn(b, d, length, generator=g) - 1,
+                             -torch.rand(d, n, generator=g) - 0.1, torch.randn(b, n, length, generator=g),
+                             torch.randn(b, n, length, generator=g), torch.randn(d, generator=g),
+                             torch.randn(d, generator=g) * 0.3)
+    z = torch.randn(b, d, length, generator=g)
+    dt_scale = torch.rand(b, length, generator=g) * 2 + 0.5 if scaled else None
+
+    def forward_only(*args, **kwargs):
+        assert "reverse" not in kwargs
+        return selective_scan_reference(*args, **kwargs)
+
+    want = scan_mod._one_direction(selective_scan_reference, bwd, z, True, dt_scale)
+    as_is = scan_mod._one_direction(forward_only, bwd, z, True, dt_scale)
+    pre_flipped = bwd._replace(**{k: getattr(bwd, k).flip(-1) for k in ("u", "delta", "B", "C")})
+    built_flipped = scan_mod._one_direction(forward_only, pre_flipped, z, True, dt_scale, flipped=True)
+    for got in (as_is, built_flipped):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # a forward scan of the unflipped inputs is a different result: the test can tell
+    assert not torch.allclose(scan_mod._one_direction(forward_only, bwd, z, False, dt_scale), want, atol=1e-3)

@@ -67,24 +67,26 @@ def resolve_backend(device: torch.device | str, requested: str | None = None) ->
 
 def _one_direction(fn: Callable, d: Direction, z: torch.Tensor | None, reverse: bool,
                    dt_scale: torch.Tensor | None, flipped: bool = False) -> torch.Tensor:
-    """One direction through ``fn``; ``flipped``: d is already in reversed order (scan forwards)."""
-    delta, bias, softplus = d.delta, d.delta_bias, True
+    """One direction through ``fn``, output in original order.
+
+    ``flipped``: d is in reversed order already (z and dt_scale are not), so it is scanned
+    forwards and its output flipped back. mamba-ssm scans forwards only, so a backward
+    direction in original order is flipped here; the reference scans it in reverse.
+    """
+    flip = lambda t: None if t is None else t.flip(-1)  # noqa: E731
     if flipped:
-        z = None if z is None else z.flip(-1)
-        dt_scale = None if dt_scale is None else dt_scale.flip(-1)
+        z, dt_scale = flip(z), flip(dt_scale)
+    delta, bias, softplus = d.delta, d.delta_bias, True
     if dt_scale is not None:  # size-aware decay scales the step after the softplus
         delta = F.softplus(delta.float() + (0 if bias is None else bias.float()[:, None])) * dt_scale.float()[:, None, :]
         bias, softplus = None, False
+    extra = {}
     if fn is selective_scan_reference:
-        y = fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus, reverse=reverse and not flipped)
-        return y.flip(-1) if flipped else y
-    if flipped:
-        return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus).flip(-1)
-    if not reverse:
-        return fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus)
-    flip = lambda t: t.flip(-1)  # noqa: E731  (mamba-ssm scans forwards only)
-    y = fn(flip(d.u), flip(delta), d.A, flip(d.B), flip(d.C), d.D, flip(z), bias, delta_softplus=softplus)
-    return y.flip(-1)
+        extra["reverse"] = reverse and not flipped
+    elif reverse and not flipped:
+        d, delta, z, flipped = d._replace(u=flip(d.u), B=flip(d.B), C=flip(d.C)), flip(delta), flip(z), True
+    y = fn(d.u, delta, d.A, d.B, d.C, d.D, z, bias, delta_softplus=softplus, **extra)
+    return y.flip(-1) if flipped else y
 
 
 def bidirectional_scan(fwd: Direction, bwd: Direction, z: torch.Tensor, backend: str | None = None,
