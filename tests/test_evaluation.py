@@ -59,6 +59,19 @@ def test_throughput_on_cpu_is_measured():
         measure_throughput(model, (1, 8, 8), 4, "cpu", runs=1, sample=torch.randn(1, 3, 8, 8))
 
 
+def test_throughput_forwards_run_without_autograd():
+    """Timed forwards must not record a graph (the CPU reference would take its autograd path)."""
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            seen.append(torch.is_inference_mode_enabled())
+            return super().forward(x.flatten(1))
+
+    measure_throughput(Probe(16, 3), (1, 4, 4), batch_size=4, device="cpu", runs=2, warmup=1)
+    assert seen and all(seen)
+
+
 def test_evaluate_raises_on_nan_accuracy(monkeypatch):
     monkeypatch.setattr(api, "evaluate_accuracy", lambda *a, **k: {"accuracy": float("nan"), "n": 5})
     with pytest.raises(RuntimeError, match="accuracy is nan"):

@@ -126,7 +126,6 @@ def _timed(model: torch.nn.Module, x: torch.Tensor, runs: int, warmup: int, bf16
     return statistics.median(cuda_times(fn, runs, warmup))
 
 
-@torch.inference_mode()
 def describe_device(device: torch.device) -> str:
     """e.g. ``cuda:0 NVIDIA H200`` or ``cpu (2 threads)``."""
     if device.type == "cuda":
@@ -135,6 +134,7 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
+@torch.inference_mode()
 def measure_throughput(model: torch.nn.Module, input_shape: tuple[int, int, int], batch_size: int,
                        device: str | torch.device, runs: int = 5, warmup: int = 2, bf16: bool = False,
                        cuda_graphs: bool = False, sample: torch.Tensor | None = None) -> dict:
