@@ -138,5 +138,6 @@ def test_cuda_count_matches_cpu(tiny, monkeypatch, backend):
         gpu = count_flops(tiny.cuda(), _shape(tiny))
     finally:
         stmsearch.apply(tiny.cpu(), None)  # the fixture is shared with the CPU tests
-    assert gpu["unsupported"] == {}
+    assert gpu["unsupported"] == {} and cpu["unsupported"] == {}
+    # CUDA's depthwise conv1d is counted over its padded length: a fraction of a percent more
     assert gpu["flops"] == pytest.approx(cpu["flops"], rel=0.005)
