@@ -1,7 +1,7 @@
 """Where a full ViM forward spends its GPU time, per scan backend: torch.profiler kernel table.
 
 Prints, per backend, the top CUDA kernels by total time over ``--iters`` forwards, with call
-counts and their share of all kernel time, and the forward's wall time from CUDA events.
+counts and their share of all kernel time, and the median forward time from CUDA events.
 
     python bench/profile_model.py [--model vim_tiny] [--batch 256] [--backends mamba_ssm,triton]
 """
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 import stmsearch
+from stmsearch.evaluation.throughput import cuda_times
 
 
 def kernel_table(model: torch.nn.Module, x: torch.Tensor, iters: int, top: int) -> tuple[str, float]:
@@ -36,16 +38,10 @@ def kernel_table(model: torch.nn.Module, x: torch.Tensor, iters: int, top: int) 
     return "\n".join(lines), total / 1e3 / iters
 
 
+@torch.inference_mode()
 def wall_ms(model: torch.nn.Module, x: torch.Tensor, iters: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    with torch.inference_mode():
-        model(x)
-        start.record()
-        for _ in range(iters):
-            model(x)
-        end.record()
-        torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
+    """Median milliseconds of one forward, by CUDA events."""
+    return statistics.median(cuda_times(lambda: model(x), iters, warmup=1)) * 1e3
 
 
 def main() -> None:
