@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 
 from stmsearch.search import load_space, run_search
 from stmsearch.search import objective
-from stmsearch.search.pareto import hypervolume, normalised, reference_point
+from stmsearch.objectives import normalised, reference_point
+from stmsearch.pareto import hypervolume
 from stmsearch.search.record import reference_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def hv_curve(study: optuna.Study, objectives: list[str], every: int) -> list[flo
     for k in range(every, len(trials) + 1, every):
         ok = [t for t in trials[:k] if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)]
         points = [normalised(t.user_attrs["metrics"], objectives, ref) for t in ok]
-        out.append(hypervolume(points, reference_point(objectives, ref, ok)))
+        out.append(hypervolume(points, reference_point(objectives, ref, [t.user_attrs["metrics"] for t in ok])))
     return out
 
 

@@ -6,18 +6,14 @@ runs on the CPU too, slowly. ``stmsearch train-proxy`` writes the checkpoint tha
 """
 from __future__ import annotations
 
-import json
 import math
 import random
-from pathlib import Path
 
-import click
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from .models import create_model
-from .models.zoo import PROXY_CHECKPOINT
 
 
 def _augment(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -67,19 +63,3 @@ def train_proxy(epochs: int = 60, batch_size: int = 128, lr: float = 2e-3, weigh
     model.eval()
     acc = evaluate_accuracy(model, val, batch_size=500, progress=False)
     return model, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(dev), **acc}
-
-
-@click.command("train-proxy")
-@click.option("--epochs", default=60, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--lr", default=2e-3, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=PROXY_CHECKPOINT, show_default=True)
-def train_proxy_cmd(epochs: int, batch_size: int, lr: float, seed: int, device: str, out: Path) -> None:
-    """Train the embedded vim_proxy on mnist5k and save its checkpoint."""
-    model, summary = train_proxy(epochs, batch_size, lr, seed=seed, device=device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # fp32 weights in the official {"model": state_dict} layout
-    torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}, out)
-    click.echo(json.dumps({**summary, "checkpoint": str(out), "bytes": out.stat().st_size}))

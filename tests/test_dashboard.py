@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from study_factory import DISTRIBUTIONS, make_study
 from stmsearch.dashboard.build import build_html, page_data, write_dashboard
-from stmsearch.dashboard.commands import dashboard_cmd
-from stmsearch.dashboard.frontier import hypervolume_history, knee_index
+from stmsearch.cli.dashboard import dashboard_cmd
+from stmsearch.pareto import knee_index, pareto_mask
+from stmsearch.results.frontier import hypervolume_history
 from stmsearch.dashboard.server import DashboardApp, make_server
-from stmsearch.dashboard.trials import StudyError, load_trials, split_names
-from stmsearch.search.pareto import pareto_mask
+from stmsearch.results.records import StudyError, load_trials, split_names
 from stmsearch.dashboard.views import DEFAULT_VIEWS, ViewsError, load_views
 from stmsearch.search.pareto import study_hypervolume
 

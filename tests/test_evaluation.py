@@ -82,7 +82,7 @@ def test_evaluate_rejects_mismatched_data_and_unknown_measures():
     with pytest.raises(ValueError, match="expects 3x224x224"):
         api.evaluate("vim_tiny", dataset="mnist5k", limit=2, device="cpu", measure=("accuracy",))
     with pytest.raises(ValueError, match="unknown"):
-        api.evaluate("vim_proxy", measure=("speed",), device="cpu")
+        api.evaluate("vim_proxy", measure=("speeed",), device="cpu")
 
 
 @pytest.fixture(scope="module")

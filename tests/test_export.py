@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from stmsearch import MergeConfig, ParametricSchedule, apply, create_model, load_config
-from stmsearch.dashboard.trials import load_trials
-from stmsearch.export import ExportError, export_cmd, export_configs, select
+from stmsearch.results.records import load_trials
+from stmsearch.cli.export import export_cmd
+from stmsearch.export import ExportError, export_configs, select
 
 OBJ = ["accuracy", "throughput", "flops"]
 

@@ -8,7 +8,8 @@ import optuna
 import pytest
 from optuna._hypervolume import compute_hypervolume
 
-from stmsearch.search.pareto import front, hypervolume, normalised, reference_point
+from stmsearch.objectives import normalised, reference_point
+from stmsearch.pareto import front, hypervolume
 from stmsearch.search.progress import line, snapshot
 
 
@@ -61,4 +62,4 @@ def test_snapshot_counts_best_front_and_hypervolume(tmp_path):
     assert snap.front == 3
     assert snap.hypervolume == pytest.approx(hypervolume([(-0.9, -1.0), (-0.8, -2.0), (-0.5, -4.0)], (0.0, 0.0)))
     text = line(snap, 10, 12.0)
-    assert "trials 5/10 (done 4, failed 1)" in text and "Pareto front 3" in text and "400 img/s (#3)" in text
+    assert "trials 5/10 (done 4, failed 1)" in text and "Pareto front 3" in text and "400.0 img/s (#3)" in text

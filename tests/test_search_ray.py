@@ -27,7 +27,7 @@ def test_ray_search_records_every_trial_and_survives_failures(tmp_path, monkeypa
     monkeypatch.setenv("STMSEARCH_FAKE_CALLS", str(calls))
     seeds = SPACE["seeds"] + [{"name": "fails", "config": {"method": "stm", "schedule": [2]}}]
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({**SPACE, "seeds": seeds, "evaluator": "test_search_fakes:alternating_evaluate"}))
+    path.write_text(yaml.safe_dump({**SPACE, "seeds": seeds, "evaluator": "fake_evaluators:alternating_evaluate"}))
     result = run_search(load_space(path), path, trials=5, runs=tmp_path / "runs", progress=False)
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
     assert result.ran == 5 and len(study.trials) == 5

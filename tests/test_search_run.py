@@ -1,6 +1,6 @@
 """Running searches (local executor): the trial record, resume, failures, SIGKILL, PostgreSQL.
 
-Evaluations are the stand-ins of test_search_fakes (microseconds each); what is under test
+Evaluations are the stand-ins of fake_evaluators (microseconds each); what is under test
 is the study kept in SQL storage.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from stmsearch.merging.config import config_from_dict
 from stmsearch.search import SearchError, load_space, run_search
-from stmsearch.search.commands import search_cmd
+from stmsearch.cli.search import search_cmd
 from stmsearch.search.record import finished, reap_stale
 from stmsearch.search.storage import open_storage, study_name
 
@@ -40,7 +40,7 @@ SPACE = {
     "sampler": {"name": "nsga2", "seed": 1, "population_size": 4},
     "budget": {"trials": 4},
     "seeds": [{"name": "hand", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": 8}}}],
-    "evaluator": "test_search_fakes:fake_evaluate",
+    "evaluator": "fake_evaluators:fake_evaluate",
 }
 
 
@@ -105,7 +105,7 @@ def test_rerun_resumes_up_to_the_budget(tmp_path):
 @pytest.mark.parametrize("evaluator, error", [("raising_evaluate", "OutOfMemoryError: CUDA out of memory"),
                                               ("nan_evaluate", "FloatingPointError: accuracy is nan")])
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, evaluator, error):
-    path = write_space(tmp_path, evaluator=f"test_search_fakes:{evaluator}")
+    path = write_space(tmp_path, evaluator=f"fake_evaluators:{evaluator}")
     result = search(path, tmp_path)
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
     states = [t.state for t in study.trials]
@@ -132,7 +132,7 @@ def test_a_config_measured_before_is_recorded_not_measured_again(tmp_path, monke
 
 
 def test_a_failing_reference_stops_the_search_with_its_error(tmp_path):
-    path = write_space(tmp_path, evaluator="test_search_fakes:no_such_function")
+    path = write_space(tmp_path, evaluator="fake_evaluators:no_such_function")
     with pytest.raises(SearchError, match="reference model failed.*no_such_function"):
         search(path, tmp_path)
     url = f"sqlite:///{tmp_path / 'runs' / 'space.db'}"

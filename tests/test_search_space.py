@@ -51,7 +51,7 @@ def test_shipped_spaces_parse(name):
 
 
 def test_demo_space_is_the_cpu_proxy():
-    from stmsearch.search.commands import resolve_space
+    from stmsearch.cli.search import resolve_space
     assert resolve_space("demo") == SPACES / "demo.yaml"  # `stmsearch search demo`
     space = load_space(SPACES / "demo.yaml")
     assert (space.model, space.dataset, space.device) == ("vim_proxy", "mnist5k", "cpu")
@@ -64,9 +64,9 @@ def test_demo_space_is_the_cpu_proxy():
     (lambda d: d["methods"][0]["knobs"].update(metric={"type": "categorical", "choices": ["hidden", "q"]}),
      "methods[0].knobs.metric.choices[1]", "'hidden', 'x', 'B' or 'dt'"),
     (lambda d: d["methods"][0]["knobs"].update(speed=3), "methods[0].knobs.speed", "allowed: window,"),
-    (lambda d: d["methods"][1].update(name="fast"), "methods[1].name", "'stm', 'tome', 'prune' or 'random'"),
+    (lambda d: d["methods"][1].update(name="fast"), "methods[1].name", "allowed: stm, tome, prune, random"),
     (lambda d: d.update(sampler={"name": "cmaes"}), "sampler.name", "'nsga2', 'tpe', 'random' or 'grid'"),
-    (lambda d: d.update(objectives=["accuracy", "speed"]), "objectives[1]", "'accuracy', 'throughput' or 'flops'"),
+    (lambda d: d.update(objectives=["accuracy", "speed"]), "objectives", "allowed: accuracy, speedup, throughput, flops"),
     (lambda d: d.update(budgett=3), "(top level)", "allowed: description, model,"),
     (lambda d: d["schedule"].update(shape="wavy"), "schedule.shape", "'constant', 'increasing' or 'decreasing'"),
     (lambda d: d["schedule"].update(start={"type": "int", "low": 0, "high": 30}), "schedule.start", "0..11"),

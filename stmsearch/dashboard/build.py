@@ -15,34 +15,35 @@ import plotly.io as pio
 from optuna.storages import BaseStorage
 from plotly.offline import get_plotlyjs
 
+from ..results.records import StudyInfo, TrialRecord, as_storage, data_version, load_study_data, split_names
 from .figures import STUDY_COLOURS, hypervolume_figure, importances, importances_figure, pareto_figure, resolve_unit
-from .trials import as_storage, data_version, load_study_data, split_names
 from .views import DetailView, HypervolumeView, ImportancesView, ParetoView, TableView, ViewSet, load_views
 
 STATIC = Path(__file__).with_name("static")
 
 
-def _field_specs(specs: list, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _field_specs(specs: list, records: list[TrialRecord]) -> list[dict[str, Any]]:
     """Field specs as the page's script reads them, SI prefixes resolved over all records."""
     out = []
     for spec in specs:
-        scale, unit = resolve_unit(spec, [r.get(spec.key) for r in records if isinstance(r.get(spec.key), (int, float))])
+        scale, unit = resolve_unit(spec, [r[spec.key] for r in records if isinstance(r[spec.key], (int, float))])
         out.append(dict(key=spec.key, label=spec.label, unit=unit, scale=scale, digits=spec.digits))
     return out
 
 
-def _study_summary(info: dict[str, Any], records: list[dict[str, Any]], colour: str) -> dict[str, Any]:
-    states = [r["state"] for r in records]
-    return dict(name=info["name"], colour=colour, objectives=info["objectives"], model=info["model"],
-                checkpoint=info["checkpoint"], dataset=info["dataset"], subset=info["subset"],
-                constraints=info["constraints"], complete=states.count("COMPLETE"), failed=states.count("FAIL"),
-                pareto=sum(r["pareto"] for r in records))
+def _study_summary(info: StudyInfo, records: list[TrialRecord], colour: str) -> dict[str, Any]:
+    states = [r.state for r in records]
+    return dict(name=info.name, colour=colour, objectives=info.objectives, model=info.model,
+                checkpoint=info.checkpoint, dataset=info.dataset, subset=info.subset,
+                constraints=info.constraints, complete=states.count("COMPLETE"), failed=states.count("FAIL"),
+                pareto=sum(r.pareto for r in records))
 
 
-# the same figure `stmsearch search` reports (stmsearch.search.pareto)
+# the same figure `stmsearch search` reports (stmsearch.objectives' normalised axes)
 HYPERVOLUME_NOTE = ("Hypervolume of the feasible trials so far, as `stmsearch search` reports it: accuracy as a "
-                    "fraction, throughput as speed-up over the unreduced reference trial, FLOPs as a fraction of the "
-                    "reference's. Reference point: accuracy 0, speed-up 0, FLOPs 1.1× the reference's.")
+                    "fraction, speed-up as measured, throughput, FLOPs and latency relative to the unreduced "
+                    "reference trial's. Reference point: accuracy 0, speed-up 0, relative throughput 0, "
+                    "FLOPs and latency 1.1× the reference's.")
 
 
 def page_data(storage: str | BaseStorage, study_names: list[str], views: ViewSet) -> dict[str, Any]:
@@ -64,9 +65,9 @@ def page_data(storage: str | BaseStorage, study_names: list[str], views: ViewSet
         elif isinstance(view, ImportancesView):
             found, notes = {}, []
             for d in loaded:
-                imp, note = importances(d.study, d.info["objectives"], view.objectives or d.info["objectives"])
+                imp, note = importances(d.study, d.info.objectives, view.objectives or d.info.objectives)
                 if imp:
-                    found[d.info["name"]] = imp
+                    found[d.info.name] = imp
                 if note:
                     notes.append(note)
             panel["figure"] = importances_figure(view, found) if found else None
@@ -80,7 +81,7 @@ def page_data(storage: str | BaseStorage, study_names: list[str], views: ViewSet
                 generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
                 studies=[_study_summary(d.info, d.records, STUDY_COLOURS[i % len(STUDY_COLOURS)])
                          for i, d in enumerate(loaded)],
-                panels=panels, trials=records)
+                panels=panels, trials=[r.as_dict() for r in records])
 
 
 def _script_json(data: Any) -> str:

@@ -8,8 +8,9 @@ import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .frontier import hypervolume_history
-from .trials import DIRECTIONS, front_mask
+from ..objectives import direction
+from ..results.frontier import hypervolume_history
+from ..results.records import StudyInfo, TrialRecord, front_mask
 from .views import AxisSpec, ImportancesView, ParetoView
 
 # Okabe-Ito: distinguishable with colour-blindness; dominated points are neutral grey.
@@ -86,7 +87,7 @@ def pareto_figure(view: ParetoView, records: list[dict[str, Any]], studies: list
         if on:
             fig.add_trace(go.Scatter(x=[r[x.metric] * xs[0] for r in on], y=[r[y.metric] * ys[0] for r in on],
                                      mode="lines", line=dict(color=colour, width=1.5, shape="hv"
-                                                             if DIRECTIONS[x.metric] == "minimize" else "vh"),
+                                                             if direction(x.metric) == "minimize" else "vh"),
                                      hoverinfo="skip", name=f"{study} · front", showlegend=False))
         groups = [
             ("Pareto", [r for r, f in zip(rs, front) if f and not r["is_reference"]],
@@ -110,15 +111,15 @@ def pareto_figure(view: ParetoView, records: list[dict[str, Any]], studies: list
     return fig
 
 
-def hypervolume_figure(title: str, records: list[dict[str, Any]], infos: list[dict[str, Any]]) -> go.Figure:
+def hypervolume_figure(title: str, records: list[TrialRecord], infos: list[StudyInfo]) -> go.Figure:
     """Hypervolume of each study's feasible trials so far, against trial number."""
     fig = go.Figure()
     for i, info in enumerate(infos):
-        hist = hypervolume_history([r for r in records if r["study"] == info["name"]], info["objectives"])
+        hist = hypervolume_history([r for r in records if r.study == info.name], info.objectives)
         fig.add_trace(go.Scatter(x=[n for n, _ in hist], y=[h for _, h in hist], mode="lines+markers",
                                  line=dict(shape="hv", color=STUDY_COLOURS[i % len(STUDY_COLOURS)], width=2),
-                                 marker=dict(size=5), name=info["name"],
-                                 hovertemplate=f"{html.escape(info['name'])} · trial %{{x}}<br>"
+                                 marker=dict(size=5), name=info.name,
+                                 hovertemplate=f"{html.escape(info.name)} · trial %{{x}}<br>"
                                                "hypervolume %{y:.4g}<extra></extra>"))
     layout = base_layout(title, height=380)
     layout.update(xaxis=dict(title="Trial number", rangemode="tozero"),

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from optuna.storages import BaseStorage
 
+from ..results.records import as_storage, data_version
 from .build import build_html
-from .trials import as_storage, data_version
 from .views import ViewSet, load_views
 
 

@@ -8,17 +8,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..merging.config import format_validation_error
+from ..objectives import METRICS, directions
 from ..yamlfile import read_yaml
 
 DEFAULT_VIEWS = Path(__file__).with_name("default_views.yaml")
+RECORD_FIELDS = ("study", "number", "state", "method", "window", "feasible", "is_reference", "pareto", "seed_config")
 
-Metric = Literal["accuracy", "throughput", "flops", "latency_ms", "peak_mem_mb", "params", "token_reduction"]
-FieldKey = Literal["study", "number", "state", "method", "window", "feasible", "is_reference", "pareto",
-                   "accuracy", "n", "throughput", "flops", "latency_ms", "peak_mem_mb", "params",
-                   "token_reduction", "duration_s", "seed_config"]
+
+def _one_of(allowed):
+    def check(value: str) -> str:
+        names = allowed()
+        if value not in names:
+            raise ValueError(f"unknown {value!r} (allowed: {', '.join(names)})")
+        return value
+    return AfterValidator(check)
+
+
+# a plotted metric needs a direction (it decides the front); a shown field is any numeric metric or record field
+Metric = Annotated[str, _one_of(lambda: list(directions()))]
+FieldKey = Annotated[str, _one_of(lambda: list(RECORD_FIELDS) + [m for m in METRICS if m != "tokens_per_layer"])]
 
 
 class ViewsError(ValueError):

@@ -17,6 +17,7 @@ import torch
 
 from ..merging import MergeConfig, apply, trace
 from ..models import VisionMamba, create_model
+from ..objectives import MEASURES
 from .accuracy import evaluate_accuracy
 from .datasets import ImageSet, canonical_device, load_dataset
 from .flops import count_flops
@@ -24,7 +25,6 @@ from .throughput import describe_device, measure_throughput
 
 METRIC_KEYS = ("accuracy", "n", "flops", "params", "tokens_per_layer", "throughput", "latency_ms",
                "peak_mem_mb", "device")
-MEASURES = ("accuracy", "throughput", "flops")
 CPU_THROUGHPUT_BATCH = 64  # default on the CPU, where a 256-image forward of the reference scan takes seconds
 
 
@@ -108,7 +108,7 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
     out = {"params": sum(p.numel() for p in model.parameters()), "device": describe_device(dev)}
     if "accuracy" in measure:
         out.update(evaluate_accuracy(model, data, batch_size, dev, progress, amp_bf16=bf16))
-    if "throughput" in measure:
+    if "speed" in measure:
         out.update(measure_throughput(model, shape, tp_batch, dev, runs=runs or (5 if gpu else 3),
                                       warmup=2 if gpu else 1, bf16=bf16, cuda_graphs=cuda_graphs,
                                       sample=sample if data is not None else None))

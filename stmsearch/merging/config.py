@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..yamlfile import read_yaml
-from .capacity import capacity, split_sides
+from .methods import METHODS, get_method
+from .schedule import ConfigError, token_reduction, tokens_per_layer, walk
 
-Method = Literal["stm", "tome", "prune", "random", "none"]
-
-
-class ConfigError(ValueError):
-    """A merge config that cannot be used; the message names the file (if any) and field."""
+__all__ = ["ConfigError", "MergeConfig", "ParametricSchedule", "config_from_dict", "load_config"]
 
 
 class ParametricSchedule(BaseModel):
@@ -54,23 +51,34 @@ class ParametricSchedule(BaseModel):
 
 
 class MergeConfig(BaseModel):
-    """A token-reduction configuration (see ``../docs`` and the README for each knob)."""
+    """A token-reduction configuration (the README's "Merge configurations" explains each knob).
+
+    ``method`` names an entry of the method table (:mod:`stmsearch.merging.methods`); the
+    knobs below are shared, and each method reads the ones its entry lists.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    method: Method = "stm"
+    method: str = "stm"
     schedule: Union[list[int], ParametricSchedule] = Field(default_factory=list)
     window: int | None = Field(None, ge=0, description="protected tokens each side of the class token; "
-                                                       "default 8 for stm, 0 otherwise")
+                                                       "default: the method's (8 for stm, 0 otherwise)")
     # STM knobs (ignored by the baselines except where noted)
     neighbourhood: Literal["1d", "2d"] = "1d"
     symmetric: bool = True
     metric: Literal["hidden", "x", "B", "dt"] = "hidden"  # also the similarity used by tome
     runs: int = Field(2, ge=2, le=8)
-    fading: Literal["estimated", "fixed", "none"] = "estimated"
+    fading: Literal["estimated", "layer", "fixed", "none"] = "estimated"
     gamma: float = Field(0.95, gt=0.0, le=1.0)
     weights: Literal["size", "mean", "dt"] = "size"
     size_aware_decay: bool = False
     seed: int = 0  # random method
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r} (allowed: {', '.join(map(repr, METHODS))})")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> "MergeConfig":
@@ -85,11 +93,11 @@ class MergeConfig(BaseModel):
     @property
     def protect(self) -> int:
         """The protection window in effect."""
-        return self.window if self.window is not None else (8 if self.method == "stm" else 0)
+        return self.window if self.window is not None else get_method(self.method).default_window
 
     def layer_schedule(self, depth: int) -> list[int]:
         """Tokens removed before each of ``depth`` layers; errors name the field."""
-        if self.method == "none":
+        if get_method(self.method).plan is None:  # "none": the unreduced model
             return [0] * depth
         if isinstance(self.schedule, ParametricSchedule):
             return self.schedule.expand(depth)
@@ -105,29 +113,11 @@ class MergeConfig(BaseModel):
         Raises :class:`ConfigError` if a layer asks to remove more tokens than are mergeable
         once the class token and its window are protected.
         """
-        sched = self.layer_schedule(depth)
-        tokens, cls = num_tokens, (num_tokens - 1) // 2
-        for layer, r in enumerate(sched):
-            if r == 0:
-                continue
-            cap = capacity(self, tokens, cls, layer)
-            if r > cap:
-                raise ConfigError(
-                    f"schedule[{layer}]: asks to remove {r} of {tokens} tokens, but only {cap} are mergeable "
-                    f"with method={self.method}, window={self.protect}"
-                    + (f", runs={self.runs}, neighbourhood={self.neighbourhood}" if self.method == "stm" else ""))
-            if self.method == "stm" and self.symmetric:
-                cls -= split_sides(r, layer)[0]
-            tokens -= r
-        return sched
+        return walk(self, depth, num_tokens).schedule
 
     def token_reduction(self, depth: int, num_tokens: int = 197) -> float:
         """1 - (tokens processed over all layers) / (depth * num_tokens)."""
-        sched, tokens, total = self.layer_schedule(depth), num_tokens, 0
-        for r in sched:
-            tokens -= r
-            total += tokens
-        return 1.0 - total / (depth * num_tokens)
+        return token_reduction(tokens_per_layer(self.layer_schedule(depth), num_tokens), num_tokens)
 
     def to_dict(self) -> dict:
         """Plain data, as written to files and trial attributes."""

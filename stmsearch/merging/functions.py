@@ -108,13 +108,13 @@ def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: i
     """STM with 1-D neighbours: runs of up to ``runs`` adjacent tokens in scan order.
 
     Damage of an edge = (1 - cosine similarity) * gamma^distance-to-class-token (if
-    ``fading`` gamma is given). Symmetric: ``split_sides`` merges on each side.
+    ``fading`` gamma is given: a scalar or one per image). Symmetric: ``split_sides`` merges on each side.
     """
     b, t, _ = metric.shape
     damage = 1.0 - cosine_neighbours(metric)
     if fading is not None:
         dist = (positions(b, t - 1, metric.device) - cls[:, None]).abs().float()
-        damage = damage * fading.float().pow(dist)
+        damage = damage * fading.float().reshape(-1, 1).pow(dist)
     allowed = block_edges(cls, t, window, runs, layer)
     if not symmetric:
         return chain_plan(choose_edges(damage, allowed, r), weight, r)
@@ -129,9 +129,13 @@ def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: i
 
 def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
                 generator: torch.Generator) -> Plan:
-    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice."""
+    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice.
+
+    One draw per sequence position, shared by the batch, so an image's merges do not depend
+    on its place in the batch.
+    """
     allowed = block_edges(cls, t, window, 2, layer)
-    damage = torch.rand(allowed.shape, generator=generator, device=allowed.device)
+    damage = torch.rand(allowed.shape[1], generator=generator, device=allowed.device).expand_as(allowed)
     return chain_plan(choose_edges(damage, allowed, r), weight, r)
 
 
@@ -212,7 +216,7 @@ def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int
         sim = (m * m.gather(1, partner[..., None].expand_as(m))).sum(-1)
         dmg = 1.0 - sim
         if fading is not None:
-            dmg = dmg * fading.float().pow((pos - cls[:, None]).abs().float())
+            dmg = dmg * fading.float().reshape(-1, 1).pow((pos - cls[:, None]).abs().float())
         members.append(partner)
         damages.append(torch.where(ok, dmg, torch.full_like(dmg, _BIG)))
     partner, damage = torch.stack(members, -1), torch.stack(damages, -1)  # (B, T, 3)

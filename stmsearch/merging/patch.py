@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..models.vim import BiMamba, Block, VisionMamba
 from . import functions as fn
 from .config import MergeConfig
+from .features import MergeStep
+from .methods import get_method
 
 
 class MergeBiMamba(BiMamba):
@@ -64,72 +65,10 @@ class MergeVisionMamba(VisionMamba):
         return h[torch.arange(h.shape[0], device=h.device), self._stm["cls"]]
 
 
-def _metric(info: dict, residual: torch.Tensor) -> torch.Tensor:
-    """The similarity features the config names; the residual where no mixer ran yet."""
-    d, name = info["mixer"], info["config"].metric
-    if d is None or name == "hidden":
-        return residual
-    if name == "x":
-        return d.u.transpose(1, 2)
-    if name == "B":
-        return d.B.transpose(1, 2)
-    return _step(d).transpose(1, 2)
-
-
-CALIBRATION_ITEMS = 16  # batch items that estimate the per-step decay for distance fading
-
-
-def _step(d, items: int | None = None) -> torch.Tensor:
-    """Positive step sizes (B, D, L) of a recorded direction (of its first ``items`` batch items)."""
-    delta = d.delta[:items].float()
-    return F.softplus(delta if d.delta_bias is None else delta + d.delta_bias[:, None])
-
-
-def _gamma(info: dict, mixer: BiMamba) -> torch.Tensor | None:
-    """Per-step decay for distance fading: fixed, estimated on this batch, or none."""
-    cfg = info["config"]
-    if cfg.fading == "none":
-        return None
-    if cfg.fading == "fixed":
-        return torch.tensor(cfg.gamma)
-    d = info["mixer"]
-    a = -torch.exp(mixer.A_log.float())
-    # mean step of each channel over a calibration slice of this batch (previous layer); at
-    # layer 0 the zero-input step. A slice: a full softplus pass per layer cost a third of the merge.
-    dt = _step(d, CALIBRATION_ITEMS).mean((0, 2)) if d is not None else F.softplus(mixer.dt_proj.bias.float())
-    return torch.exp(dt[:, None] * (d.A if d is not None else a)).mean()
-
-
-def _weights(info: dict) -> torch.Tensor:
-    cfg, sizes = info["config"], info["sizes"]
-    if cfg.weights == "mean":
-        return torch.ones_like(sizes)
-    if cfg.weights == "dt" and info["mixer"] is not None:
-        return sizes * _step(info["mixer"]).mean(1)
-    return sizes
-
-
-def _plan(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: int, layer: int, mixer: BiMamba) -> fn.Plan:
-    cfg, cls, w = info["config"], info["cls"], info["config"].protect
-    if cfg.method == "prune":
-        return fn.prune_plan(hidden.float().norm(dim=-1), cls, r, w)
-    if cfg.method == "random":
-        g = torch.Generator(device=residual.device)
-        g.manual_seed(cfg.seed * 100_003 + layer)
-        return fn.random_plan(cls, residual.shape[1], r, w, layer, _weights(info), g)
-    metric = _metric(info, residual)
-    if cfg.method == "tome":
-        return fn.tome_plan(metric, cls, r, w, _weights(info))
-    gamma = _gamma(info, mixer)
-    if cfg.neighbourhood == "2d":
-        return fn.stm_2d(metric, cls, info["rep"], info["grid"], r, w, cfg.runs, layer, cfg.symmetric, gamma, _weights(info))
-    return fn.stm_1d(metric, cls, r, w, cfg.runs, layer, cfg.symmetric, gamma, _weights(info))
-
-
 def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: int, layer: int,
                   mixer: BiMamba) -> torch.Tensor:
     """Remove ``r`` tokens from the residual stream and update the shared state."""
-    plan = _plan(info, residual, hidden, r, layer, mixer)
+    plan = info["method"].plan(MergeStep(info["config"], info, residual, hidden, r, layer, mixer))
     info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
     info["sizes"] = fn.reduce_sum(info["sizes"], plan)
     # a slot sits where its kept token sat and keeps that token's patch as its grid anchor
@@ -151,8 +90,8 @@ def apply(model: VisionMamba, config: MergeConfig | None) -> VisionMamba:
     if config is None:
         return model
     schedule = config.validate_for(len(model.layers), model.pos_embed.shape[1])
-    info = {"config": config, "schedule": schedule,
-            "record": config.metric != "hidden" or config.fading == "estimated" or config.weights == "dt"}
+    method = get_method(config.method)
+    info = {"config": config, "schedule": schedule, "method": method, "record": method.records(config)}
     swaps = [(model, type(model), _merge_class(type(model)))]
     for i, block in enumerate(model.layers):
         swaps += [(block, type(block), MergeBlock), (block.mixer, type(block.mixer), MergeBiMamba)]

@@ -13,31 +13,16 @@ time get the backward direction as a reversed scan.
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .direction import Direction
 from .optional import optional_attr
 from .scan_reference import selective_scan_reference
 
 BACKENDS = ("reference", "mamba_ssm", "triton")
-
-
-class Direction(NamedTuple):
-    """Inputs of one scan direction, all in original sequence order.
-
-    u, delta: (batch, D, L); A: (D, N) (already ``-exp(A_log)``); B, C: (batch, N, L);
-    D, delta_bias: (D,). The step size used is ``softplus(delta + delta_bias)``, as in ViM.
-    """
-
-    u: torch.Tensor
-    delta: torch.Tensor
-    A: torch.Tensor
-    B: torch.Tensor
-    C: torch.Tensor
-    D: torch.Tensor
-    delta_bias: torch.Tensor | None
 
 
 def _mamba_ssm_fn() -> Callable | None:

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING
-
 import torch
 
-if TYPE_CHECKING:
-    from .scan import Direction
+from .direction import Direction
 
 
 def _interpreting() -> bool:

@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..merging.config import MergeConfig
+from ..merging.schedule import walk
+from ..objectives import MEASURES
 from .environment import hardware, software
 from .params import clip_to_capacity, config_from_params, seed_config
 from .space import REFERENCE, SearchSpace, model_geometry
 
 DEFAULT_EVALUATOR = "stmsearch.evaluation.api:evaluate"
-MEASURE = ("accuracy", "throughput", "flops")
+MEASURE = MEASURES  # every trial records all of them, whichever are objectives
 SEED_KEY = "seed_config"  # Ray config key naming an enqueued seed
 OUTCOME_KEY = "stmsearch_outcome"  # Ray result key carrying the JSON outcome
 REUSE_KEY = "stmsearch_reuse"  # Ray config key: JSON {number, metrics} of a finished trial of the same config
@@ -82,15 +84,6 @@ def objective_values(metrics: dict, objectives: list[str]) -> dict[str, float]:
     return out
 
 
-def tokens_per_layer(cfg: MergeConfig, depth: int, tokens: int) -> list[int]:
-    """Tokens each layer processes (counts are removed just before their layer)."""
-    out = []
-    for r in cfg.layer_schedule(depth):
-        tokens -= r
-        out.append(tokens)
-    return out
-
-
 def trial_config(space: SearchSpace, params: dict, seed: str | None) -> tuple[MergeConfig, list[int]]:
     """The config a trial evaluates (capped to capacity) and the layers that were capped."""
     depth, tokens = model_geometry(space.model)
@@ -118,8 +111,7 @@ def run_trial(space: SearchSpace, params: dict, seed: str | None = None, reuse: 
     try:
         depth, tokens = model_geometry(space.model)
         cfg, capped = trial_config(space, params, seed)
-        attrs.update(config=cfg.to_dict(), token_reduction=cfg.token_reduction(depth, tokens),
-                     is_reference=cfg.method == "none")
+        attrs.update(config=cfg.to_dict(), token_reduction=cfg.token_reduction(depth, tokens))
         if capped:
             attrs["capped_layers"] = capped
         if reuse is not None:
@@ -128,7 +120,7 @@ def run_trial(space: SearchSpace, params: dict, seed: str | None = None, reuse: 
             metrics = _plain(call_evaluate(space, cfg))
         device = metrics.get("device", device)
         attrs.update(metrics=metrics, tokens_per_layer=metrics.get("tokens_per_layer")
-                     or tokens_per_layer(cfg, depth, tokens))
+                     or walk(cfg, depth, tokens).tokens)
         values = objective_values(metrics, space.objectives)
     except Exception as exc:  # noqa: BLE001 - any trial failure (incl. CUDA OOM) is recorded, not raised
         error = f"{type(exc).__name__}: {exc}"

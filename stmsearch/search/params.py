@@ -17,8 +17,8 @@ import optuna
 from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
                                   IntDistribution)
 
-from ..merging.capacity import capacity, split_sides
 from ..merging.config import MergeConfig, ParametricSchedule, config_from_dict
+from ..merging.schedule import walk
 from .space import REFERENCE, Categorical, FloatRange, FreeSpace, IntRange, SearchSpace, model_geometry
 
 SCHEDULE_FIELDS = ("start", "interval", "count", "shape", "steps")
@@ -93,27 +93,16 @@ def config_from_params(space: SearchSpace, params: dict[str, Any]) -> MergeConfi
 
 
 def clip_to_capacity(cfg: MergeConfig, depth: int, tokens: int) -> tuple[MergeConfig, list[int]]:
-    """Cap each layer's count at what can be merged there (mirrors ``validate_for``).
+    """Cap each layer's count at what can be merged there (the schedule walk with ``clip``).
 
     Returns the config (unchanged when nothing was capped, else with a per-layer schedule)
     and the layers that were capped. Capping keeps every sampled point evaluable; the
     trial records the schedule actually run.
     """
-    sched = cfg.layer_schedule(depth)
-    out, capped, n, cls = [], [], tokens, (tokens - 1) // 2
-    for layer, r in enumerate(sched):
-        if r:
-            cap = capacity(cfg, n, cls, layer)
-            if r > cap:
-                capped.append(layer)
-                r = cap
-            if cfg.method == "stm" and cfg.symmetric:
-                cls -= split_sides(r, layer)[0]
-            n -= r
-        out.append(r)
-    if not capped:
+    run = walk(cfg, depth, tokens, clip=True)
+    if not run.capped:
         return cfg, []
-    return cfg.model_copy(update={"schedule": out}), capped
+    return cfg.model_copy(update={"schedule": run.schedule}), run.capped
 
 
 def seed_config(space: SearchSpace, name: str) -> MergeConfig:

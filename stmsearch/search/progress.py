@@ -13,22 +13,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ..objectives import direction, fmt
 from .pareto import feasible_trials, pareto_trials, study_hypervolume
 from .record import reference_metrics
-from .space import OBJECTIVES, SearchSpace
-
-
-def fmt(name: str, value: float | None) -> str:
-    """An objective value for people: accuracy in %, throughput in img/s, FLOPs in MMAC/GMAC."""
-    if value is None:
-        return "-"
-    if name == "accuracy":
-        return f"{100 * value:.2f}%"
-    if name == "throughput":
-        return f"{value:,.0f} img/s"
-    if name == "flops":
-        return f"{value / 1e9:.3f} GMAC" if value >= 1e9 else f"{value / 1e6:.2f} MMAC"
-    return f"{value:.4g}"
+from .space import SearchSpace
 
 
 @dataclass
@@ -51,7 +39,7 @@ def snapshot(study: optuna.Study, space: SearchSpace) -> Snapshot:
                     running=sum(t.state == TrialState.RUNNING for t in trials))
     feasible = feasible_trials(study)
     for i, name in enumerate(space.objectives):
-        pick = max if OBJECTIVES[name] == "maximize" else min
+        pick = max if direction(name) == "maximize" else min
         if feasible:
             best = pick(feasible, key=lambda t: t.values[i])
             snap.best[name] = (best.values[i], best.number)

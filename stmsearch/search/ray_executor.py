@@ -1,4 +1,4 @@
-"""The Ray Tune executor: one GPU per trial when the cluster has GPUs, the CPUs otherwise.
+"""The ``ray`` executor (Ray Tune): one GPU per trial when the cluster has GPUs, the CPUs otherwise.
 
 Tuner + OptunaSearch on the study's SQL storage. Ray's OptunaSearch asks and tells the
 study in the driver; :class:`RecordingSearch` adds the trial attributes before each tell
@@ -17,11 +17,11 @@ from typing import Any
 
 import optuna
 
+from .executor import start_study
 from .objective import OUTCOME_KEY, REUSE_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
 from .params import suggest
 from .progress import SearchProgress
 from .record import Heartbeat, measured_twin, reference_metrics, tell
-from .runner import start_study
 from .space import REFERENCE, SearchSpace
 
 # no usage stats; Tune's legacy console output, which verbose=0 silences (the live display is ours)

@@ -17,14 +17,12 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt,
                       StrictStr, Tag, ValidationError, model_validator)
 
-from ..yamlfile import read_yaml
+from .. import objectives as obj
 from ..merging.config import ConfigError, MergeConfig, ParametricSchedule, config_from_dict
+from ..merging.methods import get_method, searchable_methods
+from ..yamlfile import read_yaml
 
-OBJECTIVES = {"accuracy": "maximize", "throughput": "maximize", "flops": "minimize"}
-SEARCHABLE_METHODS = ("stm", "tome", "prune", "random")
 REFERENCE = "reference"  # seed name of the unreduced model, always evaluated first
-# MergeConfig fields a method's knobs may set (method and schedule come from the space itself)
-KNOB_FIELDS = tuple(f for f in MergeConfig.model_fields if f not in ("method", "schedule"))
 _TAGS = {"categorical", "int", "float", "fixed", "parametric", "free"}
 
 
@@ -111,10 +109,27 @@ Distribution = Union[Categorical, IntRange, FloatRange]
 
 
 class MethodSpace(Strict):
-    """A method and its knob values or ranges (unlisted knobs keep MergeConfig defaults)."""
+    """A method and its knob values or ranges (unlisted knobs keep MergeConfig defaults).
 
-    name: Literal["stm", "tome", "prune", "random"]
+    ``knobs: all`` searches every knob of the method over its default ranges (the method table's).
+    """
+
+    name: str
     knobs: dict[str, Knob] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all_knobs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("knobs") == "all" and data.get("name") in searchable_methods():
+            data = {**data, "knobs": dict(get_method(data["name"]).knobs)}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "MethodSpace":
+        allowed = searchable_methods()
+        if self.name not in allowed:
+            raise ValueError(f"name: unknown method {self.name!r} (allowed: {', '.join(allowed)})")
+        return self
 
 
 class ParametricSpace(Strict):
@@ -226,7 +241,7 @@ class SearchSpace(Strict):
     subset: int | None = Field(None, ge=1)  # images evaluated per trial (None: the whole set)
     device: str = "auto"
     batch_size: int = Field(256, ge=1)
-    objectives: list[Literal["accuracy", "throughput", "flops"]] = Field(min_length=2, max_length=3)
+    objectives: list[str] = Field(min_length=2, max_length=3)
     constraints: Constraints = Field(default_factory=Constraints)
     methods: list[MethodSpace] = Field(min_length=1)
     schedule: ScheduleSpace
@@ -238,8 +253,11 @@ class SearchSpace(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpace":
+        unknown = [o for o in self.objectives if o not in obj.objective_names()]
+        if unknown:
+            raise ValueError(f"objectives: unknown objective {unknown[0]!r} (allowed: {', '.join(obj.objective_names())})")
         if len(set(self.objectives)) != len(self.objectives):
-            raise ValueError("objectives: each of accuracy, throughput, flops at most once")
+            raise ValueError("objectives: each objective at most once")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError("methods: each method at most once")
@@ -251,7 +269,7 @@ class SearchSpace(Strict):
     @property
     def directions(self) -> list[str]:
         """Optuna study directions, in objective order."""
-        return [OBJECTIVES[o] for o in self.objectives]
+        return [obj.objective(o).direction for o in self.objectives]
 
     def identity(self) -> str:
         """Short hash of what is searched (not the budget): re-running the same space resumes its study."""
@@ -331,10 +349,11 @@ def check_space(space: SearchSpace, source: str) -> SearchSpace:
     except ValueError as exc:
         raise SpaceError(f"{source}: model: {exc}") from None
     for i, m in enumerate(space.methods):
-        unknown = [k for k in m.knobs if k not in KNOB_FIELDS]
+        allowed = list(get_method(m.name).knobs)
+        unknown = [k for k in m.knobs if k not in allowed]
         if unknown:
-            raise SpaceError(f"{source}: methods[{i}].knobs.{unknown[0]}: unknown knob "
-                             f"(allowed: {', '.join(KNOB_FIELDS)})")
+            raise SpaceError(f"{source}: methods[{i}].knobs.{unknown[0]}: not a knob of {m.name} "
+                             f"(allowed: {', '.join(allowed)})")
         _check_values(MergeConfig, {"method": m.name}, m.knobs, f"methods[{i}].knobs", source)
     sched = space.schedule
     if isinstance(sched, ParametricSpace):

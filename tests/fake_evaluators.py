@@ -3,7 +3,7 @@
 They follow evaluate()'s signature and return its keys, computed from the config in
 microseconds, so the search machinery (storage, resume, failures, Ray) is tested without
 the CPU cost of real evaluations. Importable by subprocesses and Ray workers through
-PYTHONPATH. No tests here.
+PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -59,3 +59,9 @@ def alternating_evaluate(model_name, checkpoint, config, dataset, **kwargs) -> d
     if config is not None and sum(config.layer_schedule(12)) % 4 == 2:
         raise RuntimeError("simulated failure")
     return fake_evaluate(model_name, checkpoint, config, dataset, **kwargs)
+
+
+def token_layers_evaluate(model_name, checkpoint, config, dataset, **kwargs) -> dict:
+    """fake_evaluate plus ``token_layers``, the measurement of the objective registered in test_architecture."""
+    out = fake_evaluate(model_name, checkpoint, config, dataset, **kwargs)
+    return {**out, "token_layers": sum(out["tokens_per_layer"])}

@@ -7,9 +7,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..evaluation.datasets import DatasetError
 from ..merging import ConfigError, load_config
 from ..models import CheckpointError
-from .datasets import DatasetError
+from ..objectives import fmt
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 _ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, RuntimeError, FileNotFoundError)
@@ -17,7 +18,7 @@ _ERRORS = (ConfigError, CheckpointError, DatasetError, ValueError, RuntimeError,
 
 def _run(as_json: bool, title: str, config_path: str | None, **kwargs) -> None:
     """Call ``evaluate`` and print its metrics; input errors become clean CLI errors."""
-    from .api import evaluate  # fvcore and the models load only when a command runs
+    from ..evaluation.api import evaluate  # fvcore and the models load only when a command runs
 
     try:
         metrics = evaluate(config=load_config(config_path) if config_path else None, **kwargs)
@@ -29,28 +30,13 @@ def _run(as_json: bool, title: str, config_path: str | None, **kwargs) -> None:
         Console().print(metrics_table(metrics, title))
 
 
-def _fmt(key: str, value) -> str:
-    if value is None:
-        return "n/a (not measured on this device)"
-    formats = {
-        "accuracy": lambda v: f"{100 * v:.2f} %",
-        "flops": lambda v: f"{v / 1e9:.3f} G MACs",
-        "params": lambda v: f"{v / 1e6:.2f} M",
-        "throughput": lambda v: f"{v:,.1f} img/s",
-        "latency_ms": lambda v: f"{v:.2f} ms",
-        "peak_mem_mb": lambda v: f"{v:,.1f} MiB",
-        "tokens_per_layer": lambda v: " ".join(map(str, v)),
-    }
-    return formats.get(key, str)(value)
-
-
 def metrics_table(metrics: dict, title: str) -> Table:
     """The metrics as a two-column rich table."""
     table = Table(title=title, show_header=False)
     table.add_column("metric", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in metrics.items():
-        table.add_row(key, _fmt(key, value))
+        table.add_row(key, fmt(key, value) if value is not None else "n/a (not measured on this device)")
     return table
 
 
@@ -93,4 +79,4 @@ def profile_cmd(model_name, checkpoint, config_path, device, bf16, as_json, data
     """FLOPs, parameters, tokens per layer, throughput, latency and peak memory."""
     _run(as_json, f"profile {model_name}", config_path, model_name=model_name, checkpoint=checkpoint,
          dataset=dataset, device=device, batch_size=batch_size or 256, throughput_batch=batch_size,
-         measure=("throughput", "flops"), bf16=bf16, cuda_graphs=cuda_graphs, runs=runs)
+         measure=("speed", "flops"), bf16=bf16, cuda_graphs=cuda_graphs, runs=runs)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from .trials import StudyError, split_names
-from .views import ViewsError
+from ..dashboard.views import ViewsError
+from ..results.records import StudyError, split_names
 
 
 @click.command("dashboard")
@@ -23,9 +23,9 @@ from .views import ViewsError
 def dashboard_cmd(storage: str, studies: tuple[str, ...], out: Path | None, serve: bool, host: str, port: int,
                   views: Path | None) -> None:
     """Pareto fronts, hypervolume, importances and a trial table for one or more studies."""
-    from .build import write_dashboard
-    from .server import DashboardApp, make_server
-    from .views import load_views
+    from ..dashboard.build import write_dashboard
+    from ..dashboard.server import DashboardApp, make_server
+    from ..dashboard.views import load_views
 
     names = split_names(studies)
     try:

@@ -1,5 +1,7 @@
-"""The ``stmsearch`` command line. Subcommands live beside what they run and load lazily,
-so ``stmsearch --help`` does not import ray or plotly."""
+"""The ``stmsearch`` command line: the top layer, which calls into every other one.
+
+Each subcommand lives in a module of this package and loads when used, so ``stmsearch
+--help`` does not import ray or plotly."""
 from __future__ import annotations
 
 import importlib
@@ -8,12 +10,12 @@ import click
 
 # name -> "module:attribute" of a click command
 COMMANDS = {
-    "train-proxy": "stmsearch.training:train_proxy_cmd",
-    "eval": "stmsearch.evaluation.commands:eval_cmd",
-    "profile": "stmsearch.evaluation.commands:profile_cmd",
-    "search": "stmsearch.search.commands:search_cmd",
-    "dashboard": "stmsearch.dashboard.commands:dashboard_cmd",
-    "export": "stmsearch.export:export_cmd",
+    "train-proxy": "stmsearch.cli.train:train_proxy_cmd",
+    "eval": "stmsearch.cli.evaluate:eval_cmd",
+    "profile": "stmsearch.cli.evaluate:profile_cmd",
+    "search": "stmsearch.cli.search:search_cmd",
+    "dashboard": "stmsearch.cli.dashboard:dashboard_cmd",
+    "export": "stmsearch.cli.export:export_cmd",
 }
 
 
@@ -37,5 +39,3 @@ def main() -> None:
     """Find token-merging schedules for Vision Mamba models."""
 
 
-if __name__ == "__main__":
-    main()

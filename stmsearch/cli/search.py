@@ -1,4 +1,4 @@
-"""``stmsearch search SPACE.yaml``: run or continue a search, then print its Pareto table."""
+"""``stmsearch search SPACE.yaml``: run or continue a search, print its Pareto table, write its dashboard."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,15 +6,13 @@ from pathlib import Path
 import click
 import optuna
 from rich.console import Console
-from rich.table import Table
 
-from ..merging.config import MergeConfig
-from .pareto import feasible_trials, pareto_trials
-from .runner import SearchError, run_search
-from .space import SpaceError, load_space
+from ..results.records import load_study_data
+from ..results.table import pareto_table
+from ..search import SearchError, SpaceError, load_space, run_search
+from ..search.executor import EXECUTORS
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
-_DEFAULTS = MergeConfig().to_dict()
 
 
 def resolve_space(arg: str) -> Path:
@@ -23,54 +21,6 @@ def resolve_space(arg: str) -> Path:
     if not path.is_file() and (SHIPPED / f"{arg}.yaml").is_file():
         return SHIPPED / f"{arg}.yaml"
     return path
-
-
-def schedule_text(config: dict) -> str:
-    """A compact schedule: ``8/2@1`` (8 tokens every 2 layers from layer 1), ``8/2@1 inc``, or ``L1:8 L3:8``."""
-    s = config.get("schedule")
-    if isinstance(s, dict):
-        text = f"{s['count']}/{s['interval']}@{s['start']}" + (f" x{s['steps']}" if s.get("steps") else "")
-        return text + ("" if s.get("shape") == "constant" else f" {s['shape'][:3]}")
-    return " ".join(f"L{i}:{c}" for i, c in enumerate(s or []) if c) or "-"
-
-
-def knob_text(config: dict) -> str:
-    """The knobs that differ from MergeConfig's defaults."""
-    if config.get("method") == "none":
-        return ""
-    return " ".join(f"{k}={v}" for k, v in config.items()
-                    if k not in ("method", "schedule") and v != _DEFAULTS.get(k))
-
-
-def _cell(name: str, value: float, flops_scale: float) -> str:
-    if name == "accuracy":
-        return f"{100 * value:.2f}"
-    if name == "throughput":
-        return f"{value:,.0f}"
-    return f"{value / flops_scale:.3f}"
-
-
-def pareto_table(study: optuna.Study) -> Table:
-    """The feasible Pareto front, best first objective first."""
-    objectives = study.user_attrs["objectives"]
-    trials = pareto_trials(feasible_trials(study), [d.name.lower() for d in study.directions])
-    trials.sort(key=lambda t: -t.values[0] if study.directions[0].name == "MAXIMIZE" else t.values[0])
-    flops = max((t.user_attrs["metrics"].get("flops", 0) for t in trials), default=0)
-    scale, unit = (1e9, "GMAC") if flops >= 1e9 else (1e6, "MMAC")
-    heads = {"accuracy": "acc %", "throughput": "img/s", "flops": unit}
-    table = Table(title=f"Pareto front of {study.study_name} ({len(trials)} trials)",
-                  caption="schedule c/i@s: c tokens merged every i layers from layer s (inc/dec: ramped)")
-    for col in ("#", "method", "merged %", *(heads[o] for o in objectives), "speed-up", "schedule", "knobs"):
-        table.add_column(col, justify="left" if col in ("method", "schedule", "knobs") else "right",
-                         no_wrap=col == "schedule")
-    for t in trials:
-        cfg, speedup = t.user_attrs.get("config", {}), t.user_attrs.get("speedup")
-        seed = t.user_attrs.get("seed_config")
-        table.add_row(str(t.number), cfg.get("method", "?") + (f" ({seed})" if seed else ""),
-                      f"{100 * t.user_attrs.get('token_reduction', 0):.1f}",
-                      *(_cell(name, v, scale) for name, v in zip(objectives, t.values)),
-                      f"{speedup:.2f}x" if speedup else "-", schedule_text(cfg), knob_text(cfg))
-    return table
 
 
 def trial_rate(study: optuna.Study, last: int) -> float | None:
@@ -95,7 +45,7 @@ def _write_dashboard(storage_url: str, study_name: str, out: Path) -> Path | Non
               "space's budget). Re-running continues up to it.")
 @click.option("--storage", help="SQLAlchemy URL (default: sqlite:///RUNS/<space>.db; postgresql://... works).")
 @click.option("--study", "study_name", help="Study name (default: space name + hash of its content).")
-@click.option("--executor", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="ray", show_default=True,
               help="local: sequential, in this process, without Ray (debugging).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: one per GPU; "
               "1 on CPU so throughput is measured alone).")
@@ -121,7 +71,7 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
     if not console.is_terminal:  # logs and pipes: wide enough for the table
         console = Console(highlight=False, width=max(console.width, 150))
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
-    console.print(pareto_table(study))
+    console.print(pareto_table(load_study_data(result.storage_url, result.study_name)))
     if not any(t.user_attrs.get("feasible") for t in study.trials if t.state.name == "COMPLETE"):
         limits = {k: v for k, v in study.user_attrs.get("constraints", {}).items() if v is not None}
         console.print(f"no completed trial meets the constraints {limits}", style="yellow")

@@ -1,0 +1,4 @@
+"""``python -m stmsearch.cli``: the same as the ``stmsearch`` command."""
+from . import main
+
+main()

@@ -1,0 +1,100 @@
+"""What a merge plan reads at one layer: the similarity features, merge weights and distance fading.
+
+Every quantity here is computed per image, from that image's own tokens and the model's
+parameters, so a merged model gives an image the same answer whatever else is in its batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class MergeStep:
+    """One merging layer as a method's plan function sees it.
+
+    ``state`` is the model's shared merge state: ``cls`` (B,) class-token index per image,
+    ``sizes`` (B, T) patches per token, ``rep`` (B, T) grid anchor per token, ``grid`` (side of
+    the patch grid) and ``mixer`` (the previous layer's recorded forward direction, or None).
+    """
+
+    config: Any  # the MergeConfig
+    state: dict
+    residual: torch.Tensor  # (B, T, C) residual stream after this block's add
+    hidden: torch.Tensor  # (B, T, C) the previous mixer's output
+    r: int
+    layer: int
+    mixer: torch.nn.Module  # this layer's mixer
+
+    @property
+    def cls(self) -> torch.Tensor:
+        return self.state["cls"]
+
+    @property
+    def window(self) -> int:
+        return self.config.protect
+
+    @property
+    def recorded(self) -> Any:
+        return self.state["mixer"]
+
+
+def step_sizes(d: Any) -> torch.Tensor:
+    """Positive step sizes (B, D, L) of a recorded direction."""
+    delta = d.delta.float()
+    return F.softplus(delta if d.delta_bias is None else delta + d.delta_bias[:, None])
+
+
+def metric(step: MergeStep) -> torch.Tensor:
+    """(B, T, C) similarity features the config names; the residual where no mixer ran yet."""
+    d, name = step.recorded, step.config.metric
+    if d is None or name == "hidden":
+        return step.residual
+    if name == "x":
+        return d.u.transpose(1, 2)
+    if name == "B":
+        return d.B.transpose(1, 2)
+    return step_sizes(d).transpose(1, 2)
+
+
+def weights(step: MergeStep) -> torch.Tensor:
+    """(B, T) weight of each token's features in a merged token."""
+    sizes, name = step.state["sizes"], step.config.weights
+    if name == "mean":
+        return torch.ones_like(sizes)
+    if name == "dt" and step.recorded is not None:
+        return sizes * step_sizes(step.recorded).mean(1)
+    return sizes
+
+
+def _decay(dt: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Mean per-step decay exp(dt * A) over channels and states; dt (..., D), A (D, N) -> (...)."""
+    return torch.exp(dt.unsqueeze(-1) * a).mean((-2, -1))
+
+
+def fading(step: MergeStep) -> torch.Tensor | None:
+    """Per-step decay gamma for distance fading: a scalar, (B,) per image, or None (off).
+
+    ``estimated``: each image's mean step on the previous layer, softplus of the mean
+    pre-activation over its tokens (one (B, D) reduction, no pass over every step); at the
+    first layer, and for ``layer``, the zero-input step of this layer's own parameters.
+    """
+    cfg = step.config
+    if cfg.fading == "none":
+        return None
+    if cfg.fading == "fixed":
+        return torch.tensor(cfg.gamma, device=step.residual.device)
+    d = step.recorded
+    if cfg.fading == "layer" or d is None:
+        m = step.mixer
+        return _decay(F.softplus(m.dt_proj.bias.float()), -torch.exp(m.A_log.float()))
+    mean = d.delta.float().mean(-1)
+    return _decay(F.softplus(mean if d.delta_bias is None else mean + d.delta_bias), d.A)
+
+
+def records(cfg: Any) -> bool:
+    """Whether the mixers must keep their forward direction for the next layer's features."""
+    return cfg.metric != "hidden" or cfg.fading == "estimated" or cfg.weights == "dt"

@@ -1,0 +1,167 @@
+"""The merge methods, one table entry each (timm style: chosen by name from a dict).
+
+An entry holds everything the rest of the project asks about a method: its plan function,
+its capacity rule, its default protection window, the knobs it reads (with default search
+ranges in search-space syntax), whether it needs the previous mixer's features, and the ops
+its plan traces that do no multiply-accumulates (for the FLOP count). Config validation,
+the model patch, search spaces and FLOP counting read the table; adding a method is one
+:func:`register_method` call and its plan function (see the README's "Extending").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from . import features as ft
+from . import functions as fn
+from .capacity import block_offset, eligible, side_capacity, sides, split_sides, symmetric_capacity, worst_split
+
+# Ops every merge traces (routing tokens into slots): no MACs under fvcore's convention.
+MERGE_OPS = ("aten::scatter", "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::sort",
+             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One token-reduction method.
+
+    ``plan(step)`` returns a :class:`~stmsearch.merging.functions.Plan` for a
+    :class:`~stmsearch.merging.features.MergeStep`. ``capacity(cfg, tokens, cls, layer)`` is
+    the most tokens it can remove before ``layer`` (``cls``: the class-token index, exact when
+    ``cls_shift(cfg, r, layer)`` says how far removing ``r`` tokens moves it, else the rule must
+    hold wherever it sits).
+    ``knobs`` maps the MergeConfig fields the method reads to default search ranges.
+    ``example`` is a small valid config the tests run for every method.
+    """
+
+    name: str
+    plan: Callable[[ft.MergeStep], fn.Plan] | None
+    capacity: Callable[[Any, int, int, int], int]
+    default_window: int = 0
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+    records: Callable[[Any], bool] = lambda cfg: False
+    cls_shift: Callable[[Any, int, int], int] = lambda cfg, r, layer: 0
+    flop_ops: tuple[str, ...] = MERGE_OPS
+    searchable: bool = True
+    example: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to the table; its name becomes a valid ``MergeConfig.method``."""
+    if method.name in METHODS:
+        raise ValueError(f"merge method {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method (for tests and plug-ins that replace one)."""
+    METHODS.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    """The method ``name``; a clear error lists the registered ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown merge method {name!r} (allowed: {', '.join(METHODS)})") from None
+
+
+def searchable_methods() -> list[str]:
+    """Methods a search space may name (all but ``none``, the unreduced reference)."""
+    return [m.name for m in METHODS.values() if m.searchable]
+
+
+# --- default search ranges, in search-space syntax -------------------------------------------------------
+WINDOW = {"type": "int", "low": 0, "high": 16, "step": 2}
+SIZE_AWARE = {"type": "categorical", "choices": [False, True]}
+WEIGHTS = {"type": "categorical", "choices": ["size", "mean", "dt"]}
+METRIC = {"type": "categorical", "choices": ["hidden", "x", "B", "dt"]}
+
+
+# --- stm ---------------------------------------------------------------------------------------------------
+def _stm_plan(step: ft.MergeStep) -> fn.Plan:
+    cfg = step.config
+    args = (ft.metric(step), step.cls)
+    if cfg.neighbourhood == "2d":
+        return fn.stm_2d(*args, step.state["rep"], step.state["grid"], step.r, step.window, cfg.runs, step.layer,
+                         cfg.symmetric, ft.fading(step), ft.weights(step))
+    return fn.stm_1d(*args, step.r, step.window, cfg.runs, step.layer, cfg.symmetric, ft.fading(step),
+                     ft.weights(step))
+
+
+def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
+    off = block_offset(layer, cfg.runs)
+
+    def cap(n: int) -> int:
+        c = side_capacity(n, cfg.runs, off)
+        return min(c, (cfg.runs - 1) * n // 4) if cfg.neighbourhood == "2d" else c  # one 4-token cell per anchor
+
+    if cfg.symmetric:
+        return symmetric_capacity(*sides(tokens, cls, cfg.protect), layer, cap)
+    return worst_split(eligible(tokens, cfg.protect), cap)
+
+
+register_method(Method(
+    "stm", _stm_plan, _stm_capacity, default_window=8, records=ft.records,
+    cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
+    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow"),
+    knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
+           "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
+           "runs": {"type": "categorical", "choices": [2, 3, 4]},
+           "fading": {"type": "categorical", "choices": ["estimated", "layer", "fixed", "none"]},
+           "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE},
+    example={"schedule": [0] + [6] * 4},
+    description="Sequential Token Merging: adjacent runs in scan order, symmetric about the class token"))
+
+
+# --- tome --------------------------------------------------------------------------------------------------
+register_method(Method(
+    "tome", lambda step: fn.tome_plan(ft.metric(step), step.cls, step.r, step.window, ft.weights(step)),
+    lambda cfg, tokens, cls, layer: max(0, (eligible(tokens, cfg.protect) - 1) // 2),
+    records=lambda cfg: cfg.metric != "hidden" or cfg.weights == "dt",
+    flop_ops=MERGE_OPS + ("aten::max", "aten::masked_fill"),
+    knobs={"window": WINDOW, "metric": METRIC, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE},
+    example={"schedule": [4] * 4, "metric": "x"},
+    description="ToMe bipartite soft matching, order restored, class token protected"))
+
+
+# --- prune -------------------------------------------------------------------------------------------------
+register_method(Method(
+    "prune", lambda step: fn.prune_plan(step.hidden.float().norm(dim=-1), step.cls, step.r, step.window),
+    lambda cfg, tokens, cls, layer: eligible(tokens, cfg.protect),
+    flop_ops=MERGE_OPS + ("aten::linalg_vector_norm",),
+    knobs={"window": WINDOW, "size_aware_decay": SIZE_AWARE},
+    example={"schedule": [4] * 4},
+    description="importance pruning: drop the tokens of smallest output norm"))
+
+
+# --- random ------------------------------------------------------------------------------------------------
+def _random_plan(step: ft.MergeStep) -> fn.Plan:
+    g = torch.Generator(device=step.residual.device)
+    g.manual_seed(step.config.seed * 100_003 + step.layer)
+    return fn.random_plan(step.cls, step.residual.shape[1], step.r, step.window, step.layer, ft.weights(step), g)
+
+
+def _pairs_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
+    return worst_split(eligible(tokens, cfg.protect), lambda n: side_capacity(n, 2, block_offset(layer, 2)))
+
+
+register_method(Method(
+    "random", _random_plan, _pairs_capacity, records=lambda cfg: cfg.weights == "dt",
+    flop_ops=MERGE_OPS + ("aten::rand",),
+    knobs={"window": WINDOW, "seed": {"type": "int", "low": 0, "high": 9}, "weights": WEIGHTS,
+           "size_aware_decay": SIZE_AWARE},
+    example={"schedule": [4] * 4},
+    description="random adjacent pairs (the floor baseline)"))
+
+
+# --- none --------------------------------------------------------------------------------------------------
+register_method(Method("none", None, lambda cfg, tokens, cls, layer: 0, searchable=False,
+                       description="no token reduction (the reference)"))

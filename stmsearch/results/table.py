@@ -1,0 +1,61 @@
+"""The Pareto table printed after a search (and by ``stmsearch verify``), as a rich Table."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..merging.config import MergeConfig
+from ..objectives import METRICS
+from .records import StudyData, TrialRecord, front_mask
+
+_DEFAULTS = MergeConfig().to_dict()
+
+
+def schedule_text(config: dict) -> str:
+    """A short schedule: ``8/2@1`` (8 tokens every 2 layers from layer 1), ``8/2@1 inc`` (ramped),
+    ``L3:8`` (one layer) or ``L5-21, 196 tok`` (a per-layer list: first and last merging layer, total)."""
+    s = config.get("schedule")
+    if isinstance(s, dict):
+        text = f"{s['count']}/{s['interval']}@{s['start']}" + (f" x{s['steps']}" if s.get("steps") else "")
+        return text + ("" if s.get("shape") == "constant" else f" {s['shape'][:3]}")
+    layers = [i for i, c in enumerate(s or []) if c]
+    if not layers:
+        return "-"
+    if len(layers) == 1:
+        return f"L{layers[0]}:{s[layers[0]]}"
+    return f"L{layers[0]}-{layers[-1]}, {sum(s)} tok"
+
+
+def knob_text(config: dict) -> str:
+    """The knobs that differ from MergeConfig's defaults."""
+    if config.get("method") == "none":
+        return ""
+    return " ".join(f"{k}={v}" for k, v in config.items()
+                    if k not in ("method", "schedule") and v != _DEFAULTS.get(k))
+
+
+def front_records(data: StudyData) -> list[TrialRecord]:
+    """The study's feasible front over all its objectives, best first objective first."""
+    usable = [r for r in data.records if r.reused_from is None]
+    on = [r for r, f in zip(usable, front_mask(usable, data.info.objectives)) if f]
+    first = data.info.objectives[0]
+    sign = -1.0 if METRICS[first].direction == "maximize" else 1.0
+    return sorted(on, key=lambda r: sign * r.value(first))
+
+
+def pareto_table(data: StudyData) -> Table:
+    """The feasible Pareto front as a table."""
+    objectives = data.info.objectives
+    trials = front_records(data)
+    table = Table(title=f"Pareto front of {data.info.name} ({len(trials)} trials)",
+                  caption="schedule c/i@s: c tokens merged every i layers from layer s (inc/dec: ramped)")
+    heads = [METRICS[o].header for o in objectives]
+    for col in ("#", "method", "merged %", *heads, "schedule", "knobs"):
+        table.add_column(col, justify="left" if col in ("method", "schedule", "knobs") else "right",
+                         no_wrap=col == "schedule")
+    for r in trials:
+        seed = r.seed_config
+        table.add_row(str(r.number), (r.method or "?") + (f" ({seed})" if seed else ""),
+                      METRICS["token_reduction"].cell(r.token_reduction or 0.0),
+                      *(METRICS[o].cell(r.value(o)) for o in objectives), schedule_text(r.config),
+                      knob_text(r.config))
+    return table

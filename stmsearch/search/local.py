@@ -1,0 +1,57 @@
+"""The ``local`` executor: sequential ask, evaluate, tell in this process, without Ray
+(for debugging, tests and CPU machines). See :mod:`stmsearch.search.executor` for the contract."""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from .executor import start_study
+from .objective import run_trial
+from .params import suggest
+from .progress import SearchProgress
+from .record import INTERRUPTED, Heartbeat, measured_twin, reference_metrics, tell
+from .space import REFERENCE, SearchSpace
+
+
+def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    try:
+        trial.set_user_attr("error", INTERRUPTED)
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - already told, or storage gone: the heartbeat reaps it later
+        pass
+
+
+def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress,
+              deadline: float | None = None, **_: object) -> None:
+    """Sequential ask/evaluate/tell in this process (no Ray): for debugging and tests.
+
+    With a ``deadline`` (``time.monotonic()``), no trial starts that would likely end after it.
+    """
+    remaining -= start_study(study, space, lambda: run_trial(space, {}, REFERENCE))
+    progress.update()
+    reference, took = reference_metrics(study), []
+    with Heartbeat(study._storage) as beat:
+        for _ in range(remaining):
+            if deadline and time.monotonic() + (statistics.median(took) if took else 0.0) > deadline:
+                break
+            started = time.monotonic()
+            with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()
+            beat.add(trial._trial_id)
+            try:
+                params, seed = suggest(trial, space), trial.user_attrs.get("seed_config")
+                outcome = run_trial(space, params, seed, measured_twin(study, space, params, seed))
+                tell(study, trial, outcome, space, reference)
+            except BaseException:
+                _fail_interrupted(study, trial)  # Ctrl-C: fail it now rather than leave it RUNNING
+                raise
+            finally:
+                beat.remove(trial._trial_id)
+            took.append(time.monotonic() - started)
+            progress.update()
