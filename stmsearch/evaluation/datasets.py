@@ -184,7 +184,8 @@ def _try_decode(path: Path) -> np.ndarray | str:
         return f"{type(exc).__name__}: {lines[0] if lines else 'unreadable'}"
 
 
-def _decode_all(files: list[tuple[Path, int]], root: Path, desc: str) -> tuple[torch.Tensor, list[int], list[list[str]]]:
+def _decode_all(files: list[tuple[Path, int]], root: Path,
+                desc: str) -> tuple[torch.Tensor, list[int], list[list[str]]]:
     """Decode every file, in threads (PIL releases the GIL).
 
     Returns uint8 (K, 3, 224, 224) of the K readable files, their indices in ``files``, and

@@ -97,7 +97,8 @@ def read_meta(path: Path) -> dict[int, str]:
         raise DatasetError(f"{PREFIX}: {path}: not the devkit's meta.mat ({type(exc).__name__}: {exc})") from None
     fields = synsets.dtype.names or ()
     if "ILSVRC2012_ID" not in fields or "WNID" not in fields:
-        raise DatasetError(f"{PREFIX}: {path}: synsets lack the ILSVRC2012_ID and WNID fields (has: {', '.join(fields)})")
+        raise DatasetError(f"{PREFIX}: {path}: synsets lack the ILSVRC2012_ID and WNID fields "
+                           f"(has: {', '.join(fields)})")
     leaf = "num_children" in fields
     return {int(_scalar(s["ILSVRC2012_ID"])): str(_scalar(s["WNID"])) for s in synsets.reshape(-1)
             if not leaf or int(_scalar(s["num_children"])) == 0}
