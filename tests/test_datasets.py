@@ -129,3 +129,198 @@ def test_bad_folders(tmp_path):
         load_dataset(f"imagefolder:{tmp_path / 'holes'}")
     with pytest.raises(DatasetError, match="split"):
         load_dataset("mnist5k", "test")
+
+
+# --- unreadable files ---
+
+def _pairs(data) -> set[tuple[bytes, int]]:
+    return {(img.numpy().tobytes(), int(label)) for img, label in zip(data.images, data.labels)}
+
+
+def _truncated_jpeg(path):
+    _jpeg(path, (300, 200))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])  # header intact: PIL opens it lazily, only a full decode fails
+
+
+BAD_FILES = {
+    "empty": lambda root: (root / "cat" / "empty.jpg").write_bytes(b""),
+    "truncated": lambda root: _truncated_jpeg(root / "dog" / "cut.JPEG"),
+    "text": lambda root: (root / "emu" / "notes.jpg").write_text("not an image\n"),
+}
+BAD_NAMES = {"empty": "cat/empty.jpg", "truncated": "dog/cut.JPEG", "text": "emu/notes.jpg"}
+
+
+@pytest.mark.parametrize("bad", list(BAD_FILES))
+def test_unreadable_image_is_a_one_line_error_naming_it(tmp_path, bad):
+    root = _tree(tmp_path / "imgs")
+    BAD_FILES[bad](root)
+    with pytest.raises(DatasetError, match="not a readable image") as err:
+        load_dataset(f"imagefolder:{root}")
+    message = str(err.value)
+    assert message.startswith(str(root / BAD_NAMES[bad])) and "\n" not in message
+    assert "1 of 10 files" in message and "skip_bad_images" in message
+
+
+@pytest.mark.parametrize("bad", list(BAD_FILES))
+def test_skip_bad_images_leaves_them_out_and_the_cache_remembers(tmp_path, monkeypatch, bad):
+    root = _tree(tmp_path / "imgs")
+    clean = load_dataset(f"imagefolder:{root}")
+    BAD_FILES[bad](root)
+    clear_cache()
+    data = load_dataset(f"imagefolder:{root}", skip_bad_images=True)
+    assert data.skipped == (BAD_NAMES[bad],) and len(data) == 9
+    assert _pairs(data) == _pairs(clean)  # the same images with the same labels (the order is a new draw)
+    clear_cache()
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded an image on a cache hit")
+
+    monkeypatch.setattr(Image, "open", no_decode)
+    again = load_dataset(f"imagefolder:{root}", skip_bad_images=True)
+    assert again.skipped == data.skipped and torch.equal(again.images, data.images)
+    with pytest.raises(DatasetError, match=f"{BAD_NAMES[bad]}: not a readable image"):
+        load_dataset(f"imagefolder:{root}")  # a strict load of the cached folder still fails
+
+
+def test_truncated_images_are_not_silently_accepted(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    root = _tree(tmp_path / "imgs", per_class=1)
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(DatasetError, match="LOAD_TRUNCATED_IMAGES is True"):
+        load_dataset(f"imagefolder:{root}", skip_bad_images=True)
+
+
+# --- ImageNet's official validation layout ---
+
+# ILSVRC2012_ID -> WordNet ID as in the devkit: ID order is not WordNet-ID order, and ID 4 is an
+# inner node (num_children > 0), which the classes leave out.
+SYNSETS = [(1, "n02119789", 0), (2, "n01440764", 0), (3, "n01530575", 0), (4, "n00001740", 3)]
+COLOURS = {"n01440764": (255, 0, 0), "n01530575": (0, 255, 0), "n02119789": (0, 0, 255)}
+TRUTH = [1, 2, 3, 3, 2, 1, 1, 3, 2, 2, 1, 3]  # ground-truth ILSVRC2012_ID of images 1..12
+PRESENT = [1, 2, 3, 4, 5, 6, 7, 9, 11]  # the folder holds a subset of them
+
+
+def _val_folder(root):
+    """ILSVRC2012_val_NNNNNNNN.JPEG in one folder, each filled with its class's colour."""
+    wnid = {i: w for i, w, _ in SYNSETS}
+    for n in PRESENT:
+        colour = COLOURS[wnid[TRUTH[n - 1]]]
+        _jpeg(root / f"ILSVRC2012_val_{n:08d}.JPEG", (320, 256), colour, colour)
+    return root
+
+
+def _devkit(folder):
+    """ILSVRC2012_devkit_t12 as distributed: ground-truth text and a meta.mat synsets struct array."""
+    from scipy.io import savemat
+
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{i}\n" for i in TRUTH))
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    synsets = np.empty((len(SYNSETS), 1), dtype=[(f, "O") for f in fields])
+    for row, (i, wnid, children) in enumerate(SYNSETS):
+        values = [i, wnid, f"words {i}", f"gloss {i}", children, np.arange(1, children + 1, dtype=float)[None],
+                  0 if children == 0 else 1, 1300 if children == 0 else 0]
+        for f, v in zip(fields, values):
+            synsets[row, 0][f] = v
+    savemat(folder / "data" / "meta.mat", {"synsets": synsets})
+    return folder
+
+
+def _check_val_labels(data, classes=tuple(sorted(COLOURS))):
+    """Each image's colour is its class's: labels went through ILSVRC2012_ID -> WordNet ID -> sorted index."""
+    assert data.classes == classes and len(data) == len(PRESENT)
+    for img, label in zip(data.images, data.labels):
+        want = torch.tensor(COLOURS[classes[int(label)]], dtype=torch.float32)
+        assert torch.allclose(img.float().mean((1, 2)), want, atol=8)
+    assert sorted(torch.bincount(data.labels, minlength=len(classes)).tolist()) == sorted(
+        [sum(TRUTH[n - 1] == i for n in PRESENT) for i in (1, 2, 3)] + [0] * (len(classes) - 3))
+
+
+def test_imagenet_val_with_the_devkit_beside_or_named(tmp_path):
+    val = _val_folder(tmp_path / "val")
+    _devkit(tmp_path / "ILSVRC2012_devkit_t12")
+    _check_val_labels(load_dataset(f"imagenet-val:{val}"))  # found beside the folder
+    moved = tmp_path / "elsewhere" / "devkit"
+    moved.parent.mkdir()
+    (tmp_path / "ILSVRC2012_devkit_t12").rename(moved)
+    clear_cache()
+    _check_val_labels(load_dataset(f"imagenet-val:{val}?devkit={moved}"))
+    assert len(list((tmp_path / "cache").glob("imagenet-val-*.pt"))) == 1  # same files and labels: same cache
+
+
+LABEL_FILES = {
+    # Kaggle's LOC_val_solution.csv: header, ImageId without extension, the WordNet ID first in the boxes
+    "loc_csv": lambda n, wnid, index: (f"ILSVRC2012_val_{n:08d},{wnid} 10 20 200 220 {wnid} 5 5 90 90",
+                                       "ImageId,PredictionString"),
+    "wnid_tsv": lambda n, wnid, index: (f"ILSVRC2012_val_{n:08d}.JPEG\t{wnid}", None),
+    "index_txt": lambda n, wnid, index: (f"ILSVRC2012_val_{n:08d}.JPEG {index}", "# file class-index"),
+}
+
+
+@pytest.mark.parametrize("form", list(LABEL_FILES))
+def test_imagenet_val_with_a_labels_file(tmp_path, form):
+    val = _val_folder(tmp_path / "val")
+    wnid = {i: w for i, w, _ in SYNSETS}
+    classes = sorted([*COLOURS, "n01443537"])  # a class no image here has: indices still follow all four
+    lines, header = [], None
+    for n in range(1, len(TRUTH) + 1):  # the file labels all 12; the folder has 9
+        w = wnid[TRUTH[n - 1]]
+        line, header = LABEL_FILES[form](n, w, classes.index(w))
+        lines.append(line)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(([header] if header else []) + lines) + "\n")
+    mapping = tmp_path / "synsets.txt"
+    mapping.write_text("".join(f"{w} some words, more words\n" for w in classes))
+    _check_val_labels(load_dataset(f"imagenet-val:{val}?labels={labels}&classes={mapping}"), tuple(classes))
+
+
+def test_imagenet_val_finds_kaggle_files_beside_the_folder(tmp_path):
+    val = _val_folder(tmp_path / "ILSVRC" / "Data" / "CLS-LOC" / "val")
+    wnid = {i: w for i, w, _ in SYNSETS}
+    rows = [f"ILSVRC2012_val_{n:08d},{wnid[TRUTH[n - 1]]} 1 2 3 4" for n in range(1, len(TRUTH) + 1)]
+    (val.parent / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(rows) + "\n")
+    _check_val_labels(load_dataset(f"imagenet-val:{val}"))  # classes: the file's WordNet IDs, sorted
+
+
+def test_imagenet_val_errors_name_the_file(tmp_path):
+    val = _val_folder(tmp_path / "val")
+    with pytest.raises(DatasetError, match="no labels found.*devkit=DIR"):
+        load_dataset(f"imagenet-val:{val}")
+    with pytest.raises(DatasetError, match="unknown option 'label'"):
+        load_dataset(f"imagenet-val:{val}?label=x.csv")
+    partial = tmp_path / "partial.csv"
+    partial.write_text("ILSVRC2012_val_00000001.JPEG,n02119789\n")
+    with pytest.raises(DatasetError, match=r"ILSVRC2012_val_00000002\.JPEG: no label in .*partial\.csv \(8 of 9"):
+        load_dataset(f"imagenet-val:{val}?labels={partial}")
+    garbled = tmp_path / "garbled.csv"
+    garbled.write_text("ILSVRC2012_val_00000001.JPEG,n02119789\nILSVRC2012_val_00000002.JPEG,fox\n")
+    with pytest.raises(DatasetError, match=r"garbled\.csv:2: expected NAME<sep>LABEL"):
+        load_dataset(f"imagenet-val:{val}?labels={garbled}")
+    devkit = _devkit(tmp_path / "kit")
+    (devkit / "data" / "meta.mat").write_text("not a mat file")
+    with pytest.raises(DatasetError, match=r"meta\.mat: not the devkit's meta\.mat"):
+        load_dataset(f"imagenet-val:{val}?devkit={devkit}")
+    with pytest.raises(DatasetError, match="validation split only"):
+        load_dataset(f"imagenet-val:{val}?devkit={devkit}", "train")
+    with pytest.raises(DatasetError, match="no images in the folder itself"):
+        load_dataset(f"imagenet-val:{_tree(tmp_path / 'tree', per_class=1)}?devkit={devkit}")
+
+
+def test_imagenet_val_skips_bad_images_too(tmp_path):
+    val = _val_folder(tmp_path / "val")
+    _devkit(tmp_path / "ILSVRC2012_devkit_t12")
+    (val / "ILSVRC2012_val_00000012.JPEG").write_bytes(b"")  # image 12 is labelled, but empty
+    with pytest.raises(DatasetError, match="ILSVRC2012_val_00000012.JPEG: not a readable image"):
+        load_dataset(f"imagenet-val:{val}")
+    data = load_dataset(f"imagenet-val:{val}", skip_bad_images=True)
+    assert data.skipped == ("ILSVRC2012_val_00000012.JPEG",)
+    _check_val_labels(data)
+
+
+def test_dataset_kinds_are_one_entry_each():
+    assert set(ds.DATASETS) >= {"mnist5k", "imagefolder", "imagenet-val"}
+    with pytest.raises(DatasetError, match="imagenet-val:PATH"):
+        load_dataset("imagenet-val")

@@ -169,3 +169,31 @@ def test_gpu_evaluate_keeps_data_on_the_device():
     cpu = api.evaluate("vim_proxy", dataset="mnist5k", limit=200, device="cpu", batch_size=100,
                        measure=("accuracy",))
     assert metrics["accuracy"] == pytest.approx(cpu["accuracy"], abs=0.011)  # kernels differ slightly
+
+
+def test_eval_skip_bad_images_reports_how_many(tmp_path, monkeypatch):
+    """A folder with an unreadable file: a one-line error naming it, or with the flag, n and skipped."""
+    import numpy as np
+    from PIL import Image
+
+    for c in ("a", "b"):
+        for i in range(2):
+            (tmp_path / "imgs" / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((240, 260, 3), 60 * i + 40, np.uint8)).save(tmp_path / "imgs" / c / f"{i}.jpg")
+    (tmp_path / "imgs" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff")  # a JPEG that ends after its marker
+    monkeypatch.setenv("STMSEARCH_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    small = stmsearch.create_model("vim_tiny", depth=1)  # the real layout at 224, one layer for the CPU
+    monkeypatch.setattr(api, "_cached_model", lambda name, checkpoint, device: small)
+    args = ["eval", "--model", "vim_tiny", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--device", "cpu",
+            "--json"]
+    strict = CliRunner().invoke(main, args)
+    assert strict.exit_code != 0 and f"{tmp_path / 'imgs' / 'b' / 'broken.jpg'}: not a readable image" in strict.output
+    assert "Traceback" not in strict.output
+    result = CliRunner().invoke(main, args + ["--skip-bad-images"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["n"] == 4 and metrics["skipped"] == 1 and 0 <= metrics["accuracy"] <= 1
+    direct = api.evaluate("vim_tiny", dataset=f"imagefolder:{tmp_path / 'imgs'}", device="cpu", measure=("accuracy",),
+                          skip_bad_images=True)
+    assert direct == {k: metrics[k] for k in direct}

@@ -146,3 +146,23 @@ def test_seed_projection_and_reference_params(tmp_path):
     assert seed_config(space, "reference").method == "none"
     gridded = load_space(write(tmp_path, {**BASE, "sampler": {"name": "grid"}}, "g.yaml"))
     assert grid(gridded)["count"][:3] == [2, 4, 6] and grid(gridded)["stm.runs"] == [2, 3]
+
+
+def test_skip_bad_images_reaches_the_evaluator_and_the_identity(tmp_path, monkeypatch):
+    from stmsearch.merging.config import MergeConfig
+    from stmsearch.search import objective
+
+    plain = load_space(write(tmp_path, BASE, "plain.yaml"))
+    off = load_space(write(tmp_path, {**BASE, "skip_bad_images": False}, "off.yaml"))
+    on = load_space(write(tmp_path, {**BASE, "skip_bad_images": True}, "on.yaml"))
+    assert plain.identity() == off.identity() != on.identity()  # spaces written before the option keep theirs
+    calls = []
+
+    def recording(*args, **kwargs):  # takes no skip_bad_images unless asked, as custom evaluators may not
+        calls.append(kwargs)
+        return {}
+
+    monkeypatch.setattr(objective, "load_evaluator", lambda spec: recording)
+    objective.call_evaluate(plain, MergeConfig(method="none"))
+    objective.call_evaluate(on, MergeConfig(method="none"))
+    assert "skip_bad_images" not in calls[0] and calls[1]["skip_bad_images"] is True

@@ -58,14 +58,18 @@ def _common(fn):
 
 @click.command("eval")
 @_common
-@click.option("--dataset", required=True, help="mnist5k or imagefolder:PATH (val split).")
+@click.option("--dataset", required=True,
+              help="mnist5k, imagefolder:PATH or imagenet-val:PATH[?devkit=DIR|labels=FILE] (val split).")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N images (stratified).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-def eval_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset, limit, batch_size):
+@click.option("--skip-bad-images", is_flag=True,
+              help="Leave out image files that cannot be decoded (reported as 'skipped') instead of failing.")
+def eval_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset, limit, batch_size,
+             skip_bad_images):
     """Top-1 accuracy of a model (and merge config) on real images."""
     _run(as_json, f"eval {model_name} on {dataset}", config_path, model_name=model_name, checkpoint=checkpoint,
          dataset=dataset, limit=limit, device=device, batch_size=batch_size,
-         measure=("accuracy",), bf16=bf16, progress=True)
+         measure=("accuracy",), bf16=bf16, progress=True, skip_bad_images=skip_bad_images)
 
 
 @click.command("profile")

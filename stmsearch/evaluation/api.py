@@ -2,10 +2,12 @@
 
 ``evaluate`` returns a dict with these keys (the same as ``stmsearch profile --json`` and
 ``stmsearch eval --json``), each present when its measurement was requested:
-  accuracy (float, top-1 in [0, 1]), n (int, images evaluated), flops (int, fvcore MACs per
-  image), params (int), tokens_per_layer (list[int]), throughput (img/s), latency_ms
-  (batch 1), peak_mem_mb, device (str, e.g. "cuda:0 NVIDIA H200" or "cpu (2 threads)").
-``params``, ``tokens_per_layer`` and ``device`` are always present.
+  accuracy (float, top-1 in [0, 1]), n (int, images evaluated), skipped (int, unreadable image
+  files left out of the dataset), flops (int, fvcore MACs per image), params (int),
+  tokens_per_layer (list[int]), throughput (img/s), latency_ms (batch 1), peak_mem_mb, device
+  (str, e.g. "cuda:0 NVIDIA H200" or "cpu (2 threads)").
+``params``, ``tokens_per_layer`` and ``device`` are always present; ``skipped`` whenever a
+dataset is loaded with ``skip_bad_images=True`` (0 included; without it an unreadable file is an error).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from .datasets import ImageSet, canonical_device, load_dataset
 from .flops import count_flops
 from .throughput import describe_device, measure_throughput
 
-METRIC_KEYS = ("accuracy", "n", "flops", "params", "tokens_per_layer", "throughput", "latency_ms",
+METRIC_KEYS = ("accuracy", "n", "skipped", "flops", "params", "tokens_per_layer", "throughput", "latency_ms",
                "peak_mem_mb", "device")
 CPU_THROUGHPUT_BATCH = 64  # default on the CPU, where a 256-image forward of the reference scan takes seconds
 
@@ -82,13 +84,15 @@ def _finite(metrics: dict, key: str) -> None:
 def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig | None = None,
              dataset: str | None = None, limit: int | None = None, device: str = "auto", batch_size: int = 256,
              measure: Iterable[str] = MEASURES, throughput_batch: int | None = None, bf16: bool = False,
-             cuda_graphs: bool = False, progress: bool = False, runs: int | None = None) -> dict:
+             cuda_graphs: bool = False, progress: bool = False, runs: int | None = None,
+             skip_bad_images: bool = False) -> dict:
     """Measure one model + merge config on this machine; returns the :data:`METRIC_KEYS` asked for.
 
     ``dataset`` (val split, first ``limit`` images) is needed for accuracy; when given, the
     throughput and FLOPs passes also run on its real images. ``throughput_batch`` defaults to
     ``batch_size`` on a GPU and at most 64 on the CPU; ``runs`` to 5 timed runs (2 warm-up) on a
-    GPU and 3 (1) on the CPU. Raises on a NaN accuracy or throughput.
+    GPU and 3 (1) on the CPU. ``skip_bad_images`` leaves unreadable image files out of the dataset
+    (and reports how many as ``skipped``) instead of failing. Raises on a NaN accuracy or throughput.
     """
     measure = tuple(measure)
     unknown = set(measure) - set(MEASURES)
@@ -99,13 +103,15 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
     dev = resolve_device(device)
     model = _model(model_name, checkpoint, dev, config)
     shape = input_shape(model)
-    data = load_dataset(dataset, "val", dev, limit) if dataset is not None else None
+    data = load_dataset(dataset, "val", dev, limit, skip_bad_images) if dataset is not None else None
     if data is not None:
         _check_data(data, model_name, model)
     gpu = dev.type == "cuda"
     tp_batch = throughput_batch or (batch_size if gpu else min(batch_size, CPU_THROUGHPUT_BATCH))
     sample = data.normalize(data.images[:tp_batch]) if data is not None else torch.randn(1, *shape, device=dev)
     out = {"params": sum(p.numel() for p in model.parameters()), "device": describe_device(dev)}
+    if data is not None and skip_bad_images:
+        out["skipped"] = len(data.skipped)
     if "accuracy" in measure:
         out.update(evaluate_accuracy(model, data, batch_size, dev, progress, amp_bf16=bf16))
     if "speed" in measure:

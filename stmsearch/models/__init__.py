@@ -5,24 +5,44 @@ from pathlib import Path
 
 from . import zoo
 from .checkpoint import CheckpointError, load_checkpoint
+from .hub import hub_download
 from .registry import list_models, model_constructor, register_model
 from .vim import VimConfig, VisionMamba
 
 
-def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bool = True,
-                 **overrides) -> VisionMamba:
-    """Build a registered model in eval mode, optionally loading ``checkpoint`` strictly.
+def _weights(name: str, pretrained: bool | None, overridden: bool) -> Path | None:
+    """The published weights ``pretrained`` asks for (see :func:`create_model`), or None."""
+    if pretrained is False:
+        return None
+    cfg = zoo.PRETRAINED.get(name, zoo.Pretrained())
+    if pretrained is None:  # shipped weights only, and only for the architecture they fit
+        return cfg.shipped if cfg.shipped is not None and cfg.shipped.is_file() and not overridden else None
+    if cfg.shipped is not None:
+        return cfg.shipped
+    if cfg.hub is not None:
+        return hub_download(cfg.hub)
+    raise CheckpointError(f"{name}: no published weights (pretrained=True); pass checkpoint=PATH")
 
-    With no ``checkpoint``, models that ship default weights (``vim_proxy``) load them
-    unless ``pretrained=False``. ``overrides`` change :class:`VimConfig` fields.
+
+def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bool | None = None,
+                 ema: bool = False, **overrides) -> VisionMamba:
+    """Build a registered model in eval mode, loading weights strictly (never a partial load).
+
+    Weights come from ``checkpoint`` (a local file) when given, else from ``pretrained``:
+    ``None`` (default) loads the weights shipped in the package (``vim_proxy``'s) when the
+    model has them and no ``overrides`` change its shape, and never uses the network;
+    ``True`` loads the model's published weights: the shipped file, or the official file on the
+    Hugging Face Hub (``vim_tiny``/``vim_small``/``vim_base``, through huggingface_hub's cache;
+    needs ``stmsearch[hub]``); ``False`` loads none. ``ema=True`` loads a training checkpoint's
+    ``model_ema`` entry instead of ``model``. ``overrides`` change :class:`VimConfig` fields.
     """
     model = model_constructor(name)(**overrides)
-    if checkpoint is None and pretrained:
-        default = zoo.DEFAULT_CHECKPOINTS.get(name)
-        if default is not None and default.is_file() and not overrides:
-            checkpoint = default
+    if checkpoint is None:
+        checkpoint = _weights(name, pretrained, bool(overrides))
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        load_checkpoint(model, checkpoint, key="model_ema" if ema else "model")
+    elif ema:
+        raise ValueError(f"{name}: ema=True needs weights to load: pass checkpoint=PATH or pretrained=True")
     return model.eval()
 
 

@@ -1,9 +1,11 @@
-"""Registered ViM sizes. Adding a size is one decorated function."""
+"""Registered ViM sizes and their published weights. Adding a size is one decorated function."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
+from .hub import HubFile
 from .registry import register_model
 from .vim import VimConfig, VisionMamba
 
@@ -17,33 +19,60 @@ PROXY = VimConfig(embed_dim=64, depth=12, img_size=28, patch_size=2, in_chans=1,
                   num_classes=10, d_state=4)
 
 
+@dataclass(frozen=True)
+class Pretrained:
+    """Where a model's published weights are (timm's ``pretrained_cfg``).
+
+    ``shipped``: a file inside the package, loaded by default. ``hub``: the official file on the
+    Hugging Face Hub, loaded only with ``create_model(name, pretrained=True)``.
+    """
+
+    shipped: Path | None = None
+    hub: HubFile | None = None
+
+
+PRETRAINED: dict[str, Pretrained] = {}
+
+
+def pretrained(cfg: Pretrained) -> Callable[[Callable], Callable]:
+    """Decorator: record ``cfg`` as the published weights of the model function below it."""
+    def record(fn: Callable) -> Callable:
+        PRETRAINED[fn.__name__] = cfg
+        return fn
+    return record
+
+
 def _build(cfg: VimConfig, **overrides) -> VisionMamba:
     return VisionMamba(replace(cfg, **overrides))
 
 
 @register_model
+@pretrained(Pretrained(hub=HubFile("hustvl/Vim-tiny-midclstok", "vim_t_midclstok_76p1acc.pth")))
 def vim_tiny(**overrides) -> VisionMamba:
     """ViM-Ti: D=192, 24 layers (7.15M params)."""
     return _build(VimConfig(embed_dim=192), **overrides)
 
 
 @register_model
+@pretrained(Pretrained(hub=HubFile("hustvl/Vim-small-midclstok", "vim_s_midclstok_80p5acc.pth")))
 def vim_small(**overrides) -> VisionMamba:
     """ViM-S: D=384, 24 layers (25.8M params)."""
     return _build(VimConfig(embed_dim=384), **overrides)
 
 
 @register_model
+@pretrained(Pretrained(hub=HubFile("hustvl/Vim-base-midclstok", "vim_b_midclstok_81p9acc.pth")))
 def vim_base(**overrides) -> VisionMamba:
     """ViM-B: D=768, 24 layers (97.6M params)."""
     return _build(VimConfig(embed_dim=768), **overrides)
 
 
 @register_model
+@pretrained(Pretrained(shipped=PROXY_CHECKPOINT))
 def vim_proxy(**overrides) -> VisionMamba:
     """The embedded CPU proxy for 28x28 grey digits (197 tokens); see ``PROXY``."""
     return _build(PROXY, **overrides)
 
 
 # Checkpoints loaded when ``create_model(name)`` is given none.
-DEFAULT_CHECKPOINTS = {"vim_proxy": PROXY_CHECKPOINT}
+DEFAULT_CHECKPOINTS = {name: p.shipped for name, p in PRETRAINED.items() if p.shipped is not None}

@@ -53,7 +53,10 @@ def load_evaluator(spec: str | None) -> Callable[..., dict]:
 def call_evaluate(space: SearchSpace, cfg: MergeConfig) -> dict:
     """The single call into the evaluator; the unreduced model is evaluated unpatched."""
     evaluate = load_evaluator(space.evaluator)
+    # only what differs from evaluate()'s defaults, so evaluators without these keywords still work
     extra = {"runs": space.throughput.runs} if space.throughput.runs is not None else {}
+    if space.skip_bad_images:
+        extra["skip_bad_images"] = True
     return evaluate(space.model, space.checkpoint, None if cfg.method == "none" else cfg, space.dataset,
                     limit=space.subset, device=space.device, batch_size=space.batch_size, measure=MEASURE,
                     throughput_batch=space.throughput.batch, bf16=space.throughput.bf16,

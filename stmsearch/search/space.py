@@ -239,6 +239,7 @@ class SearchSpace(Strict):
     checkpoint: str | None = None
     dataset: str
     subset: int | None = Field(None, ge=1)  # images evaluated per trial (None: the whole set)
+    skip_bad_images: bool = False  # leave unreadable image files out (counted in metrics.skipped) instead of failing
     device: str = "auto"
     batch_size: int = Field(256, ge=1)
     objectives: list[str] = Field(min_length=2, max_length=3)
@@ -274,6 +275,8 @@ class SearchSpace(Strict):
     def identity(self) -> str:
         """Short hash of what is searched (not the budget): re-running the same space resumes its study."""
         data = self.model_dump(mode="json", exclude={"budget", "description"})
+        if not self.skip_bad_images:  # off is the behaviour spaces had before the option: same identity
+            del data["skip_bad_images"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
 
 
