@@ -6,6 +6,7 @@ from PIL import Image
 
 from stmsearch.evaluation import datasets as ds
 from stmsearch.evaluation.datasets import DatasetError, clear_cache, load_dataset
+from stmsearch.evaluation.imagefiles import decode_image
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +78,7 @@ def test_imagefolder_decodes_with_the_eval_transform(tmp_path):
     assert torch.bincount(data.labels).tolist() == [3, 3, 3]
     # a 512x256 image: short side already 256, centre crop keeps columns 144..367, so the
     # red/blue edge (column 256) lands at crop column 112
-    wide = torch.from_numpy(ds.decode_image(root / "cat" / "0.JPEG")).permute(2, 0, 1).int()
+    wide = torch.from_numpy(decode_image(root / "cat" / "0.JPEG")).permute(2, 0, 1).int()
     assert wide[0, :, :100].float().mean() > 240 and wide[2, :, :100].float().mean() < 15
     assert wide[2, :, 125:].float().mean() > 240 and wide[0, :, 125:].float().mean() < 15
     x = data.normalize(data.images)

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from .datasets import IMAGE_EXTS, DatasetError
+from .imagefiles import IMAGE_EXTS, DatasetError
 
 PREFIX = "imagenet-val"
 OPTIONS = ("devkit", "labels", "classes")
