@@ -1,4 +1,4 @@
-"""Schedules that reach a target token reduction (for benchmarks and seed configs)."""
+"""Schedules that reach a target token reduction (the benchmarks compare methods at equal reduction)."""
 from __future__ import annotations
 
 from .config import ConfigError, MergeConfig, ParametricSchedule

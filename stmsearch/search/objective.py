@@ -91,9 +91,7 @@ def trial_config(space: SearchSpace, params: dict, seed: str | None) -> tuple[Me
     """The config a trial evaluates (capped to capacity) and the layers that were capped."""
     depth, tokens = model_geometry(space.model)
     cfg = seed_config(space, seed) if seed else config_from_params(space, params)
-    cfg, capped = clip_to_capacity(cfg, depth, tokens)
-    cfg.validate_for(depth, tokens)
-    return cfg, capped
+    return clip_to_capacity(cfg, depth, tokens)
 
 
 def _free_gpu_memory() -> None:
