@@ -34,25 +34,25 @@ class ExportError(ValueError):
 
 
 def reference_accuracy(records: list[TrialRecord], study: str) -> float:
-    """Accuracy of the study's reference trial (``--max-drop`` is relative to it)."""
-    ref = next((r for r in records if r.is_reference and r.complete and r.value("accuracy") is not None), None)
+    """Accuracy of the study's reference trial (``--max-drop`` is relative to it), verified where it was."""
+    ref = next((r for r in records if r.is_reference and r.complete and r.figure("accuracy") is not None), None)
     if ref is None:
         raise ExportError(f"study {study!r}: --max-drop needs the reference trial (is_reference), which it lacks")
-    return ref.value("accuracy")
+    return ref.figure("accuracy")
 
 
 def speed_axis(records: list[TrialRecord]) -> str:
-    """The speed the picks and filters use: the paired speed-up where trials have it, else throughput."""
-    return "speedup" if any(r.value("speedup") is not None and not r.is_reference for r in records) else "throughput"
+    """The speed the picks and filters use: the speed-up where trials have it, else throughput."""
+    return "speedup" if any(r.figure("speedup") is not None and not r.is_reference for r in records) else "throughput"
 
 
 def passes(r: TrialRecord, min_accuracy: float | None, min_throughput: float | None) -> bool:
-    """Complete, feasible and above the absolute thresholds."""
-    if not r.complete or not r.feasible or r.value("accuracy") is None:
+    """Complete, feasible and above the absolute thresholds (verified figures where verified)."""
+    if not r.complete or not r.feasible or r.figure("accuracy") is None:
         return False
-    if min_accuracy is not None and r.value("accuracy") < min_accuracy:
+    if min_accuracy is not None and r.figure("accuracy") < min_accuracy:
         return False
-    return min_throughput is None or (r.value("throughput") or 0.0) >= min_throughput
+    return min_throughput is None or (r.figure("throughput") or 0.0) >= min_throughput
 
 
 def knee_axes(objectives: list[str], speed: str) -> list[str]:
@@ -69,9 +69,15 @@ def knee_axes(objectives: list[str], speed: str) -> list[str]:
 def select(records: list[TrialRecord], objectives: list[str], pick: str, study: str,
            min_accuracy: float | None = None, max_drop: float | None = None,
            min_throughput: float | None = None) -> list[TrialRecord]:
-    """The trials ``pick`` chooses among those passing the filters; raises if none does."""
+    """The trials ``pick`` chooses among those passing the filters; raises if none does.
+
+    In a verified study only verified trials are candidates, judged by their verified figures.
+    """
     if pick not in PICKS:
         raise ExportError(f"--pick: unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
+    verified = any(r.verified for r in records)
+    if verified:
+        records = [r for r in records if r.verified]
     floor = min_accuracy
     if max_drop is not None:
         drop_floor = reference_accuracy(records, study) - max_drop
@@ -80,14 +86,14 @@ def select(records: list[TrialRecord], objectives: list[str], pick: str, study: 
     candidates = [r for r in pool if not r.is_reference]
     speed = speed_axis(records)
     if pick == "knee":
-        chosen = [k for k in [knee(pool, knee_axes(objectives, speed))] if k is not None]
+        chosen = [k for k in [knee(pool, knee_axes(objectives, speed), verified)] if k is not None]
     elif pick == "pareto":
-        chosen = sorted((r for r in candidates if r.pareto), key=lambda r: -r.value("accuracy"))
+        chosen = sorted((r for r in candidates if r.pareto), key=lambda r: -r.figure("accuracy"))
     elif pick == "max-accuracy":
-        chosen = [max(candidates, key=lambda r: (r.value("accuracy"), r.value(speed) or 0.0))] if candidates else []
+        chosen = [max(candidates, key=lambda r: (r.figure("accuracy"), r.figure(speed) or 0.0))] if candidates else []
     else:
-        fast = [r for r in candidates if r.value(speed) is not None]
-        chosen = [max(fast, key=lambda r: (r.value(speed), r.value("accuracy")))] if fast else []
+        fast = [r for r in candidates if r.figure(speed) is not None]
+        chosen = [max(fast, key=lambda r: (r.figure(speed), r.figure("accuracy")))] if fast else []
     if not chosen:
         filters = {"--min-accuracy": min_accuracy, "--max-drop": max_drop, "--min-throughput": min_throughput}
         shown = ", ".join(f"{k} {v}" for k, v in filters.items() if v is not None) or "no filters"
@@ -103,15 +109,23 @@ def safe_name(name: str) -> str:
 
 def manifest_entry(r: TrialRecord, info: StudyInfo, file: str) -> dict[str, Any]:
     """Where a config came from and what it measured (the full metrics, with accuracy and n)."""
-    return {"file": file, "study": info.name, "trial": r.number, "metrics": r.metrics,
+    return {"file": file, "study": info.name, "trial": r.number, "metrics": r.metrics, "verified": r.verified,
             "token_reduction": r.token_reduction, "model": info.model, "checkpoint": info.checkpoint,
             "checkpoint_sha256": info.checkpoint_sha256, "dataset": info.dataset, "subset": info.subset,
             "hardware": r.hardware, "software": r.software, "config": r.config}
 
 
-def export_configs(storage: str, study: str, pick: str, out_dir: str | Path, **filters: float | None) -> dict:
-    """Write the chosen configs and ``manifest.json`` to ``out_dir``; return the manifest."""
+def export_configs(storage: str, study: str, pick: str, out_dir: str | Path, unverified: bool = False,
+                   **filters: float | None) -> dict:
+    """Write the chosen configs and ``manifest.json`` to ``out_dir``; return the manifest.
+
+    A study whose front was never verified (``stmsearch verify``) is refused unless ``unverified``.
+    """
     data = load_study_data(storage, study)
+    if not data.verified and not unverified:
+        raise ExportError(f"study {study!r} is not verified: its figures come from {data.info.subset or 'all'} "
+                          f"images per trial and one timing; run `stmsearch verify --storage ... --study {study}` "
+                          "first, or export them as they are with --unverified")
     chosen = select(data.records, data.info.objectives, pick, study, **filters)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +135,7 @@ def export_configs(storage: str, study: str, pick: str, out_dir: str | Path, **f
         config_from_dict(r.config, f"study {study!r} trial {r.number}: config").to_file(out / file)
         entries.append(manifest_entry(r, data.info, file))
     manifest = {"study": study, "pick": pick, "filters": {k.replace("_", "-"): v for k, v in filters.items()},
+                "figures": "verified" if data.verified else "unverified (the search's own measurements)",
                 "objectives": data.info.objectives, "configs": entries}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -41,6 +41,7 @@ def record(config: MergeConfig, rng: random.Random, min_accuracy: float) -> dict
     metrics = {"accuracy": round(0.97 - 0.45 * red ** 2 - rng.uniform(0, 0.04) * red, 4), "n": 100,
                "flops": int(12_000_000 * (1 - red)), "params": 330_000,
                "tokens_per_layer": tokens_per_layer(config), "throughput": 900.0 / (1 - 0.9 * red),
+               "speedup": 1.0 / (1 - 0.9 * red), "speedup_ci": [0.97 / (1 - 0.9 * red), 1.03 / (1 - 0.9 * red)],
                "latency_ms": 4.0 * (1 - 0.8 * red), "peak_mem_mb": 50.0, "device": "cpu"}
     attrs = {"metrics": metrics, "config": config.to_dict(), "tokens_per_layer": metrics["tokens_per_layer"],
              "token_reduction": red, "is_reference": config.method == "none",

@@ -161,7 +161,7 @@ def test_page_is_self_contained_and_plots_every_complete_trial(stm_study, storag
     assert html.count("<script>") == 2  # plotly.js, then the dashboard script
     data = embedded(html)
     complete = [t for t in stm_study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    for view in ("pareto-throughput", "pareto-flops"):
+    for view in ("pareto-speedup", "pareto-flops"):
         keys = pareto_points(data, view)
         assert sorted(keys) == sorted(f"stm-proxy#{t.number}" for t in complete)
     assert len(data["trials"]) == len(stm_study.trials)
@@ -169,24 +169,27 @@ def test_page_is_self_contained_and_plots_every_complete_trial(stm_study, storag
 
 def test_pareto_roles_match_the_front(stm_study, storage_url):
     data = page_data(storage_url, ["stm-proxy"], load_views())
-    panel = next(p for p in data["panels"] if p["id"] == "pareto-throughput")
+    panel = next(p for p in data["panels"] if p["id"] == "pareto-speedup")
     roles = {tr["meta"]["role"]: tr["customdata"] for tr in panel["figure"]["data"] if "meta" in tr}
     records = {r["key"]: r for r in data["trials"]}
     assert [records[k]["is_reference"] for k in roles["reference (unreduced)"]] == [True]
     assert all(not records[k]["feasible"] for k in roles["infeasible"])
-    assert roles["infeasible"] and roles["dominated"] and roles["Pareto"]
+    # nothing is verified yet: the front is drawn hollow, and no verified diamonds
+    assert roles["infeasible"] and roles["dominated"] and roles["Pareto · unverified"]
+    assert "Pareto" not in roles and "verified" not in roles
     for key in roles["dominated"]:  # each grey point is beaten on both axes by a feasible trial
         r = records[key]
-        assert any(q["feasible"] and q["accuracy"] >= r["accuracy"] and q["throughput"] >= r["throughput"]
-                   and (q["accuracy"], q["throughput"]) != (r["accuracy"], r["throughput"])
+        assert any(q["feasible"] and q["accuracy"] >= r["accuracy"] and q["speedup"] >= r["speedup"]
+                   and (q["accuracy"], q["speedup"]) != (r["accuracy"], r["speedup"])
                    for q in records.values() if q["state"] == "COMPLETE")
     axis = panel["figure"]["layout"]["xaxis"]["title"]["text"]
-    assert axis == "Throughput (img/s)" and panel["figure"]["layout"]["yaxis"]["title"]["text"] == "Top-1 accuracy (%)"
+    assert axis == "Speed-up over the unreduced model (×)"
+    assert panel["figure"]["layout"]["yaxis"]["title"]["text"] == "Top-1 accuracy (%)"
 
 
 def test_two_studies_share_one_front(two_studies, storage_url):
     data = embedded(build_html(storage_url, ["stm-proxy,tome-proxy"]))
-    keys = pareto_points(data, "pareto-throughput")
+    keys = pareto_points(data, "pareto-speedup")
     assert {k.split("#")[0] for k in keys} == {"stm-proxy", "tome-proxy"}
     assert [s["name"] for s in data["studies"]] == ["stm-proxy", "tome-proxy"]
     hv = next(p for p in data["panels"] if p["kind"] == "hypervolume")["figure"]["data"]

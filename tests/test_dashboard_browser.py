@@ -56,7 +56,7 @@ def open_page(browser, target: str):
     local = ("file://", "http://127.0.0.1")
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local) else route.abort())
     page.goto(target)
-    page.wait_for_selector("#plot-pareto-throughput .scatterlayer")
+    page.wait_for_selector("#plot-pareto-speedup .scatterlayer")
     return page
 
 
@@ -67,7 +67,7 @@ POINT_COUNT = """id => document.getElementById(id).data
 def test_page_opens_offline_and_plots_every_complete_trial(browser, site):
     page = open_page(browser, site["one"].as_uri())
     complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in site["stm"].trials)
-    for plot in ("plot-pareto-throughput", "plot-pareto-flops"):
+    for plot in ("plot-pareto-speedup", "plot-pareto-flops"):
         assert page.evaluate(POINT_COUNT, plot) == complete
         assert page.locator(f"#{plot} .scatterlayer .point").count() == complete  # drawn, not just data
     assert page.locator("table.trials tbody tr").count() == len(site["stm"].trials)
@@ -77,12 +77,12 @@ def test_page_opens_offline_and_plots_every_complete_trial(browser, site):
 
 # pixel centre of the Pareto point farthest from any other, so a click cannot land on a neighbour
 LONELY_POINT = """() => {
-    const d = document.getElementById('plot-pareto-throughput'), L = d._fullLayout, box = d.getBoundingClientRect();
+    const d = document.getElementById('plot-pareto-speedup'), L = d._fullLayout, box = d.getBoundingClientRect();
     const pts = [];
     d.data.forEach(t => (t.customdata || []).forEach((k, i) => pts.push({k, role: t.meta.role,
         px: box.left + L._size.l + L.xaxis.l2p(t.x[i]), py: box.top + L._size.t + L.yaxis.l2p(t.y[i])})));
     let best = null, far = -1;
-    for (const p of pts.filter(p => p.role === 'Pareto')) {
+    for (const p of pts.filter(p => p.role.startsWith('Pareto'))) {
         const near = Math.min(...pts.filter(q => q !== p).map(q => Math.hypot(p.px - q.px, p.py - q.py)));
         if (near > far) { far = near; best = p; }
     }
@@ -129,7 +129,7 @@ def test_table_sorts_and_rows_select(browser, site):
 
 def test_two_studies_on_one_front(browser, site):
     page = open_page(browser, site["two"].as_uri())
-    names = page.evaluate("""() => document.getElementById('plot-pareto-throughput').data
+    names = page.evaluate("""() => document.getElementById('plot-pareto-speedup').data
         .filter(t => t.meta).map(t => t.meta.study)""")
     assert set(names) == {"stm-proxy", "tome-proxy"}
     n = sum(len(s.trials) for s in (site["stm"], optuna.load_study(study_name="tome-proxy", storage=site["url"])))
@@ -153,8 +153,8 @@ def test_served_page_reloads_when_a_trial_lands(browser, site, tmp_path):
         # the page polls every 3 s; rebuilding takes a few seconds on a busy machine
         page.wait_for_function(f"() => window.stmDashboard && window.stmDashboard.data.trials.length === "
                                f"{len(study.trials)}", timeout=90_000)
-        page.wait_for_selector("#plot-pareto-throughput .scatterlayer")
-        assert page.evaluate(POINT_COUNT, "plot-pareto-throughput") == len(study.trials)
+        page.wait_for_selector("#plot-pareto-speedup .scatterlayer")
+        assert page.evaluate(POINT_COUNT, "plot-pareto-speedup") == len(study.trials)
         page.close()
     finally:
         server.shutdown()

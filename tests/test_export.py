@@ -86,7 +86,8 @@ def test_no_match_and_missing_reference_are_clear_errors(stm_study, storage_url)
 
 
 def test_export_writes_loadable_configs_and_a_manifest(stm_study, storage_url, tmp_path):
-    manifest = export_configs(storage_url, "stm-proxy", "pareto", tmp_path, max_drop=0.02)
+    manifest = export_configs(storage_url, "stm-proxy", "pareto", tmp_path, unverified=True, max_drop=0.02)
+    assert manifest["figures"].startswith("unverified")
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     assert manifest["configs"] and manifest["filters"]["max-drop"] == 0.02
     for entry in manifest["configs"]:
@@ -103,11 +104,15 @@ def test_cli_export_and_its_errors(stm_study, storage_url, tmp_path):
     runner = CliRunner()
     res = runner.invoke(export_cmd, ["--storage", storage_url, "--study", "stm-proxy", "--pick", "knee",
                                      "--out", str(tmp_path / "out")])
+    assert res.exit_code == 1 and "is not verified" in res.output and "--unverified" in res.output
+    assert not (tmp_path / "out").exists()
+    res = runner.invoke(export_cmd, ["--storage", storage_url, "--study", "stm-proxy", "--pick", "knee",
+                                     "--unverified", "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(files) == 2 and "manifest.json" in files and "top-1" in res.output
     res = runner.invoke(export_cmd, ["--storage", storage_url, "--study", "stm-proxy", "--pick", "max-accuracy",
-                                     "--min-throughput", "1e9", "--out", str(tmp_path / "none")])
+                                     "--min-throughput", "1e9", "--unverified", "--out", str(tmp_path / "none")])
     assert res.exit_code != 0 and "no trial matches" in res.output
     res = runner.invoke(export_cmd, ["--storage", storage_url, "--study", "gone", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "'gone' not found" in res.output
@@ -151,7 +156,7 @@ def test_exported_config_reproduces_the_trial_accuracy_exactly(tmp_path):
     assert len(set(accuracies)) > 1, f"all configs scored {accuracies}"
 
     out = tmp_path / "export"
-    manifest = export_configs(url, "real", "pareto", out)
+    manifest = export_configs(url, "real", "pareto", out, unverified=True)
     assert manifest["configs"], "the merge configs should trade accuracy for FLOPs"
     data = load_dataset("mnist5k", "val", "cpu", LIMIT)
     model = create_model("vim_proxy", checkpoint)  # a fresh model, not the evaluator's cached one
@@ -159,5 +164,6 @@ def test_exported_config_reproduces_the_trial_accuracy_exactly(tmp_path):
         assert entry["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
         apply(model, load_config(out / entry["file"]))
         again = evaluate_accuracy(model, data, batch_size=256, device="cpu", progress=False)
-        assert again == {"accuracy": entry["metrics"]["accuracy"], "n": LIMIT}
+        assert (again["accuracy"], again["n"]) == (entry["metrics"]["accuracy"], LIMIT)
+        assert again["accuracy_ci"] == entry["metrics"]["accuracy_ci"]
         assert entry["metrics"]["n"] == LIMIT and entry["subset"] == LIMIT and entry["dataset"] == "mnist5k"

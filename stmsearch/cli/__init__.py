@@ -16,6 +16,8 @@ COMMANDS = {
     "search": "stmsearch.cli.search:search_cmd",
     "dashboard": "stmsearch.cli.dashboard:dashboard_cmd",
     "export": "stmsearch.cli.export:export_cmd",
+    "verify": "stmsearch.cli.verify:verify_cmd",
+    "calibrate": "stmsearch.cli.calibrate:calibrate_cmd",
 }
 
 

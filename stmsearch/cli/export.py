@@ -18,19 +18,22 @@ from ..results.records import StudyError
 @click.option("--max-drop", type=click.FloatRange(0, 1), default=None,
               help="Largest accuracy loss vs the reference trial, as a fraction (0.01 = 1 point).")
 @click.option("--min-throughput", type=click.FloatRange(0), default=None, help="Throughput floor in img/s.")
+@click.option("--unverified", is_flag=True, help="Export from a study whose front was never verified "
+              "(figures from the search's subset and single timings).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the YAML configs and manifest.json.")
 def export_cmd(storage: str, study: str, pick: str, min_accuracy: float | None, max_drop: float | None,
-               min_throughput: float | None, out_dir: Path) -> None:
+               min_throughput: float | None, unverified: bool, out_dir: Path) -> None:
     """Export chosen configs of a study as YAML, with a manifest of their provenance."""
     try:
-        manifest = export_configs(storage, study, pick, out_dir, min_accuracy=min_accuracy, max_drop=max_drop,
-                                  min_throughput=min_throughput)
+        manifest = export_configs(storage, study, pick, out_dir, unverified=unverified, min_accuracy=min_accuracy,
+                                  max_drop=max_drop, min_throughput=min_throughput)
     except (ExportError, StudyError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     for e in manifest["configs"]:
-        m = e["metrics"]
-        thr = f", {m['throughput']:.1f} img/s" if m.get("throughput") is not None else ""
+        m = e["verified"] or e["metrics"]
+        speed = (f", {m['speedup']:.2f}x speed-up" if m.get("speedup") is not None else
+                 f", {m['throughput']:.1f} img/s" if m.get("throughput") is not None else "")
         click.echo(f"{out_dir / e['file']}: trial {e['trial']}, top-1 {100 * m['accuracy']:.2f} % "
-                   f"on {m.get('n')} images{thr}")
+                   f"on {m.get('n')} images{speed} ({'verified' if e['verified'] else 'unverified'})")
     click.echo(f"{out_dir / 'manifest.json'}: {len(manifest['configs'])} config(s)")

@@ -11,6 +11,7 @@ from ..results.records import load_study_data
 from ..results.table import pareto_table
 from ..search import SearchError, SpaceError, load_space, run_search
 from ..search.executor import EXECUTORS
+from .verify import verify_and_report
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
 
@@ -53,10 +54,12 @@ def _write_dashboard(storage_url: str, study_name: str, out: Path) -> Path | Non
 @click.option("--device", help="Override the space's device (auto, cpu, cuda).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Runs folder: default database, Ray logs, dashboard.")
+@click.option("--verify/--no-verify", default=None, help="After the search, re-measure the front and the reference "
+              "on the whole set (stmsearch verify) [default: the space's verify option].")
 @click.option("--no-progress", is_flag=True, help="No live display.")
 def search_cmd(space_file: str, trials: int | None, storage: str | None, study_name: str | None, executor: str,
                max_concurrent: int | None, address: str | None, device: str | None, out: str,
-               no_progress: bool) -> None:
+               verify: bool | None, no_progress: bool) -> None:
     """Search merge schedules for the model in SPACE.yaml (or a shipped space: demo, vim_tiny_imagenet, ...)."""
     path = resolve_space(space_file)
     try:
@@ -71,7 +74,9 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
     if not console.is_terminal:  # logs and pipes: wide enough for the table
         console = Console(highlight=False, width=max(console.width, 150))
     study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
-    console.print(pareto_table(load_study_data(result.storage_url, result.study_name)))
+    verifying = space.verify if verify is None else verify
+    if not verifying:
+        console.print(pareto_table(load_study_data(result.storage_url, result.study_name)))
     if not any(t.user_attrs.get("feasible") for t in study.trials if t.state.name == "COMPLETE"):
         limits = {k: v for k, v in study.user_attrs.get("constraints", {}).items() if v is not None}
         console.print(f"no completed trial meets the constraints {limits}", style="yellow")
@@ -83,6 +88,8 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
     if rate is not None:
         console.print(f"trial rate: {rate:.2f} trials/min between this run's first and last finished trial "
                       f"({60 * result.ran / result.elapsed_s:.2f}/min including startup)")
+    if verifying:
+        verify_and_report(result.storage_url, result.study_name, device, console=console)
     page = _write_dashboard(result.storage_url, result.study_name, Path(out))
     if page is not None:
         console.print(f"dashboard: {page}")

@@ -73,8 +73,32 @@ def _points(rs, x: AxisSpec, y: AxisSpec, xs, ys) -> dict[str, Any]:
                 hovertemplate="%{hovertext}<extra></extra>")
 
 
-def pareto_figure(view: ParetoView, records: list[dict[str, Any]], studies: list[str]) -> go.Figure:
-    """One scatter per study and role: front (coloured), dominated (grey), infeasible (x), reference (star)."""
+def _error_bars(rs: list[TrialRecord], axis: AxisSpec, scale: float) -> dict[str, Any] | None:
+    """Asymmetric error bars from the verified 95% intervals, where the axis has them (accuracy, speed-up)."""
+    cis = [r.interval(axis.metric, verified=True) for r in rs]
+    if not any(cis):
+        return None
+    up = [(ci[1] - r.figure(axis.metric)) * scale if ci else 0.0 for r, ci in zip(rs, cis)]
+    down = [(r.figure(axis.metric) - ci[0]) * scale if ci else 0.0 for r, ci in zip(rs, cis)]
+    return dict(type="data", symmetric=False, array=up, arrayminus=down, thickness=1.2, width=3)
+
+
+def _verified_trace(rs: list[TrialRecord], study: str, colour: str, x: AxisSpec, y: AxisSpec, xs, ys) -> go.Scatter:
+    """Verified figures (the whole set, paired timing) with their 95% intervals as error bars."""
+    text = [f"<b>{html.escape(study)} · trial {r.number} · verified</b><br>"
+            f"{y.label}: {_fmt(r.figure(y.metric), ys[0], ys[1], y.digits)}<br>"
+            f"{x.label}: {_fmt(r.figure(x.metric), xs[0], xs[1], x.digits)}<br>"
+            f"on {int(r.verified.get('n') or 0):,} images, {r.verified.get('timing_pairs', '?')} timed pairs" for r in rs]
+    return go.Scatter(mode="markers", name=f"{study} · verified (95% CI)", meta=dict(study=study, role="verified"),
+                      x=[r.figure(x.metric) * xs[0] for r in rs], y=[r.figure(y.metric) * ys[0] for r in rs],
+                      error_x=_error_bars(rs, x, xs[0]), error_y=_error_bars(rs, y, ys[0]),
+                      marker=dict(color=colour, size=9, symbol="diamond", line=dict(color="#222", width=1)),
+                      customdata=[r.key for r in rs], hovertext=text, hovertemplate="%{hovertext}<extra></extra>")
+
+
+def pareto_figure(view: ParetoView, records: list[TrialRecord], studies: list[str]) -> go.Figure:
+    """One scatter per study and role: front (coloured; hollow until verified), dominated (grey),
+    infeasible (x), reference (star), and the verified figures with their intervals (diamonds)."""
     x, y = view.x, view.y
     shown = [r for r in records if r["state"] == "COMPLETE" and r[x.metric] is not None and r[y.metric] is not None]
     xs, ys = resolve_unit(x, [r[x.metric] for r in shown]), resolve_unit(y, [r[y.metric] for r in shown])
@@ -89,9 +113,12 @@ def pareto_figure(view: ParetoView, records: list[dict[str, Any]], studies: list
                                      mode="lines", line=dict(color=colour, width=1.5, shape="hv"
                                                              if direction(x.metric) == "minimize" else "vh"),
                                      hoverinfo="skip", name=f"{study} · front", showlegend=False))
+        pareto = [r for r, f in zip(rs, front) if f and not r["is_reference"]]
         groups = [
-            ("Pareto", [r for r, f in zip(rs, front) if f and not r["is_reference"]],
+            ("Pareto", [r for r in pareto if r.verified],
              dict(color=colour, size=11, symbol="circle", line=dict(color="white", width=1))),
+            ("Pareto · unverified", [r for r in pareto if not r.verified],
+             dict(color="white", size=11, symbol="circle", line=dict(color=colour, width=2))),
             ("dominated", [r for r, f in zip(rs, front) if not f and r["feasible"] and not r["is_reference"]],
              dict(color=DOMINATED, size=8, symbol="circle", line=dict(color=colour, width=1))),
             ("infeasible", [r for r in rs if not r["feasible"] and not r["is_reference"]],
@@ -103,6 +130,9 @@ def pareto_figure(view: ParetoView, records: list[dict[str, Any]], studies: list
             if group:
                 fig.add_trace(go.Scatter(mode="markers", marker=marker, name=f"{study} · {role}",
                                          meta=dict(study=study, role=role), **_points(group, x, y, xs, ys)))
+        verified = [r for r in rs if r.verified and r.figure(x.metric) is not None and r.figure(y.metric) is not None]
+        if verified:
+            fig.add_trace(_verified_trace(verified, study, colour, x, y, xs, ys))
     layout = base_layout(view.title)
     layout.update(xaxis=dict(title=axis_title(x.label, xs[1]), type="log" if x.log else "linear", zeroline=False),
                   yaxis=dict(title=axis_title(y.label, ys[1]), type="log" if y.log else "linear", zeroline=False),

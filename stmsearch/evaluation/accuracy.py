@@ -5,13 +5,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .datasets import ImageSet
+from .stats import wilson_interval
 
 
 @torch.inference_mode()
 def evaluate_accuracy(model: torch.nn.Module, data: ImageSet, batch_size: int = 256,
                       device: str | torch.device | None = None, progress: bool = True,
                       amp_bf16: bool = False) -> dict:
-    """``{"accuracy": top-1 in [0, 1], "n": images}`` of ``model`` (already on ``device``).
+    """``{"accuracy": top-1 in [0, 1], "n": images, "accuracy_ci": [lo, hi]}`` of ``model`` (on ``device``).
+
+    ``accuracy_ci`` is the Wilson 95% interval of the top-1 over these ``n`` images: where the
+    accuracy on the whole population the images were drawn from lies, 19 times in 20.
 
     Images stay uint8 until their batch is on ``device`` (default: where ``data`` lives) and are
     normalised there. Counts accumulate on the device, so the loop never waits for the host.
@@ -34,5 +38,6 @@ def evaluate_accuracy(model: torch.nn.Module, data: ImageSet, batch_size: int = 
             correct += (logits.argmax(-1) == y).sum()
             broken += (~torch.isfinite(logits).all(-1)).sum()
             bar.update(y.shape[0])
-    accuracy = float("nan") if int(broken) else int(correct) / n
-    return {"accuracy": accuracy, "n": n}
+    if int(broken):
+        return {"accuracy": float("nan"), "n": n, "accuracy_ci": None}
+    return {"accuracy": int(correct) / n, "n": n, "accuracy_ci": list(wilson_interval(int(correct), n))}

@@ -2,10 +2,14 @@
 
 ``evaluate`` returns a dict with these keys (the same as ``stmsearch profile --json`` and
 ``stmsearch eval --json``), each present when its measurement was requested:
-  accuracy (float, top-1 in [0, 1]), n (int, images evaluated), skipped (int, unreadable image
-  files left out of the dataset), flops (int, fvcore MACs per image), params (int),
-  tokens_per_layer (list[int]), throughput (img/s), latency_ms (batch 1), peak_mem_mb, device
-  (str, e.g. "cuda:0 NVIDIA H200" or "cpu (2 threads)").
+  accuracy (float, top-1 in [0, 1]), accuracy_ci ([lo, hi], Wilson 95%), n (int, images
+  evaluated), skipped (int, unreadable image files left out of the dataset), speedup (the
+  unreduced model's time over this config's) and speedup_ci ([lo, hi] bootstrap 95%, paired
+  estimator; None when predicted), throughput (img/s of this config), reference_throughput (img/s
+  of the unreduced model in the same measurement), speed_estimator, predicted_ms (model estimator),
+  timing_pairs (paired), flops (int, fvcore MACs per image), params (int), tokens_per_layer
+  (list[int]), latency_ms (batch 1), peak_mem_mb, device (str, e.g. "cuda:0 NVIDIA H200" or
+  "cpu (2 threads)").
 ``params``, ``tokens_per_layer`` and ``device`` are always present; ``skipped`` whenever a
 dataset is loaded with ``skip_bad_images=True`` (0 included; without it an unreadable file is an error).
 """
@@ -23,10 +27,13 @@ from ..objectives import MEASURES
 from .accuracy import evaluate_accuracy
 from .datasets import ImageSet, canonical_device, load_dataset
 from .flops import count_flops
+from .latency import LatencyTable
+from .speed import ESTIMATORS, modelled_speed, paired_speed
 from .throughput import describe_device, measure_throughput
 
-METRIC_KEYS = ("accuracy", "n", "skipped", "flops", "params", "tokens_per_layer", "throughput", "latency_ms",
-               "peak_mem_mb", "device")
+METRIC_KEYS = ("accuracy", "accuracy_ci", "n", "skipped", "speedup", "speedup_ci", "throughput",
+               "reference_throughput", "speed_estimator", "predicted_ms", "timing_pairs", "flops", "params",
+               "tokens_per_layer", "latency_ms", "peak_mem_mb", "device")
 CPU_THROUGHPUT_BATCH = 64  # default on the CPU, where a 256-image forward of the reference scan takes seconds
 
 
@@ -34,7 +41,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> the current CUDA device if there is one, else the CPU; errors if CUDA is asked for and absent."""
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: unknown device {str(device)!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: {str(device)!r} is not supported (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
     return canonical_device(device)
@@ -85,22 +97,32 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
              dataset: str | None = None, limit: int | None = None, device: str = "auto", batch_size: int = 256,
              measure: Iterable[str] = MEASURES, throughput_batch: int | None = None, bf16: bool = False,
              cuda_graphs: bool = False, progress: bool = False, runs: int | None = None,
-             skip_bad_images: bool = False) -> dict:
+             skip_bad_images: bool = False, estimator: str | None = None,
+             latency_table: LatencyTable | str | None = None) -> dict:
     """Measure one model + merge config on this machine; returns the :data:`METRIC_KEYS` asked for.
 
     ``dataset`` (val split, first ``limit`` images) is needed for accuracy; when given, the
     throughput and FLOPs passes also run on its real images. ``throughput_batch`` defaults to
     ``batch_size`` on a GPU and at most 64 on the CPU; ``runs`` to 5 timed runs (2 warm-up) on a
-    GPU and 3 (1) on the CPU. ``skip_bad_images`` leaves unreadable image files out of the dataset
-    (and reports how many as ``skipped``) instead of failing. Raises on a NaN accuracy or throughput.
+    GPU and 3 (1) on the CPU (for ``paired``: the timed pairs, default 7). ``skip_bad_images`` leaves
+    unreadable image files out of the dataset (and reports how many as ``skipped``) instead of
+    failing. ``estimator`` (see :mod:`stmsearch.evaluation.speed`; default ``measured``, the config
+    timed alone; a search defaults to ``paired`` on a GPU, ``model`` on the CPU) says how speed is found; ``model`` needs ``latency_table`` (a table or
+    its JSON file) made for this model, device, batch and dtype. Raises on a NaN accuracy or throughput.
     """
     measure = tuple(measure)
+    dev = resolve_device(device)
+    estimator = estimator or "measured"
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator: unknown {estimator!r}; choose from {', '.join(ESTIMATORS)}")
+    if "speed" in measure and estimator == "model" and latency_table is None:
+        raise ValueError("the model estimator needs a latency table: make one with `stmsearch calibrate` "
+                         "(or choose estimator paired or measured)")
     unknown = set(measure) - set(MEASURES)
     if unknown:
         raise ValueError(f"measure: unknown {sorted(unknown)}; choose from {MEASURES}")
     if "accuracy" in measure and dataset is None:
         raise ValueError("measuring accuracy needs a dataset")
-    dev = resolve_device(device)
     model = _model(model_name, checkpoint, dev, config)
     shape = input_shape(model)
     data = load_dataset(dataset, "val", dev, limit, skip_bad_images) if dataset is not None else None
@@ -115,9 +137,18 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
     if "accuracy" in measure:
         out.update(evaluate_accuracy(model, data, batch_size, dev, progress, amp_bf16=bf16))
     if "speed" in measure:
-        out.update(measure_throughput(model, shape, tp_batch, dev, runs=runs or (5 if gpu else 3),
-                                      warmup=2 if gpu else 1, bf16=bf16, cuda_graphs=cuda_graphs,
-                                      sample=sample if data is not None else None))
+        out["speed_estimator"] = estimator
+        real = sample if data is not None else None
+        if estimator == "paired":
+            out.update(paired_speed(model, config, shape, tp_batch, dev, pairs=runs or 7, warmup=2 if gpu else 1,
+                                    bf16=bf16, sample=real))
+        elif estimator == "model":
+            table = latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.load(latency_table)
+            table.check(model_name, describe_device(dev), tp_batch, bf16)
+            out.update(modelled_speed(table, config, model.cfg.depth, model.cfg.num_patches + 1, tp_batch))
+        else:
+            out.update(measure_throughput(model, shape, tp_batch, dev, runs=runs or (5 if gpu else 3),
+                                          warmup=2 if gpu else 1, bf16=bf16, cuda_graphs=cuda_graphs, sample=real))
     if "flops" in measure:
         counted = count_flops(model, shape, dev, sample[:1])
         if counted["unsupported"]:

@@ -69,6 +69,31 @@ def cuda_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     return times
 
 
+def interleaved_times(fns: list[Callable[[], object]], device: torch.device, rounds: int,
+                      warmup: int = 1) -> list[list[float]]:
+    """Seconds of each of ``fns`` over ``rounds`` rounds, interleaved: every round calls each once.
+
+    Compared forwards take turns (A B, then B A, ...), so whatever else the machine does in a
+    stretch of time falls on all of them alike: their ratios hold under load where separate
+    runs would not. CUDA events on a GPU (synchronised per call), the wall clock on the CPU.
+    """
+    cuda = torch.device(device).type == "cuda"
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    out: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            if cuda:
+                out[i].extend(cuda_times(fns[i], 1, 0))
+            else:
+                t0 = time.perf_counter()
+                fns[i]()
+                out[i].append(time.perf_counter() - t0)
+    return out
+
+
 def _cpu_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         fn()

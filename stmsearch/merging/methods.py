@@ -36,6 +36,11 @@ class Method:
     ``example`` is a small valid config the tests run for every method.
     """
 
+    def cost_key(self, cfg: Any) -> str:
+        """The latency model's name for this method's merge step under ``cfg`` (e.g. ``stm:x,estimated``)."""
+        values = ",".join(str(getattr(cfg, k)) for k in self.cost_knobs)
+        return f"{self.name}:{values}" if values else self.name
+
     name: str
     plan: Callable[[ft.MergeStep], fn.Plan] | None
     capacity: Callable[[Any, int, int, int], int]
@@ -44,6 +49,7 @@ class Method:
     records: Callable[[Any], bool] = lambda cfg: False
     cls_shift: Callable[[Any, int, int], int] = lambda cfg, r, layer: 0
     flop_ops: tuple[str, ...] = MERGE_OPS
+    cost_knobs: tuple[str, ...] = ()  # knobs that change the merge step's run time (the latency model's key)
     searchable: bool = True
     example: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -112,6 +118,7 @@ register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=8, records=ft.records,
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
     flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow"),
+    cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
            "runs": {"type": "categorical", "choices": [2, 3, 4]},
@@ -126,7 +133,7 @@ register_method(Method(
     "tome", lambda step: fn.tome_plan(ft.metric(step), step.cls, step.r, step.window, ft.weights(step)),
     lambda cfg, tokens, cls, layer: max(0, (eligible(tokens, cfg.protect) - 1) // 2),
     records=lambda cfg: cfg.metric != "hidden" or cfg.weights == "dt",
-    flop_ops=MERGE_OPS + ("aten::max", "aten::masked_fill"),
+    flop_ops=MERGE_OPS + ("aten::max", "aten::masked_fill"), cost_knobs=("metric", "weights"),
     knobs={"window": WINDOW, "metric": METRIC, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE},
     example={"schedule": [4] * 4, "metric": "x"},
     description="ToMe bipartite soft matching, order restored, class token protected"))
@@ -155,7 +162,7 @@ def _pairs_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
 
 register_method(Method(
     "random", _random_plan, _pairs_capacity, records=lambda cfg: cfg.weights == "dt",
-    flop_ops=MERGE_OPS + ("aten::rand",),
+    flop_ops=MERGE_OPS + ("aten::rand",), cost_knobs=("weights",),
     knobs={"window": WINDOW, "seed": {"type": "int", "low": 0, "high": 9}, "weights": WEIGHTS,
            "size_aware_decay": SIZE_AWARE},
     example={"schedule": [4] * 4},

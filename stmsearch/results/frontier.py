@@ -9,7 +9,7 @@ import numpy as np
 
 from ..objectives import direction, normalised, reference_point
 from ..pareto import hypervolume, knee_index, pareto_mask
-from .records import TrialRecord, front_mask
+from .records import TrialRecord
 
 
 def _objective_metrics(record: TrialRecord, objectives: list[str]) -> dict[str, float] | None:
@@ -37,13 +37,15 @@ def hypervolume_history(records: list[TrialRecord], objectives: list[str]) -> li
     return history
 
 
-def knee(pool: list[TrialRecord], axes: list[str]) -> TrialRecord | None:
+def knee(pool: list[TrialRecord], axes: list[str], verified: bool = False) -> TrialRecord | None:
     """The knee of the 2-D front of ``pool`` over ``axes`` (the reference may shape the front,
-    never be picked); None when the front holds no other trial."""
-    pool = [r for r in pool if all(r.value(a) is not None for a in axes)]
-    front = [r for r, on in zip(pool, front_mask(pool, axes)) if on]
+    never be picked); None when the front holds no other trial. ``verified``: by verified figures."""
+    get = (lambda r, a: r.figure(a)) if verified else (lambda r, a: r.value(a))
+    pool = [r for r in pool if all(get(r, a) is not None for a in axes)]
+    pts = np.array([[get(r, a) for a in axes] for r in pool], dtype=float).reshape(len(pool), len(axes))
+    on = pareto_mask(pts, [direction(a) for a in axes])
+    front, pts = [r for r, f in zip(pool, on) if f], pts[on]
     if not any(not r.is_reference for r in front):
         return None
-    pts = np.array([[r.value(a) for a in axes] for r in front])
     eligible = np.array([not r.is_reference for r in front])
     return front[knee_index(pts, [direction(a) for a in axes], eligible)]

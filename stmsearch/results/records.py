@@ -80,6 +80,19 @@ class TrialRecord:
             return getattr(self, name)
         return _number(self.values.get(name, self.metrics.get(name)))
 
+    def figure(self, name: str) -> float | None:
+        """The verified figure for ``name`` where the trial was verified, else its search measurement."""
+        if self.verified and _number(self.verified.get(name)) is not None:
+            return _number(self.verified[name])
+        return self.value(name)
+
+    def interval(self, name: str, verified: bool = False) -> tuple[float, float] | None:
+        """The 95% interval of ``name`` (accuracy, speedup): the search's, or (``verified``) the
+        verification's where the trial was verified."""
+        source = self.verified if verified and self.verified and name in self.verified else self.metrics
+        ci = source.get(f"{name}_ci")
+        return (float(ci[0]), float(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+
     def __getitem__(self, key: str) -> Any:
         """``record["accuracy"]``: a field by name, else a metric's value (None if absent)."""
         if key in self.__dataclass_fields__ or key in ("key", "method", "window"):
@@ -89,7 +102,8 @@ class TrialRecord:
     def as_dict(self) -> dict[str, Any]:
         """Flat, JSON-able: every field plus one key per known metric (what the dashboard page reads)."""
         out = asdict(self)
-        out.update(key=self.key, method=self.method, window=self.window)
+        out.update(key=self.key, method=self.method, window=self.window,
+                   accuracy_ci=self.interval("accuracy"), speedup_ci=self.interval("speedup"))
         out.update({name: self.value(name) for name in METRICS if name != "tokens_per_layer"})
         return out
 
@@ -124,6 +138,11 @@ class StudyData:
     def reference(self) -> TrialRecord | None:
         """The completed reference trial (the unreduced model), if any."""
         return next((r for r in self.records if r.is_reference and r.complete), None)
+
+    @property
+    def verified(self) -> bool:
+        """True once ``stmsearch verify`` has re-measured the study's front."""
+        return any(r.verified for r in self.records)
 
 
 def split_names(names: Iterable[str]) -> list[str]:

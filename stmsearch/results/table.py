@@ -42,20 +42,38 @@ def front_records(data: StudyData) -> list[TrialRecord]:
     return sorted(on, key=lambda r: sign * r.value(first))
 
 
+def _cell(r: TrialRecord, name: str, verified: bool) -> str:
+    """A value (verified where it was) and, for accuracy and speed-up, the half-width of its interval."""
+    value = r.figure(name) if verified else r.value(name)
+    if value is None:
+        return "-"
+    text = METRICS[name].cell(value)
+    ci = r.interval(name, verified)
+    if ci is not None and name == "accuracy":
+        text += f"±{50 * (ci[1] - ci[0]):.1f}"
+    elif ci is not None and name == "speedup":
+        text += f"±{(ci[1] - ci[0]) / 2:.2f}"
+    return text
+
+
 def pareto_table(data: StudyData) -> Table:
-    """The feasible Pareto front as a table."""
-    objectives = data.info.objectives
+    """The feasible Pareto front as a table; verified figures (whole set, paired timing) once verified.
+
+    Accuracy and speed-up carry the half-width of their 95% interval. Short enough for 80 columns.
+    """
+    objectives, verified = data.info.objectives, data.verified
     trials = front_records(data)
-    table = Table(title=f"Pareto front of {data.info.name} ({len(trials)} trials)",
-                  caption="schedule c/i@s: c tokens merged every i layers from layer s (inc/dec: ramped)")
-    heads = [METRICS[o].header for o in objectives]
-    for col in ("#", "method", "merged %", *heads, "schedule", "knobs"):
+    note = "verified on the whole set" if verified else "as measured in the search (not verified)"
+    table = Table(title=f"Pareto front of {data.info.name} ({len(trials)} trials, {note})",
+                  caption="schedule c/i@s: c tokens every i layers from layer s; Lx-y, n tok: layers x..y, "
+                          "n tokens in all")
+    for col in ("#", "method", "merged%", *(METRICS[o].header for o in objectives), "schedule", "knobs"):
         table.add_column(col, justify="left" if col in ("method", "schedule", "knobs") else "right",
-                         no_wrap=col == "schedule")
+                         no_wrap=col in ("schedule", "#"), overflow="fold")
     for r in trials:
         seed = r.seed_config
-        table.add_row(str(r.number), (r.method or "?") + (f" ({seed})" if seed else ""),
+        table.add_row(str(r.number) + ("" if r.verified or not verified else "*"),
+                      (r.method or "?") + (f" ({seed})" if seed else ""),
                       METRICS["token_reduction"].cell(r.token_reduction or 0.0),
-                      *(METRICS[o].cell(r.value(o)) for o in objectives), schedule_text(r.config),
-                      knob_text(r.config))
+                      *(_cell(r, o, verified) for o in objectives), schedule_text(r.config), knob_text(r.config))
     return table

@@ -31,6 +31,12 @@ def constraint_values(metrics: dict, constraints: Constraints, speedup: float | 
     return out
 
 
+def _measured_speedup(metrics: dict, reference: dict | None) -> float | None:
+    """Throughput over the reference trial's (the ``measured`` estimator: each timed alone)."""
+    ref_thr, thr = (reference or {}).get("throughput"), metrics.get("throughput")
+    return thr / ref_thr if thr and ref_thr else None
+
+
 def final_attrs(outcome: TrialOutcome, space: SearchSpace, reference: dict | None) -> dict:
     """The outcome's attributes plus error, or speed-up and feasibility against the reference."""
     attrs = dict(outcome.attrs)
@@ -38,9 +44,7 @@ def final_attrs(outcome: TrialOutcome, space: SearchSpace, reference: dict | Non
         attrs["error"] = outcome.error
         return attrs
     metrics = attrs["metrics"]
-    ref_thr = (reference or {}).get("throughput")
-    thr = metrics.get("throughput")
-    speedup = 1.0 if attrs.get("is_reference") else (thr / ref_thr if thr and ref_thr else None)
+    speedup = 1.0 if attrs.get("is_reference") else metrics.get("speedup") or _measured_speedup(metrics, reference)
     cons = constraint_values(metrics, space.constraints, speedup)
     attrs.update(speedup=speedup, constraint_values=cons, feasible=all(c <= 0 for c in cons.values()))
     return attrs

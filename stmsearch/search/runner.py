@@ -13,6 +13,8 @@ from pathlib import Path
 
 import optuna
 
+from ..evaluation.latency import LatencyError
+from .calibration import ensure_table
 from .executor import SearchError, get_executor
 from .params import grid, grid_size
 from .progress import SearchProgress
@@ -98,6 +100,11 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
         budget = min(budget, grid_size(space) + 1 + len(space.seeds))
     before = len(finished(the_study))
     if budget > before:
+        if space.estimator() == "model" and space.evaluator is None:
+            try:
+                space = ensure_table(the_study, space, Path(runs), progress=bool(progress))
+            except LatencyError as exc:
+                raise SearchError(str(exc)) from None
         display = progress if isinstance(progress, SearchProgress) else SearchProgress(
             the_study, space, budget, enabled=bool(progress))
         with display:

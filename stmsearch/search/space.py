@@ -223,12 +223,23 @@ class Seed(Strict):
 
 
 class ThroughputSpec(Strict):
-    """How throughput is measured (passed to evaluate)."""
+    """How speed is found (passed to evaluate; the estimators are explained in the README).
 
+    ``estimator``: ``paired`` (the config and the unreduced model timed in turns; default on a
+    GPU), ``model`` (predicted from a latency table calibrated at the study's start, or from
+    ``table``; default on the CPU) or ``measured`` (timed alone, compared with the reference trial).
+    """
+
+    estimator: Literal["paired", "model", "measured"] | None = None
+    table: str | None = None  # latency table JSON for estimator model (default: calibrated when the study starts)
     batch: int | None = Field(None, ge=1)  # default: evaluate()'s (the eval batch on GPU, <= 64 on CPU)
-    runs: int | None = Field(None, ge=1)  # timed runs; default: evaluate()'s (5 on GPU, 3 on CPU)
+    runs: int | None = Field(None, ge=1)  # timed runs (pairs for paired); default: 7 pairs, or 5 on GPU / 3 on CPU
     bf16: bool = False
     cuda_graphs: bool = False
+
+
+_LATER_OPTIONS = {("skip_bad_images",): False, ("verify",): False, ("throughput", "estimator"): None,
+                  ("throughput", "table"): None}
 
 
 class SearchSpace(Strict):
@@ -240,6 +251,7 @@ class SearchSpace(Strict):
     dataset: str
     subset: int | None = Field(None, ge=1)  # images evaluated per trial (None: the whole set)
     skip_bad_images: bool = False  # leave unreadable image files out (counted in metrics.skipped) instead of failing
+    verify: bool = False  # after the search, re-measure the front on the whole set (stmsearch verify)
     device: str = "auto"
     batch_size: int = Field(256, ge=1)
     objectives: list[str] = Field(min_length=2, max_length=3)
@@ -259,6 +271,9 @@ class SearchSpace(Strict):
             raise ValueError(f"objectives: unknown objective {unknown[0]!r} (allowed: {', '.join(obj.objective_names())})")
         if len(set(self.objectives)) != len(self.objectives):
             raise ValueError("objectives: each objective at most once")
+        if "speedup" in self.objectives and self.throughput.estimator == "measured":
+            raise ValueError("objectives: speedup needs throughput.estimator paired or model (measured times a config "
+                             "alone, so its speed-up is only known against the reference trial after the fact)")
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError("methods: each method at most once")
@@ -266,6 +281,12 @@ class SearchSpace(Strict):
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds: names must be unique")
         return self
+
+    def estimator(self) -> str:
+        """The speed estimator in effect: the space's, else ``paired`` on a GPU and ``model`` on the CPU."""
+        if self.throughput.estimator:
+            return self.throughput.estimator
+        return "model" if self.device == "cpu" or (self.device == "auto" and not _cuda()) else "paired"
 
     @property
     def directions(self) -> list[str]:
@@ -275,9 +296,22 @@ class SearchSpace(Strict):
     def identity(self) -> str:
         """Short hash of what is searched (not the budget): re-running the same space resumes its study."""
         data = self.model_dump(mode="json", exclude={"budget", "description"})
-        if not self.skip_bad_images:  # off is the behaviour spaces had before the option: same identity
-            del data["skip_bad_images"]
+        # options added later count only when set, so the spaces of earlier versions keep their studies;
+        # the latency table file is how speed is read, not what is searched
+        for path, default in _LATER_OPTIONS.items():
+            *parents, key = path
+            where = data
+            for p in parents:
+                where = where[p]
+            if where.get(key) == default or path == ("throughput", "table"):
+                where.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @lru_cache(maxsize=None)

@@ -1,8 +1,10 @@
 """Optuna studies in SQL storage (SQLite by default, PostgreSQL as-is), named per space."""
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -65,3 +67,21 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpa
     for key, value in study_attrs(space).items():
         study.set_user_attr(key, value)
     return study
+
+
+def set_finished_trial_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value: Any) -> None:
+    """Set a user attribute of a finished trial (optuna's API refuses; ``stmsearch verify`` adds
+    its re-measurement to the trials it verified). Plain SQL on optuna's own table, any database."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    if not hasattr(rdb, "scoped_session"):
+        raise TypeError(f"set_finished_trial_attr needs an RDB storage, got {type(rdb).__name__}")
+    text = json.dumps(value)
+    with _create_scoped_session(rdb.scoped_session, True) as session:
+        row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=trial_id, key=key).one_or_none()
+        if row is None:
+            session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=text))
+        else:
+            row.value_json = text

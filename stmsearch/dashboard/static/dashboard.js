@@ -100,6 +100,7 @@
       badge(t.feasible ? "feasible" : "infeasible", t.feasible ? "good" : "bad");
     }
     if (t.is_reference) badge("reference (unreduced)", "ref");
+    if (t.state === "COMPLETE") badge(t.verified ? "verified" : "unverified", t.verified ? "good" : "");
     if (t.seed_config) badge(`seed: ${t.seed_config}`);
     body.append(el("h3", {}, el("span", { class: "swatch", style: `background:${colourOf[t.study]}` }),
       `${t.study} · trial ${t.number}`), badges);
@@ -128,10 +129,24 @@
       ["Tokens removed", scheduleText(cfg.schedule)],
     ]));
     body.append(el("h3", {}, "Metrics"), kvTable(panelFields("detail").map((f) => [f.label, fmt(t[f.key], f)])));
+    if (t.verified) body.append(el("h3", {}, "Verified (whole set, paired timing)"), kvTable(verifiedRows(t.verified)));
     const knobs = Object.entries(cfg).filter(([k]) => !["method", "window", "schedule"].includes(k));
     if (knobs.length) body.append(el("h3", {}, "Knobs"), kvTable(knobs.map(([k, v]) => [k, fmt(v, {})])));
     if (t.error) body.append(el("h3", {}, "Error"), el("pre", { class: "error" }, t.error));
     if (t.metrics && t.metrics.device) body.append(el("p", { class: "note" }, `Measured on ${t.metrics.device}.`));
+  }
+
+  function verifiedRows(v) {
+    const ci = (c, f) => (Array.isArray(c) ? ` (95% CI ${f(c[0])}–${f(c[1])})` : "");
+    const pct = (x) => `${(100 * x).toFixed(2)} %`, times = (x) => `${x.toFixed(3)}×`;
+    const rows = [];
+    if (v.accuracy != null) rows.push(["Top-1 accuracy", pct(v.accuracy) + ci(v.accuracy_ci, pct)]);
+    if (v.n != null) rows.push(["Images", v.n.toLocaleString()]);
+    if (v.speedup != null) rows.push(["Speed-up", times(v.speedup) + ci(v.speedup_ci, times)]);
+    if (v.throughput != null) rows.push(["Throughput", `${v.throughput.toFixed(1)} img/s`]);
+    if (v.timing_pairs != null) rows.push(["Timed pairs", String(v.timing_pairs)]);
+    if (v.device) rows.push(["Device", v.device]);
+    return rows;
   }
 
   function scheduleText(s) {

@@ -1,0 +1,209 @@
+"""The latency model: a config's forward time predicted from a calibration table, deterministically.
+
+``calibrate`` times, on one device at one batch size and dtype, (1) one ViM layer's forward at
+a grid of token counts (the whole stack run at that length, divided by its depth), with and
+without size-aware decay, (2) the stem (patch embedding, final norm and head) and (3) each
+merge step the search can choose (one entry per method and the knobs that change its cost,
+``Method.cost_knobs``) at the same token counts. Every measurement of a grid is interleaved
+with the others (:func:`~stmsearch.evaluation.throughput.interleaved_times`), so a load that
+comes and goes during calibration scales all of them alike. ``predict_ms`` sums, over a config's
+layers, the interpolated layer time at the tokens it runs on plus its merge steps.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..merging import MergeConfig, apply, get_method
+from ..merging.patch import reduce_tokens
+from ..merging.schedule import walk
+from .throughput import describe_device, interleaved_times
+
+TABLE_VERSION = 1
+CPU_GRID = 12  # token counts timed on the CPU (interpolated between); on a GPU every count from MIN_TOKENS
+
+
+class LatencyError(ValueError):
+    """A latency table that cannot serve this evaluation (other model, device, batch or dtype; a missing step)."""
+
+
+@dataclass
+class LatencyTable:
+    """Milliseconds per forward of one batch, by part. ``tokens`` ascends; lists follow it."""
+
+    meta: dict[str, Any]
+    tokens: list[int]
+    layer_ms: list[float]
+    layer_sad_ms: list[float]  # with size-aware decay (a step per represented patch)
+    stem_ms: float
+    merge_tokens: list[int] = field(default_factory=list)  # counts the merge steps were timed at (ascending)
+    merge_ms: dict[str, list[float]] = field(default_factory=dict)  # Method.cost_key -> ms at each merge count
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "latency table") -> "LatencyTable":
+        try:
+            table = cls(**data)
+        except TypeError as exc:
+            raise LatencyError(f"{source}: not a latency table ({exc})") from None
+        if table.meta.get("version") != TABLE_VERSION:
+            raise LatencyError(f"{source}: table version {table.meta.get('version')}, this stmsearch reads "
+                               f"{TABLE_VERSION}; calibrate again")
+        return table
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        path = Path(path)
+        try:
+            return cls.from_json(json.loads(path.read_text()), str(path))
+        except FileNotFoundError:
+            raise LatencyError(f"{path}: latency table not found (make one with `stmsearch calibrate`)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LatencyError(f"{path}: not valid JSON ({exc})") from None
+
+    def check(self, model: str, device: str, batch: int, bf16: bool, source: str = "latency table") -> None:
+        """Raise :class:`LatencyError` unless the table was made for this model, device, batch and dtype."""
+        want = {"model": model, "device": device, "batch": batch, "bf16": bf16}
+        wrong = [f"{k} {self.meta.get(k)!r} (this evaluation: {v!r})" for k, v in want.items() if self.meta.get(k) != v]
+        if wrong:
+            raise LatencyError(f"{source} was made for another setup: {'; '.join(wrong)}; calibrate for this one")
+
+    def _at(self, values: list[float], tokens: float, grid: list[int] | None = None) -> float:
+        return float(np.interp(tokens, grid or self.tokens, values))
+
+    def predict_ms(self, cfg: MergeConfig | None, depth: int, num_tokens: int) -> float:
+        """Milliseconds of one batch's forward under ``cfg`` (None: the unreduced model)."""
+        if cfg is None or get_method(cfg.method).plan is None:
+            return self.stem_ms + depth * self._at(self.layer_ms, num_tokens)
+        run = walk(cfg, depth, num_tokens)
+        layer = self.layer_sad_ms if cfg.size_aware_decay else self.layer_ms
+        total = self.stem_ms + sum(self._at(layer, t) for t in run.tokens)
+        merges = [(num_tokens if i == 0 else run.tokens[i - 1]) for i, r in enumerate(run.schedule) if r]
+        if merges:
+            key = get_method(cfg.method).cost_key(cfg)
+            if key not in self.merge_ms:
+                raise LatencyError(f"latency table has no merge step {key!r} (it has: {', '.join(self.merge_ms) or 'none'}); "
+                                   "calibrate with this method and knobs")
+            total += sum(self._at(self.merge_ms[key], t, self.merge_tokens) for t in merges)
+        return total
+
+
+def token_grid(num_tokens: int, device: torch.device, points: int = CPU_GRID, low: int = 16) -> list[int]:
+    """Every count from ``low`` to ``num_tokens`` on a GPU; ``points`` spread over that range on the CPU."""
+    if device.type == "cuda":
+        return list(range(low, num_tokens + 1))
+    return sorted({int(round(t)) for t in np.linspace(low, num_tokens, points)})
+
+
+def merge_grid(grid: list[int], device: torch.device, stride: int = 8) -> list[int]:
+    """Counts the merge steps are timed at: every ``stride``-th of a GPU grid (they vary smoothly,
+    and a search may ask for hundreds of knob combinations), the whole CPU grid."""
+    if device.type != "cuda":
+        return list(grid)
+    return sorted(set(grid[::stride]) | {grid[-1]})
+
+
+def _timed_ms(builders: list, device: torch.device, rounds: int, chunk: int) -> list[float]:
+    """Median ms of each built forward, interleaved ``chunk`` at a time (each chunk's inputs live together)."""
+    out = []
+    for i in range(0, len(builders), chunk):
+        fns = [build() for build in builders[i:i + chunk]]
+        out += [1e3 * statistics.median(t) for t in interleaved_times(fns, device, rounds)]
+    return out
+
+
+def _layers(model: torch.nn.Module, hidden: torch.Tensor, dt_scale: torch.Tensor | None):
+    """The residual stream through every layer at a fixed length (no merging): one layer's cost x depth."""
+    def run():
+        h, res = hidden, None
+        for block in model.layers:
+            res = block.add(h, res)
+            h = block.mix(res, dt_scale)
+        return h
+    return run
+
+
+def _merge_step(model: torch.nn.Module, cfg: MergeConfig, tokens: int, batch: int, device: torch.device,
+                dtype: torch.dtype):
+    """One merge step of ``cfg`` from ``tokens`` tokens, as the patch runs it at layer 1."""
+    apply(model, cfg.model_copy(update={"schedule": []}))
+    info, layer, patches = model._stm, 1, model.cfg.num_patches
+    gen = torch.Generator(device="cpu").manual_seed(tokens)
+    residual = torch.randn(batch, tokens, model.cfg.embed_dim, generator=gen).to(device)
+    hidden = torch.randn(batch, tokens, model.cfg.embed_dim, generator=gen).to(device, dtype)
+    grid = int(round(patches ** 0.5))
+    rep = torch.linspace(0, patches - 1, tokens - 1, device=device).long()  # the patches left tokens stand at
+    cls = (tokens - 1) // 2
+    state = {"cls": torch.full((batch,), cls, dtype=torch.long, device=device),
+             "sizes": torch.ones(batch, tokens, device=device), "grid": grid,
+             "rep": torch.cat([rep[:cls], rep.new_full((1,), -1), rep[cls:]]).expand(batch, tokens), "mixer": None}
+    info.update(state)
+    if info["record"]:  # the previous mixer's features, as the patched forward keeps them
+        prev = model.layers[0]
+        prev.mixer(prev.norm(residual.to(prev.norm.weight.dtype)))
+    recorded = info["mixer"]
+    r = min(max(2, tokens // 12), get_method(cfg.method).capacity(cfg, tokens, cls, layer))
+
+    def run():
+        info.update(state, mixer=recorded)
+        return reduce_tokens(info, residual, hidden, r, layer, model.layers[layer].mixer) if r > 0 else residual
+    return run
+
+
+@torch.inference_mode()
+def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeConfig], device: torch.device,
+              batch: int, bf16: bool = False, rounds: int = 5, grid: list[int] | None = None,
+              progress: bool = True) -> LatencyTable:
+    """Time ``model`` (unpatched, on ``device``) and the merge steps of ``configs`` into a table."""
+    cfg, dim = model.cfg, model.cfg.embed_dim
+    num_tokens = cfg.num_patches + 1
+    grid = grid or token_grid(num_tokens, device)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    steps = {get_method(c.method).cost_key(c): c for c in configs if get_method(c.method).plan is not None}
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    img = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen).to(device)
+    merge_tokens = merge_grid(grid, device)
+    bar = tqdm(total=1 + 2 * len(grid) + len(steps) * len(merge_tokens), desc=f"calibrating {model_name}",
+               disable=not progress)
+    chunk = 24 if device.type == "cuda" else len(grid) * 2  # the CPU grid is small: all of it at once
+    with autocast:
+        apply(model, None)
+
+        def stem():
+            x = model.embed(img)
+            return model.head(model.norm_f(x.to(model.norm_f.weight.dtype))[:, model.cls_pos])
+
+        def stack(t: int, size_aware: bool):
+            hidden = torch.randn(batch, t, dim, generator=gen).to(device)
+            return _layers(model, hidden, torch.ones(batch, t, device=device) if size_aware else None)
+
+        stem_ms = _timed_ms([lambda: stem], device, rounds, 1)[0]
+        bar.update(1)
+        both = _timed_ms([lambda t=t, s=s: stack(t, s) for t in grid for s in (False, True)], device, rounds, chunk)
+        bar.update(2 * len(grid))
+        layer_ms, sad_ms = [ms / cfg.depth for ms in both[0::2]], [ms / cfg.depth for ms in both[1::2]]
+        merge_ms = {}
+        for key, c in steps.items():
+            merge_ms[key] = _timed_ms([lambda t=t: _merge_step(model, c, t, batch, device, dtype) for t in merge_tokens],
+                                      device, rounds, chunk)
+            bar.update(len(merge_tokens))
+        apply(model, None)
+    bar.close()
+    meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
+            "bf16": bf16, "rounds": rounds, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    return LatencyTable(meta, list(grid), layer_ms, sad_ms, stem_ms, merge_tokens, merge_ms)
