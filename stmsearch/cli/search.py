@@ -50,7 +50,8 @@ def _write_dashboard(storage_url: str, study_name: str, out: Path) -> Path | Non
               help="local: sequential, in this process, without Ray (debugging).")
 @click.option("--max-concurrent", type=click.IntRange(min=1), help="Trials at once (default: one per GPU; "
               "1 on CPU so throughput is measured alone).")
-@click.option("--address", help="Join an existing Ray cluster (e.g. auto or HOST:6379).")
+@click.option("--address", help="Join a running Ray cluster: HOST:PORT of its head, or auto (the one `ray start` "
+              "started here). Token auth: README, Running across machines.")
 @click.option("--device", help="Override the space's device (auto, cpu, cuda).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Runs folder: default database, Ray logs, dashboard.")

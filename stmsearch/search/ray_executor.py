@@ -7,7 +7,6 @@ study in the driver; :class:`RecordingSearch` adds the trial attributes before e
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import warnings
@@ -21,6 +20,7 @@ from .executor import start_study
 from .objective import OUTCOME_KEY, REUSE_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
 from .params import suggest
 from .progress import SearchProgress
+from .ray_connect import init_ray
 from .record import Heartbeat, measured_twin, reference_metrics, tell
 from .space import REFERENCE, SearchSpace
 
@@ -128,8 +128,7 @@ def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: S
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 configure_logging=True)
+        init_ray(address)
     try:
         per_trial, conc = trial_resources(ray.cluster_resources(), space.device, max_concurrent)
         space_data = space.model_dump(mode="json")
