@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
-from stmsearch.search.commands import search_cmd
+from stmsearch.cli.search import search_cmd
 from stmsearch.search.ray_connect import host_port, join_error, sends_token, token_source
 from test_search_run import TESTS, TRIAL_KEYS, write_space
 
