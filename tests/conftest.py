@@ -5,6 +5,10 @@ that has torch but not the search stack.
 """
 from __future__ import annotations
 
+import glob
+import os
+import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,3 +45,18 @@ def two_studies(storage_url) -> list[optuna.Study]:
     from study_factory import make_study
 
     return [make_study(storage_url, "stm-proxy", "stm", seed=0), make_study(storage_url, "tome-proxy", "tome", seed=1)]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL database in the README's URL form: ``$STMSEARCH_TEST_POSTGRES_URL`` (set by .ci/run),
+    else the local server that ci/start-postgres.sh starts, where PostgreSQL is installed."""
+    url = os.environ.get("STMSEARCH_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if not glob.glob("/usr/lib/postgresql/*/bin/postgres") or os.geteuid() != 0:
+        pytest.skip("no PostgreSQL server here and STMSEARCH_TEST_POSTGRES_URL is unset (.ci/run installs and "
+                    "starts one)")
+    subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "ci" / "start-postgres.sh")], check=True,
+                   capture_output=True)
+    return "postgresql://stmsearch:stmsearch@127.0.0.1:5432/stmsearch"

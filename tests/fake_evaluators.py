@@ -39,6 +39,8 @@ def fake_evaluate(model_name, checkpoint, config, dataset, limit=None, device="a
            "throughput": 1000.0 / (1.0 - reduction), "latency_ms": 1.0, "peak_mem_mb": 0.0, "device": "cpu"}
     if options.get("estimator") in ("paired", "model"):  # a speed-up against the unreduced model, as evaluate() gives
         out.update(speedup=1.0 / (1.0 - reduction), speedup_ci=[0.98 / (1.0 - reduction), 1.02 / (1.0 - reduction)])
+        if options["estimator"] == "paired":
+            out["timing_pairs"] = options.get("runs") or 7
     return out
 
 

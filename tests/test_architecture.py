@@ -168,7 +168,7 @@ def test_a_registered_objective_reaches_search_progress_table_dashboard_and_expo
         assert "token-layers" in line(snap, 4, 1.0)
         assert "tok-layers" in [c.header for c in pareto_table(data).columns]
         assert "token_layers" in build_html(result.storage_url, result.study_name)
-        manifest = export_configs(result.storage_url, result.study_name, "knee", tmp_path / "out")
+        manifest = export_configs(result.storage_url, result.study_name, "knee", tmp_path / "out", unverified=True)
         assert manifest["objectives"] == ["accuracy", "token_layers"] and len(manifest["configs"]) == 1
     finally:
         objectives.unregister_metric("token_layers")

@@ -222,19 +222,15 @@ def test_cli_runs_and_prints_the_pareto_table(tmp_path, monkeypatch):
     assert out.exit_code == 1 and f"{bad}: sampler.name: Input should be 'nsga2'" in out.output
 
 
-POSTGRES = os.environ.get("STMSEARCH_TEST_POSTGRES_URL")
-
-
-@pytest.mark.skipif(not POSTGRES, reason="STMSEARCH_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL "
-                                         "and sets it)")
-def test_postgresql_storage(tmp_path):
+def test_postgresql_storage(tmp_path, postgres_url):
+    assert postgres_url.startswith("postgresql://")  # the form the README and --storage help show
     path = write_space(tmp_path)
     name = f"pg-{uuid.uuid4().hex[:8]}"
     try:
-        first = search(path, tmp_path, storage_url=POSTGRES, study=name, trials=2)
-        search(path, tmp_path, storage_url=POSTGRES, study=name, trials=3)
-        study = optuna.load_study(study_name=name, storage=POSTGRES)
+        first = search(path, tmp_path, storage_url=postgres_url, study=name, trials=2)
+        search(path, tmp_path, storage_url=postgres_url, study=name, trials=3)
+        study = optuna.load_study(study_name=name, storage=postgres_url)
         assert first.ran == 2 and len(study.trials) == 3 and study.user_attrs["model"] == "vim_proxy"
         assert all(TRIAL_KEYS <= set(t.user_attrs) for t in study.trials)
     finally:
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+        optuna.delete_study(study_name=name, storage=postgres_url)

@@ -27,7 +27,8 @@ from ..merging.schedule import walk
 from .throughput import describe_device, interleaved_times
 
 TABLE_VERSION = 1
-CPU_GRID = 12  # token counts timed on the CPU (interpolated between); on a GPU every count from MIN_TOKENS
+CPU_GRID = 12  # token counts timed on the CPU (interpolated between); on a GPU every count
+ROUNDS = 5  # interleaved rounds per measurement (the median is kept)
 
 
 class LatencyError(ValueError):
@@ -62,6 +63,7 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
         return path
 
@@ -102,11 +104,12 @@ class LatencyTable:
         return total
 
 
-def token_grid(num_tokens: int, device: torch.device, points: int = CPU_GRID, low: int = 16) -> list[int]:
-    """Every count from ``low`` to ``num_tokens`` on a GPU; ``points`` spread over that range on the CPU."""
+def token_grid(num_tokens: int, device: torch.device, points: int | None = None, low: int = 16) -> list[int]:
+    """Every count from ``low`` to ``num_tokens`` on a GPU; ``points`` (:data:`CPU_GRID`) spread over
+    that range on the CPU."""
     if device.type == "cuda":
         return list(range(low, num_tokens + 1))
-    return sorted({int(round(t)) for t in np.linspace(low, num_tokens, points)})
+    return sorted({int(round(t)) for t in np.linspace(low, num_tokens, points or CPU_GRID)})
 
 
 def merge_grid(grid: list[int], device: torch.device, stride: int = 8) -> list[int]:
@@ -166,9 +169,11 @@ def _merge_step(model: torch.nn.Module, cfg: MergeConfig, tokens: int, batch: in
 
 @torch.inference_mode()
 def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeConfig], device: torch.device,
-              batch: int, bf16: bool = False, rounds: int = 5, grid: list[int] | None = None,
+              batch: int, bf16: bool = False, rounds: int | None = None, grid: list[int] | None = None,
               progress: bool = True) -> LatencyTable:
-    """Time ``model`` (unpatched, on ``device``) and the merge steps of ``configs`` into a table."""
+    """Time ``model`` (unpatched, on ``device``) and the merge steps of ``configs`` into a table
+    (``rounds``: :data:`ROUNDS`; ``grid``: :func:`token_grid`)."""
+    rounds = rounds or ROUNDS
     cfg, dim = model.cfg, model.cfg.embed_dim
     num_tokens = cfg.num_patches + 1
     grid = grid or token_grid(num_tokens, device)

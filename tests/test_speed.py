@@ -1,0 +1,130 @@
+"""Speed estimators and intervals: paired timing, the latency model, Wilson and bootstrap intervals.
+
+No timed assertions: the tests check the arithmetic, the interleaving, what the estimators
+return and that a latency table serves only the setup it was made for.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import stmsearch
+from stmsearch.evaluation import stats
+from stmsearch.evaluation.api import evaluate
+from stmsearch.evaluation.latency import LatencyError, LatencyTable, calibrate
+from stmsearch.evaluation.speed import paired_speed
+from stmsearch.evaluation.throughput import describe_device, interleaved_times
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CPU = torch.device("cpu")
+STM = stmsearch.MergeConfig(method="stm", schedule={"start": 1, "count": 12})
+
+
+def test_wilson_interval_matches_published_values():
+    # Newcombe (1998), table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605; 0/20 -> 0-0.1611
+    assert stats.wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=5e-5)
+    assert stats.wilson_interval(15, 148) == pytest.approx((0.0624, 0.1605), abs=5e-5)
+    lo, hi = stats.wilson_interval(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=5e-5)
+    assert stats.wilson_interval(20, 20)[1] == 1.0
+    with pytest.raises(ValueError):
+        stats.wilson_interval(0, 0)
+
+
+def test_bootstrap_interval_brackets_the_median_ratio_and_narrows_with_agreement():
+    ref, cand = [2.0, 2.1, 1.9, 2.05, 2.0, 1.95, 2.02], [1.0, 1.1, 0.9, 1.02, 0.98, 1.0, 1.01]
+    ratio = stats.median_ratio(ref, cand)
+    lo, hi = stats.bootstrap_ratio_ci(ref, cand)
+    assert lo <= ratio <= hi and ratio == pytest.approx(2.0)
+    noisy_lo, noisy_hi = stats.bootstrap_ratio_ci([2, 4, 1, 3, 2.5, 5, 1.5], [1, 1.1, 0.9, 1.02, 0.98, 1, 1.01])
+    assert noisy_hi - noisy_lo > hi - lo
+    assert stats.bootstrap_ratio_ci(ref, cand) == (lo, hi)  # seeded: the same interval every time
+    with pytest.raises(ValueError):
+        stats.bootstrap_ratio_ci([1.0], [1.0])
+
+
+def test_interleaved_times_take_turns_and_time_every_call():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    times = interleaved_times(fns, CPU, rounds=4, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [len(t) for t in times] == [4, 4] and all(x >= 0 for t in times for x in t)
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    return stmsearch.create_model("vim_proxy")
+
+
+def test_paired_speed_reports_speedup_interval_and_absolute_throughputs(proxy):
+    out = paired_speed(proxy, STM, (1, 28, 28), 4, CPU, pairs=3, warmup=1)
+    assert out["speedup"] > 0 and out["speedup_ci"][0] <= out["speedup"] <= out["speedup_ci"][1]
+    assert out["throughput"] > 0 and out["reference_throughput"] > 0 and out["timing_pairs"] == 3
+    assert out["speedup"] == pytest.approx(out["throughput"] / out["reference_throughput"])
+    assert getattr(proxy, "_stm")["config"] == STM  # left patched for the config, as evaluate() expects
+    ref = paired_speed(proxy, None, (1, 28, 28), 4, CPU, pairs=3, warmup=1)
+    assert ref["speedup"] == 1.0 and ref["speedup_ci"] == [1.0, 1.0]
+    assert getattr(proxy, "_stm", None) is None
+    with pytest.raises(ValueError, match="pairs"):
+        paired_speed(proxy, STM, (1, 28, 28), 4, CPU, pairs=1)
+
+
+@pytest.fixture(scope="module")
+def table(proxy):
+    configs = [STM, stmsearch.MergeConfig(method="tome"), stmsearch.MergeConfig(method="stm", metric="x")]
+    return calibrate(proxy, "vim_proxy", configs, CPU, batch=2, rounds=2, grid=[60, 130, 197], progress=False)
+
+
+def test_latency_table_predicts_deterministically_from_its_parts(table, tmp_path):
+    assert table.tokens == [60, 130, 197] and set(table.merge_ms) == {"stm:1d,True,hidden,2,estimated,size",
+                                                                     "tome:hidden,size", "stm:1d,True,x,2,estimated,size"}
+    assert all(v > 0 for v in table.layer_ms + table.layer_sad_ms + [table.stem_ms])
+    full = table.predict_ms(None, 12, 197)
+    assert full == pytest.approx(table.stem_ms + 12 * table.layer_ms[-1])
+    merged = table.predict_ms(STM, 12, 197)
+    run = stmsearch.merging.schedule.walk(STM, 12)
+    assert run.schedule == [0] + [12] * 11  # merges before layers 1..11, from the tokens layer l-1 ran on
+    step = table.merge_ms["stm:1d,True,hidden,2,estimated,size"]
+    expect = (table.stem_ms + sum(table._at(table.layer_ms, t) for t in run.tokens)
+              + sum(table._at(step, t, table.merge_tokens) for t in run.tokens[:-1]))
+    assert merged == pytest.approx(expect)
+    again = LatencyTable.load(table.save(tmp_path / "t.json"))
+    assert again.predict_ms(STM, 12, 197) == merged and again.to_json() == table.to_json()
+
+
+def test_latency_table_refuses_another_setup_and_missing_steps(table, tmp_path):
+    here = describe_device(CPU)
+    table.check("vim_proxy", here, 2, False)
+    for args, word in ((("vim_tiny", here, 2, False), "model"), (("vim_proxy", "cuda:0 NVIDIA H200", 2, False),
+                                                                  "device"),
+                       (("vim_proxy", here, 64, False), "batch"), (("vim_proxy", here, 2, True), "bf16")):
+        with pytest.raises(LatencyError, match=f"another setup: {word}"):
+            table.check(*args)
+    with pytest.raises(LatencyError, match="no merge step 'prune'"):
+        table.predict_ms(stmsearch.MergeConfig(method="prune", schedule=[4]), 12, 197)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LatencyError, match="bad.json: not valid JSON"):
+        LatencyTable.load(bad)
+    bad.write_text(json.dumps({"meta": {}}))
+    with pytest.raises(LatencyError, match="not a latency table"):
+        LatencyTable.load(bad)
+    with pytest.raises(LatencyError, match="not found"):
+        LatencyTable.load(tmp_path / "none.json")
+
+
+def test_evaluate_model_estimator_uses_the_table(table, tmp_path):
+    path = table.save(tmp_path / "t.json")
+    out = evaluate("vim_proxy", config=STM, device="cpu", measure=("speed",), throughput_batch=2,
+                   estimator="model", latency_table=str(path))
+    assert out["speed_estimator"] == "model" and out["speedup_ci"] is None
+    assert out["speedup"] == pytest.approx(table.predict_ms(None, 12, 197) / table.predict_ms(STM, 12, 197))
+    with pytest.raises(LatencyError, match="batch"):
+        evaluate("vim_proxy", config=STM, device="cpu", measure=("speed",), throughput_batch=8,
+                 estimator="model", latency_table=str(path))
+    with pytest.raises(ValueError, match="needs a latency table"):
+        evaluate("vim_proxy", config=STM, device="cpu", measure=("speed",), estimator="model")
+    with pytest.raises(ValueError, match="device: unknown device 'tpu'"):
+        evaluate("vim_proxy", config=STM, device="tpu", measure=("speed",))
