@@ -18,7 +18,7 @@ from test_search_run import SPACE, write_space
 
 PACKAGE = Path(stmsearch.__file__).resolve().parent
 # Lower layers never import higher ones; packages of one rank do not import each other.
-RANKS = {"yamlfile": 0, "objectives": 0, "pareto": 0, "ops": 1, "models": 2, "merging": 3, "evaluation": 4,
+RANKS = {"yamlfile": 0, "objectives": 0, "pareto": 0, "database": 0, "ops": 1, "models": 2, "merging": 3, "evaluation": 4,
          "training": 5, "results": 5, "search": 6, "dashboard": 7, "export": 7, "cli": 8, "": 9}
 
 

@@ -24,7 +24,8 @@ from stmsearch.merging.config import config_from_dict
 from stmsearch.search import SearchError, load_space, run_search
 from stmsearch.cli.search import search_cmd
 from stmsearch.search.record import finished, reap_stale
-from stmsearch.search.storage import open_storage, study_name
+from stmsearch.database import open_storage
+from stmsearch.search.storage import study_name
 
 TESTS = Path(__file__).resolve().parent
 TRIAL_KEYS = {"metrics", "config", "tokens_per_layer", "token_reduction", "is_reference", "feasible", "hardware",

@@ -15,7 +15,7 @@ from stmsearch.merging.config import config_from_dict
 from stmsearch.results.records import load_study_data
 from stmsearch.results.table import front_records, pareto_table
 from stmsearch.search import load_space, run_search
-from stmsearch.search.storage import open_storage
+from stmsearch.database import open_storage
 from stmsearch.search.verify import VerifyError, verify_study
 from test_search_run import write_space
 

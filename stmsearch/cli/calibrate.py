@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from ..evaluation.latency import LatencyError
 from ..search import SpaceError, load_space
 from ..search.calibration import calibrate_space
 from ..search.space import model_geometry
+from .errors import user_errors, writable_dir
 from .search import resolve_space
 
 
@@ -20,17 +20,16 @@ from .search import resolve_space
 def calibrate_cmd(space_file: str, device: str | None, out: Path) -> None:
     """Time the space's model, and every merge step it can choose, on this machine into a latency table."""
     path = resolve_space(space_file)
-    try:
+    with user_errors(SpaceError):
         space = load_space(path)
         if device:
             space = space.model_copy(update={"device": device})
-        table = calibrate_space(space)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        writable_dir(out.parent)
+        try:
+            table = calibrate_space(space)
+        except (ValueError, RuntimeError) as exc:  # e.g. an unknown or absent device
+            raise click.ClickException(f"{path}: {exc}") from None
         table.save(out)
-    except (SpaceError, LatencyError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise click.ClickException(f"{path}: {exc}") from None
     click.echo(f"wrote {out}: {table.meta['model']} on {table.meta['device']}, batch {table.meta['batch']}, "
                f"{len(table.tokens)} token counts, {len(table.merge_ms)} merge steps; "
                f"unreduced forward {table.predict_ms(None, *model_geometry(space.model)):.1f} ms")

@@ -6,7 +6,8 @@ from pathlib import Path
 import click
 
 from ..dashboard.views import ViewsError
-from ..results.records import StudyError, split_names
+from ..results.records import split_names
+from .errors import user_errors
 
 
 @click.command("dashboard")
@@ -28,7 +29,7 @@ def dashboard_cmd(storage: str, studies: tuple[str, ...], out: Path | None, serv
     from ..dashboard.views import load_views
 
     names = split_names(studies)
-    try:
+    with user_errors(ViewsError):
         viewset = load_views(views)
         if out is not None or not serve:
             path = write_dashboard(storage, names, out or Path("dashboard.html"), viewset)
@@ -37,8 +38,6 @@ def dashboard_cmd(storage: str, studies: tuple[str, ...], out: Path | None, serv
             app = DashboardApp(storage, names, viewset)
             app.page()  # fail now, not on the first request, if the studies cannot be read
             server = make_server(app, host, port)
-    except (StudyError, ViewsError) as exc:
-        raise click.ClickException(str(exc)) from None
     if not serve:
         return
     if host not in ("127.0.0.1", "localhost", "::1"):

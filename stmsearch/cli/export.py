@@ -6,8 +6,7 @@ from pathlib import Path
 import click
 
 from ..export import PICKS, ExportError, export_configs
-from ..merging.config import ConfigError
-from ..results.records import StudyError
+from .errors import user_errors
 
 
 @click.command("export")
@@ -25,11 +24,9 @@ from ..results.records import StudyError
 def export_cmd(storage: str, study: str, pick: str, min_accuracy: float | None, max_drop: float | None,
                min_throughput: float | None, unverified: bool, out_dir: Path) -> None:
     """Export chosen configs of a study as YAML, with a manifest of their provenance."""
-    try:
+    with user_errors(ExportError):
         manifest = export_configs(storage, study, pick, out_dir, unverified=unverified, min_accuracy=min_accuracy,
                                   max_drop=max_drop, min_throughput=min_throughput)
-    except (ExportError, StudyError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
     for e in manifest["configs"]:
         m = e["verified"] or e["metrics"]
         speed = (f", {m['speedup']:.2f}x speed-up" if m.get("speedup") is not None else

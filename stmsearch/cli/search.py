@@ -1,6 +1,7 @@
 """``stmsearch search SPACE.yaml``: run or continue a search, print its Pareto table, write its dashboard."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from ..results.records import load_study_data
 from ..results.table import pareto_table
 from ..search import SearchError, SpaceError, load_space, run_search
 from ..search.executor import EXECUTORS
+from .errors import user_errors, writable_dir
 from .verify import verify_and_report
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -24,9 +26,9 @@ def resolve_space(arg: str) -> Path:
     return path
 
 
-def trial_rate(study: optuna.Study, last: int) -> float | None:
-    """Trials finished per minute over the ``last`` finished trials (None for fewer than 3)."""
-    ends = sorted(t.datetime_complete for t in study.trials if t.datetime_complete is not None)[-last:]
+def trial_rate(study: optuna.Study, numbers: list[int]) -> float | None:
+    """Trials finished per minute over the trials ``numbers`` (None for fewer than 3)."""
+    ends = sorted(t.datetime_complete for t in study.trials if t.number in set(numbers) and t.datetime_complete)
     if len(ends) < 3 or ends[-1] == ends[0]:
         return None
     return 60 * (len(ends) - 1) / (ends[-1] - ends[0]).total_seconds()
@@ -64,13 +66,17 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
     """Search merge schedules for the model in SPACE.yaml (or a shipped space: demo, vim_tiny_imagenet, ...)."""
     path = resolve_space(space_file)
     try:
-        space = load_space(path)
-        if device:
-            space = space.model_copy(update={"device": device})
-        result = run_search(space, path, trials=trials, storage_url=storage, study=study_name, executor=executor,
-                            max_concurrent=max_concurrent, address=address, runs=out, progress=not no_progress)
-    except (SpaceError, SearchError) as exc:
-        raise click.ClickException(str(exc)) from None
+        with user_errors(SpaceError, SearchError):
+            space = load_space(path)
+            if device:
+                space = space.model_copy(update={"device": device})
+            writable_dir(out)
+            result = run_search(space, path, trials=trials, storage_url=storage, study=study_name,
+                                executor=executor, max_concurrent=max_concurrent, address=address, runs=out,
+                                progress=not no_progress)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
     console = Console(highlight=False)
     if not console.is_terminal:  # logs and pipes: wide enough for the table
         console = Console(highlight=False, width=max(console.width, 150))
@@ -85,12 +91,17 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
     reaped = f"; {result.reaped} orphaned trials marked failed" if result.reaped else ""
     console.print(f"{len(study.trials)} trials in {result.study_name} ({n_fail} failed; {result.ran} finished by "
                   f"this run in {result.elapsed_s:.0f}s{reaped}), storage {result.storage_url}")
-    rate = trial_rate(study, result.ran)
+    rate = trial_rate(study, result.numbers)
     if rate is not None:
         console.print(f"trial rate: {rate:.2f} trials/min between this run's first and last finished trial "
                       f"({60 * result.ran / result.elapsed_s:.2f}/min including startup)")
     if verifying:
-        verify_and_report(result.storage_url, result.study_name, device, console=console)
+        try:
+            verify_and_report(result.storage_url, result.study_name, device, console=console)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted while verifying; the search is complete: finish with `stmsearch verify "
+                       f"--storage {result.storage_url} --study {result.study_name}`", err=True)
+            sys.exit(130)
     page = _write_dashboard(result.storage_url, result.study_name, Path(out))
     if page is not None:
         console.print(f"dashboard: {page}")

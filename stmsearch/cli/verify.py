@@ -4,20 +4,19 @@ from __future__ import annotations
 import click
 from rich.console import Console
 
-from ..results.records import StudyError, load_study_data
+from ..results.records import load_study_data
 from ..results.table import pareto_table
 from ..search.verify import VERIFY_PAIRS, VerifyError, verify_study
+from .errors import user_errors
 
 
 def verify_and_report(storage: str, study: str, device: str | None = None, pairs: int = VERIFY_PAIRS,
                       console: Console | None = None) -> None:
     """Verify, then print the table of verified figures; errors become one-line CLI errors."""
     console = console or Console(highlight=False)
-    try:
+    with user_errors(VerifyError, ValueError, RuntimeError):
         done = verify_study(storage, study, device=device, pairs=pairs, log=lambda m: console.print(m, style="dim"))
-    except (VerifyError, StudyError, ValueError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
-    console.print(pareto_table(load_study_data(storage, study)))
+        console.print(pareto_table(load_study_data(storage, study)))
     console.print(f"verified {len(done)} trial(s) of {study} (the reference and the front) on the whole set, "
                   f"speed paired with the unreduced model over {pairs} pairs")
 

@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from ..database import open_existing
 from ..objectives import METRICS, direction, objective_names
 from ..pareto import pareto_mask
 
@@ -156,12 +157,14 @@ def split_names(names: Iterable[str]) -> list[str]:
 
 
 def as_storage(storage: str | BaseStorage) -> BaseStorage:
-    """A storage object, so several loads share one connection pool (and one schema check)."""
-    return optuna.storages.get_storage(storage) if isinstance(storage, str) else storage
+    """A storage object, so several loads share one connection pool (and one schema check); a URL
+    must name an existing database (a typo is an error, not a new empty database)."""
+    return open_existing(storage) if isinstance(storage, str) else storage
 
 
 def open_study(storage: str | BaseStorage, name: str) -> optuna.Study:
     """``optuna.load_study`` with an error that lists the studies the storage does hold."""
+    storage = as_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:

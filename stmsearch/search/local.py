@@ -13,7 +13,8 @@ from .executor import start_study
 from .objective import run_trial
 from .params import suggest
 from .progress import SearchProgress
-from .record import INTERRUPTED, Heartbeat, measured_twin, reference_metrics, tell
+from .record import (INTERRUPTED, Heartbeat, admitted, counted, measured_twin, owner, reference_metrics, tell,
+                     withdraw)
 from .space import REFERENCE, SearchSpace
 
 
@@ -26,17 +27,17 @@ def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
         pass
 
 
-def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress,
-              deadline: float | None = None, **_: object) -> None:
-    """Sequential ask/evaluate/tell in this process (no Ray): for debugging and tests.
+def run_local(study: optuna.Study, space: SearchSpace, budget: int, progress: SearchProgress,
+              deadline: float | None = None, **_: object) -> list[int]:
+    """Sequential ask/evaluate/tell in this process (no Ray): for debugging, tests and CPU machines.
 
     With a ``deadline`` (``time.monotonic()``), no trial starts that would likely end after it.
     """
-    remaining -= start_study(study, space, lambda: run_trial(space, {}, REFERENCE))
+    mine = start_study(study, space, lambda: run_trial(space, {}, REFERENCE))
     progress.update()
     reference, took = reference_metrics(study), []
     with Heartbeat(study._storage) as beat:
-        for _ in range(remaining):
+        while len(counted(study)) < budget:
             if deadline and time.monotonic() + (statistics.median(took) if took else 0.0) > deadline:
                 break
             started = time.monotonic()
@@ -45,6 +46,11 @@ def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress:
                 trial = study.ask()
             beat.add(trial._trial_id)
             try:
+                if not admitted(study, trial.number, budget):
+                    withdraw(study, trial._trial_id, "the study's budget is full")
+                    break
+                for key, value in owner().items():
+                    trial.set_user_attr(key, value)
                 params, seed = suggest(trial, space), trial.user_attrs.get("seed_config")
                 outcome = run_trial(space, params, seed, measured_twin(study, space, params, seed))
                 tell(study, trial, outcome, space, reference)
@@ -53,5 +59,7 @@ def run_local(study: optuna.Study, space: SearchSpace, remaining: int, progress:
                 raise
             finally:
                 beat.remove(trial._trial_id)
+            mine.append(trial.number)
             took.append(time.monotonic() - started)
             progress.update()
+    return mine

@@ -21,11 +21,14 @@ from .objective import OUTCOME_KEY, REUSE_KEY, SEED_KEY, TrialOutcome, ray_trial
 from .params import suggest
 from .progress import SearchProgress
 from .ray_connect import init_ray
-from .record import Heartbeat, measured_twin, reference_metrics, tell
+from .record import Heartbeat, admitted, finished, measured_twin, owner, reference_metrics, tell, withdraw
 from .space import REFERENCE, SearchSpace
 
-# no usage stats; Tune's legacy console output, which verbose=0 silences (the live display is ours)
+# no usage stats; Tune's legacy console output, which verbose=0 silences (the live display is ours); Ctrl-C
+# raises KeyboardInterrupt in the driver as it does without Ray (Tune's own handler would end the run
+# quietly, as if it had finished, and point to Tuner.restore, which a study in SQL storage does not need)
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
+           "TUNE_DISABLE_SIGINT_HANDLER": "1",
            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "3600"}
 WORKER_DIED = ("the Ray worker running this trial died without a result (killed, or out of host memory?); "
                "see the trial's Ray logs")
@@ -51,21 +54,32 @@ def _reference_task(space_data: dict) -> str:
 
 
 def _make_searcher(**kwargs: Any) -> Any:
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch
 
     class RecordingSearch(OptunaSearch):
         """OptunaSearch that records each outcome's attributes and heartbeats running trials."""
 
         def __init__(self, *, stm_space: SearchSpace, reference: dict, beat: Heartbeat,
-                     progress: SearchProgress, **kw: Any):
+                     progress: SearchProgress, budget: int, **kw: Any):
             super().__init__(**kw)
             self._stm = (stm_space, reference, beat, progress)
+            self._budget, self.finished_numbers = budget, []
 
-        def suggest(self, trial_id: str) -> dict | None:
+        def suggest(self, trial_id: str) -> dict | str | None:
             with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
                 warnings.simplefilter("ignore", UserWarning)
                 params = super().suggest(trial_id)
-            self._stm[2].add(self._ot_trials[trial_id]._trial_id)
+            if trial_id not in self._ot_trials:
+                return params
+            ot_trial = self._ot_trials[trial_id]
+            if not admitted(self._ot_study, ot_trial.number, self._budget):  # another search filled the study
+                withdraw(self._ot_study, ot_trial._trial_id, "the study's budget is full")
+                self._completed_trials.add(trial_id)
+                return Searcher.FINISHED
+            for key, value in owner().items():
+                ot_trial.set_user_attr(key, value)
+            self._stm[2].add(ot_trial._trial_id)
             return params
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -80,6 +94,8 @@ def _make_searcher(**kwargs: Any) -> Any:
             else:  # not the trial's fault: does not count against the budget
                 outcome = TrialOutcome(values=None, attrs={"interrupted": True}, error=STOPPED)
             tell(self._ot_study, ot_trial, outcome, space, reference)
+            if not outcome.attrs.get("interrupted"):
+                self.finished_numbers.append(ot_trial.number)
             self._completed_trials.add(trial_id)
             beat.remove(ot_trial._trial_id)
             progress.update()
@@ -116,10 +132,10 @@ def trial_resources(resources: dict, device: str, max_concurrent: int | None) ->
     return {"cpu": max(1, cpus // conc)}, conc
 
 
-def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: SearchProgress, *,
+def run_ray(study: optuna.Study, space: SearchSpace, budget: int, progress: SearchProgress, *,
             deadline: float | None = None, max_concurrent: int | None = None, address: str | None = None,
-            runs: Path = Path("runs"), **_: object) -> None:
-    """Evaluate the reference on a worker, then run ``remaining`` trials through Tune."""
+            runs: Path = Path("runs"), **_: object) -> list[int]:
+    """Evaluate the reference on a worker, then trials through Tune until the study holds ``budget``."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -133,16 +149,17 @@ def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: S
         per_trial, conc = trial_resources(ray.cluster_resources(), space.device, max_concurrent)
         space_data = space.model_dump(mode="json")
         task = ray.remote(_reference_task).options(num_cpus=per_trial["cpu"], num_gpus=per_trial.get("gpu", 0))
-        remaining -= start_study(study, space, lambda: TrialOutcome.from_json(ray.get(task.remote(space_data))))
+        mine = start_study(study, space, lambda: TrialOutcome.from_json(ray.get(task.remote(space_data))))
         progress.update()
+        remaining = budget - len(finished(study))  # at most; admission decides under concurrent searches
         if remaining <= 0:
-            return
+            return mine
         with Heartbeat(study._storage) as beat:
             searcher = _make_searcher(
                 space=partial(define_by_run, space=space), metric=list(space.objectives),
                 mode=["max" if d == "maximize" else "min" for d in space.directions], sampler=study.sampler,
                 storage=study._storage, study_name=study.study_name, stm_space=space,
-                reference=reference_metrics(study), beat=beat, progress=progress)
+                reference=reference_metrics(study), beat=beat, progress=progress, budget=budget)
             trainable = tune.with_resources(tune.with_parameters(ray_trial, space_data=space_data), per_trial)
             tuner = tune.Tuner(
                 trainable,
@@ -156,6 +173,7 @@ def run_ray(study: optuna.Study, space: SearchSpace, remaining: int, progress: S
                 tuner.fit()
             finally:
                 searcher.stop_pending()
+        return mine + searcher.finished_numbers
     finally:
         if started:
             ray.shutdown()

@@ -5,7 +5,8 @@ loses nothing finished. Trials orphaned by a killed search are failed on the nex
 """
 from __future__ import annotations
 
-import inspect
+import os
+import platform
 import threading
 from typing import Any
 
@@ -64,20 +65,81 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome, space:
     return study.tell(trial, [outcome.values[o] for o in space.objectives])
 
 
-def add_reference(study: optuna.Study, space: SearchSpace, outcome: TrialOutcome) -> optuna.trial.FrozenTrial:
-    """Store the reference trial, evaluated before sampling, at the least-reduction parameters."""
-    attrs = {**final_attrs(outcome, space, None), "seed_config": REFERENCE}
-    ok = outcome.error is None
-    cons = attrs.get("constraint_values") or {}
-    # optuna >= 5 keeps named constraints; older versions a list in the system attributes
-    named = "constraints" in inspect.signature(optuna.trial.create_trial).parameters
-    trial = optuna.trial.create_trial(
-        state=TrialState.COMPLETE if ok else TrialState.FAIL,
-        values=[outcome.values[o] for o in space.objectives] if ok else None,
-        params=reference_params(space), distributions=distributions(space), user_attrs=attrs,
-        **({"constraints": cons} if named else {"system_attrs": {"constraints": list(cons.values())}}))
-    study.add_trial(trial)
-    return trial
+def owner() -> dict[str, Any]:
+    """Who runs a trial: host, pid and that process's start time (so a reused pid is not mistaken for it)."""
+    return {"host": platform.node(), "pid": os.getpid(), "pid_start": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_gone(attrs: dict) -> bool:
+    """True if ``attrs`` name a process on this host that no longer runs (its trial is orphaned)."""
+    if attrs.get("host") != platform.node() or not isinstance(attrs.get("pid"), int):
+        return False
+    pid = attrs["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it runs, as another user
+    start = attrs.get("pid_start")
+    return start is not None and _process_start(pid) not in (None, start)
+
+
+def new_running_trial(study: optuna.Study, space: SearchSpace, user_attrs: dict) -> optuna.Trial:
+    """A RUNNING trial at the least-reduction parameters (the reference's), owned by this process."""
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=reference_params(space),
+                                         distributions=distributions(space), user_attrs={**user_attrs, **owner()})
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def claim_reference(study: optuna.Study, space: SearchSpace) -> optuna.Trial | None:
+    """Stand for evaluating the study's reference: the lowest-numbered live claim wins.
+
+    Trial numbers are handed out atomically by the database, so when several searches start on
+    one study at once exactly one of them evaluates the reference. Returns the claim trial to
+    evaluate, or None when another search's claim came first (ours is withdrawn: not counted).
+    """
+    mine = new_running_trial(study, space, {"seed_config": REFERENCE, "is_reference": True, "reference_claim": True})
+    claims = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+              if t.user_attrs.get("reference_claim") and not t.user_attrs.get("interrupted")]
+    if min(t.number for t in claims) == mine.number:
+        return mine
+    withdraw(study, mine._trial_id, "another search on this study claimed the reference first")
+    return None
+
+
+def withdraw(study: optuna.Study, trial_id: int, why: str) -> None:
+    """Fail a trial that was never evaluated; it does not count against the budget."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "error", f"withdrawn: {why}")
+        storage.set_trial_user_attr(trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count against the budget: finished by their own result, or running now."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                                 TrialState.RUNNING))
+            if not t.user_attrs.get("interrupted")]
+
+
+def admitted(study: optuna.Study, number: int, budget: int) -> bool:
+    """Whether trial ``number`` fits the study's budget: fewer than ``budget`` counted trials are
+    numbered below it. Numbers are atomic, so concurrent searches on one study never overrun it."""
+    return sum(t.number < number for t in counted(study)) < budget
 
 
 def reference_metrics(study: optuna.Study) -> dict | None:
@@ -112,12 +174,15 @@ def _interval(storage: Any) -> int | None:
 
 
 def reap_stale(study: optuna.Study) -> int:
-    """Fail RUNNING trials whose heartbeat stopped (their search was killed); returns how many."""
+    """Fail RUNNING trials whose search is gone: their heartbeat stopped, or the process that ran
+    them on this host no longer exists (killed moments ago, within the heartbeat's grace). Returns how many."""
     storage = study._storage  # optuna wraps RDBStorage in a cache that forwards heartbeats
-    if not (hasattr(storage, "_get_stale_trial_ids") and _interval(storage)):
-        return 0
+    stale = set(storage._get_stale_trial_ids(study._study_id)) \
+        if hasattr(storage, "_get_stale_trial_ids") and _interval(storage) else set()
+    stale |= {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+              if owner_gone(t.user_attrs)}
     n = 0
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    for trial_id in stale:
         try:
             storage.set_trial_user_attr(trial_id, "error", INTERRUPTED)
             storage.set_trial_user_attr(trial_id, "interrupted", True)

@@ -20,7 +20,8 @@ from .params import grid, grid_size
 from .progress import SearchProgress
 from .record import finished, reap_stale
 from .space import SearchSpace, SpaceError, unset_variables
-from .storage import default_url, open_storage, open_study, study_name
+from ..database import open_storage
+from .storage import default_url, open_study, study_name
 
 __all__ = ["SearchError", "SearchResult", "build_sampler", "check_inputs", "run_search"]
 
@@ -32,7 +33,8 @@ class SearchResult:
     study_name: str
     storage_url: str
     budget: int
-    ran: int  # trials finished by this run
+    ran: int  # trials finished by this run (not by other searches on the same study)
+    numbers: list[int]  # which
     reaped: int  # orphaned trials of a killed earlier run, marked failed
     elapsed_s: float
 
@@ -98,8 +100,8 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
     budget = trials or space.budget.trials
     if space.sampler.name == "grid":
         budget = min(budget, grid_size(space) + 1 + len(space.seeds))
-    before = len(finished(the_study))
-    if budget > before:
+    mine: list[int] = []
+    if budget > len(finished(the_study)):
         if space.estimator() == "model" and space.evaluator is None:
             try:
                 space = ensure_table(the_study, space, Path(runs), progress=bool(progress))
@@ -108,7 +110,7 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
         display = progress if isinstance(progress, SearchProgress) else SearchProgress(
             the_study, space, budget, enabled=bool(progress))
         with display:
-            run(the_study, space, budget - before, display, deadline=deadline,
-                max_concurrent=max_concurrent, address=address, runs=Path(runs))
-    return SearchResult(study_name=name, storage_url=url, budget=budget, ran=len(finished(the_study)) - before,
+            mine = run(the_study, space, budget, display, deadline=deadline, max_concurrent=max_concurrent,
+                       address=address, runs=Path(runs))
+    return SearchResult(study_name=name, storage_url=url, budget=budget, ran=len(mine), numbers=sorted(mine),
                         reaped=reaped, elapsed_s=time.monotonic() - start)

@@ -1,10 +1,7 @@
 """Optuna studies in SQL storage (SQLite by default, PostgreSQL as-is), named per space."""
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 
@@ -12,8 +9,6 @@ from ..models.checkpoint import file_sha256
 from ..models.zoo import DEFAULT_CHECKPOINTS
 from .space import SearchSpace
 
-HEARTBEAT_S = 10  # a RUNNING trial whose heartbeat is older than GRACE_S belongs to a dead search
-GRACE_S = 30
 
 
 def default_url(space_path: str | Path, runs: str | Path = "runs") -> str:
@@ -26,15 +21,6 @@ def default_url(space_path: str | Path, runs: str | Path = "runs") -> str:
 def study_name(space_path: str | Path, space: SearchSpace) -> str:
     """Space stem plus a hash of what it searches: stable, so re-running resumes."""
     return f"{Path(space_path).stem}-{space.identity()}"
-
-
-def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> optuna.storages.RDBStorage:
-    """An RDBStorage with heartbeats, so trials orphaned by a killed search can be failed later."""
-    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what resume relies on
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s,
-                                          grace_period=grace_s)
 
 
 def _checkpoint_digest(space: SearchSpace) -> str | None:
@@ -68,20 +54,3 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, space: SearchSpa
         study.set_user_attr(key, value)
     return study
 
-
-def set_finished_trial_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value: Any) -> None:
-    """Set a user attribute of a finished trial (optuna's API refuses; ``stmsearch verify`` adds
-    its re-measurement to the trials it verified). Plain SQL on optuna's own table, any database."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
-    if not hasattr(rdb, "scoped_session"):
-        raise TypeError(f"set_finished_trial_attr needs an RDB storage, got {type(rdb).__name__}")
-    text = json.dumps(value)
-    with _create_scoped_session(rdb.scoped_session, True) as session:
-        row = session.query(models.TrialUserAttributeModel).filter_by(trial_id=trial_id, key=key).one_or_none()
-        if row is None:
-            session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key, value_json=text))
-        else:
-            row.value_json = text

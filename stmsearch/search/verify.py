@@ -21,7 +21,7 @@ from ..results.records import StudyError, load_study_data
 from ..results.table import front_records
 from .objective import load_evaluator
 from .space import SearchSpace
-from .storage import open_storage, set_finished_trial_attr
+from ..database import open_storage, set_finished_trial_attr
 
 VERIFY_PAIRS = 15  # paired timings per verified point (a trial's default is 7)
 VERIFIED_KEYS = ("accuracy", "accuracy_ci", "n", "skipped", "speedup", "speedup_ci", "throughput",
