@@ -7,7 +7,7 @@ import click
 
 from ..search import SpaceError, load_space
 from ..search.calibration import calibrate_space
-from ..search.space import model_geometry
+from ..search.space import model_geometry, with_device
 from .errors import user_errors, writable_dir
 from .search import resolve_space
 
@@ -23,7 +23,7 @@ def calibrate_cmd(space_file: str, device: str | None, out: Path) -> None:
     with user_errors(SpaceError):
         space = load_space(path)
         if device:
-            space = space.model_copy(update={"device": device})
+            space = with_device(space, device)
         writable_dir(out.parent)
         try:
             table = calibrate_space(space)

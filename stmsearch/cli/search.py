@@ -11,6 +11,7 @@ from rich.console import Console
 from ..results.records import load_study_data
 from ..results.table import pareto_table
 from ..search import SearchError, SpaceError, load_space, run_search
+from ..search.space import with_device
 from ..search.executor import EXECUTORS
 from .errors import user_errors, writable_dir
 from .verify import verify_and_report
@@ -69,7 +70,7 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
         with user_errors(SpaceError, SearchError):
             space = load_space(path)
             if device:
-                space = space.model_copy(update={"device": device})
+                space = with_device(space, device)
             writable_dir(out)
             result = run_search(space, path, trials=trials, storage_url=storage, study=study_name,
                                 executor=executor, max_concurrent=max_concurrent, address=address, runs=out,

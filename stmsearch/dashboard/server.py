@@ -7,6 +7,7 @@ Binds 127.0.0.1 unless told otherwise.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,28 +43,45 @@ class DashboardApp:
 
 
 def handler_for(app: DashboardApp) -> type[BaseHTTPRequestHandler]:
-    """A request handler bound to ``app``: ``/`` (the page) and ``/api/version``."""
+    """A request handler bound to ``app``: ``/`` (the page) and ``/api/version``, GET and HEAD."""
 
     class Handler(BaseHTTPRequestHandler):
+        server_version = "stmsearch-dashboard"  # the Server header names no Python version
+
+        def version_string(self) -> str:
+            return self.server_version
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self._respond(body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._respond(body=False)
+
+        def _content(self) -> tuple[int, str, bytes]:
             path = self.path.split("?", 1)[0]
             try:
                 if path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", app.page())
-                elif path == "/api/version":
-                    self._send(200, "application/json", json.dumps({"version": app.version()}).encode())
-                else:
-                    self._send(404, "text/plain; charset=utf-8", b"not found\n")
+                    return 200, "text/html; charset=utf-8", app.page()
+                if path == "/api/version":
+                    return 200, "application/json", json.dumps({"version": app.version()}).encode()
+                return 404, "text/plain; charset=utf-8", b"not found\n"
             except Exception as exc:  # show the reason in the browser rather than a dropped connection
-                self._send(500, "text/plain; charset=utf-8", f"dashboard error: {exc}\n".encode())
+                return 500, "text/plain; charset=utf-8", f"dashboard error: {exc}\n".encode()
 
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+        def _respond(self, body: bool) -> None:
+            status, content_type, data = self._content()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the browser went away mid-page: not our error
+                sys.stderr.write(f"dashboard: {self.client_address[0]} closed the connection before "
+                                 f"{self.path} was sent\n")
+                self.close_connection = True
 
         def log_message(self, format: str, *args) -> None:  # keep the terminal for errors only
             pass

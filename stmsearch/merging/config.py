@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
-from ..yamlfile import read_yaml
+from ..yamlfile import read_text, read_yaml
 from .methods import METHODS, get_method
 from .schedule import ConfigError, token_reduction, tokens_per_layer, walk
 
@@ -58,8 +59,9 @@ class MergeConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    _source: str | None = PrivateAttr(None)  # the file it was read from: errors found later name it
     method: str = "stm"
-    schedule: Union[list[int], ParametricSchedule] = Field(default_factory=list)
+    schedule: Union[list[StrictInt], ParametricSchedule] = Field(default_factory=list)
     window: int | None = Field(None, ge=0, description="protected tokens each side of the class token; "
                                                        "default: the method's (8 for stm, 0 otherwise)")
     # STM knobs (ignored by the baselines except where noted)
@@ -72,6 +74,11 @@ class MergeConfig(BaseModel):
     weights: Literal["size", "mean", "dt"] = "size"
     size_aware_decay: bool = False
     seed: int = 0  # random method
+
+    def __eq__(self, other: object) -> bool:  # the same config whichever file it came from
+        return isinstance(other, MergeConfig) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # mutable, like any pydantic model
 
     @field_validator("method")
     @classmethod
@@ -136,15 +143,32 @@ class MergeConfig(BaseModel):
         return path
 
 
+def _path(loc: tuple) -> tuple:
+    """A field path without pydantic's union-branch tags (``list[int]``, ``ParametricSchedule``)."""
+    return tuple(p for p in loc if isinstance(p, int) or not (p[:1].isupper() or "[" in p))
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out or "(top level)"
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path: message``."""
+    """One line per problem: ``source: field.path: message``. Of a union's alternatives, only the
+    most specific complaint is kept (``schedule[0]: ...`` rather than also "not a mapping")."""
+    errors = [(_path(err["loc"]), err) for err in exc.errors()]
     lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    for path, err in errors:
+        if any(len(other) > len(path) and other[:len(path)] == path for other, _ in errors):
+            continue
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {loc}: {msg}")
+        line = f"{source}: {_dotted(path)}: {msg}"
+        if line not in lines:
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -162,11 +186,12 @@ def load_config(path: str | Path) -> MergeConfig:
     """Read a config written by :meth:`MergeConfig.to_file` (YAML or JSON)."""
     path = Path(path)
     if path.suffix != ".json":
-        return config_from_dict(read_yaml(path, "config", ConfigError), str(path))
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
-    return config_from_dict(data, str(path))
+        cfg = config_from_dict(read_yaml(path, "config", ConfigError), str(path))
+    else:
+        try:
+            data = json.loads(read_text(path, "config", ConfigError))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+        cfg = config_from_dict(data, str(path))
+    cfg._source = str(path)
+    return cfg

@@ -52,8 +52,9 @@ def walk(cfg: Any, depth: int, num_tokens: int = 197, clip: bool = False) -> Wal
         if r:
             cap = method.capacity(cfg, tokens, cls, layer)
             if r > cap and not clip:
+                source = getattr(cfg, "_source", None)
                 raise ConfigError(
-                    f"schedule[{layer}]: asks to remove {r} of {tokens} tokens, but only {cap} are mergeable "
+                    (f"{source}: " if source else "") + f"schedule[{layer}]: asks to remove {r} of {tokens} tokens, but only {cap} are mergeable "
                     f"with method={cfg.method}, window={cfg.protect}"
                     + "".join(f", {k}={getattr(cfg, k)}" for k in ("runs", "neighbourhood") if k in method.knobs))
             if r > cap:

@@ -101,6 +101,9 @@ def check_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str 
         problems.append(f"shape mismatch: {_first(shapes, 3)}")
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__}: " + "; ".join(problems))
+    broken = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{source}: non-finite weights (NaN or inf) in {_first(broken)}")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, key: str = "model") -> nn.Module:

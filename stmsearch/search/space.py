@@ -7,6 +7,7 @@ trial starts; an error names the file, the field and the allowed values.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -252,7 +253,7 @@ class SearchSpace(Strict):
     subset: int | None = Field(None, ge=1)  # images evaluated per trial (None: the whole set)
     skip_bad_images: bool = False  # leave unreadable image files out (counted in metrics.skipped) instead of failing
     verify: bool = False  # after the search, re-measure the front on the whole set (stmsearch verify)
-    device: str = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # checked before any study is made
     batch_size: int = Field(256, ge=1)
     objectives: list[str] = Field(min_length=2, max_length=3)
     constraints: Constraints = Field(default_factory=Constraints)
@@ -405,6 +406,7 @@ def check_space(space: SearchSpace, source: str) -> SearchSpace:
         if bad:
             raise SpaceError(f"{source}: schedule.layers: layer {bad[0]} is outside {space.model}'s "
                              f"layers (allowed: 0..{depth - 1})")
+    _check_counts(space, tokens, source)
     for i, seed in enumerate(space.seeds):
         try:
             config_from_dict(seed.config, f"{source}: seeds[{i}].config").validate_for(depth, tokens)
@@ -412,6 +414,45 @@ def check_space(space: SearchSpace, source: str) -> SearchSpace:
             msg = str(exc)
             raise SpaceError(msg if msg.startswith(source) else f"{source}: seeds[{i}].config.{msg}") from None
     return space
+
+
+def most_removable(space: SearchSpace, tokens: int) -> tuple[int, str]:
+    """The most tokens one layer can remove under any of the space's methods and knob values
+    (of the full sequence, at the first layers), and the method that reaches it."""
+    best, who = 0, ""
+    for m in space.methods:
+        method = get_method(m.name)
+        knobs = {k: [v for _, v in _corners(m.knobs[k])] for k in ("window", "runs", "neighbourhood", "symmetric")
+                 if k in m.knobs}
+        for combo in itertools.product(*knobs.values()):
+            try:
+                cfg = MergeConfig(method=m.name, **dict(zip(knobs, combo)))
+            except ValueError:
+                continue
+            cap = max(method.capacity(cfg, tokens, (tokens - 1) // 2, layer) for layer in range(8))
+            if cap > best:
+                best, who = cap, m.name
+    return best, who
+
+
+def _check_counts(space: SearchSpace, tokens: int, source: str) -> None:
+    """Refuse token counts no layer could remove: every trial would be capped, and the sampler
+    would learn from parameters that never ran."""
+    sched = space.schedule
+    field, high = (("schedule.count", max(v for _, v in _corners(sched.count)))
+                   if isinstance(sched, ParametricSpace) else ("schedule.max_per_layer", sched.max_per_layer))
+    limit, method = most_removable(space, tokens)
+    if high > limit:
+        raise SpaceError(f"{source}: {field}: {high} tokens in one layer is more than {space.model} can remove "
+                         f"({limit} at most, with {method} and the space's knobs); allowed: up to {limit}")
+
+
+def with_device(space: SearchSpace, device: str, source: str = "--device") -> SearchSpace:
+    """The space on another device (``--device``), checked like the space's own field."""
+    try:
+        return SearchSpace.model_validate({**space.model_dump(mode="json"), "device": device})
+    except ValidationError as exc:
+        raise SpaceError(format_errors(exc, source)) from None
 
 
 def _expand_env(data: Any) -> Any:
