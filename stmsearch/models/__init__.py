@@ -1,6 +1,7 @@
 """ViM models: registry, sizes, checkpoint loading."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from . import zoo
@@ -16,7 +17,14 @@ def _weights(name: str, pretrained: bool | None, overridden: bool) -> Path | Non
         return None
     cfg = zoo.PRETRAINED.get(name, zoo.Pretrained())
     if pretrained is None:  # shipped weights only, and only for the architecture they fit
-        return cfg.shipped if cfg.shipped is not None and cfg.shipped.is_file() and not overridden else None
+        if cfg.shipped is None or overridden:
+            return None
+        if not cfg.shipped.is_file():
+            # not an error: timing, FLOPs and tests need no weights; but say so
+            warnings.warn(f"{name}: default checkpoint {cfg.shipped} not found, so its weights are random "
+                          f"(`stmsearch train-proxy` writes it)", stacklevel=3)
+            return None
+        return cfg.shipped
     if cfg.shipped is not None:
         return cfg.shipped
     if cfg.hub is not None:
