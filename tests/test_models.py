@@ -357,7 +357,7 @@ def test_missing_default_checkpoint_warns_and_keeps_random_weights(tmp_path, mon
     from stmsearch.models import zoo
 
     absent = tmp_path / "vim_proxy_clutter.pt"
-    monkeypatch.setitem(zoo.DEFAULT_CHECKPOINTS, "vim_proxy_clutter", absent)
+    monkeypatch.setitem(zoo.PRETRAINED, "vim_proxy_clutter", zoo.Pretrained(shipped=absent))
     with pytest.warns(UserWarning, match="vim_proxy_clutter.pt not found"):
         create_model("vim_proxy_clutter")
     with warnings.catch_warnings():

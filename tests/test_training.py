@@ -3,13 +3,14 @@ import pytest
 import torch
 
 from stmsearch import training
-from stmsearch.models.zoo import DEFAULT_CHECKPOINTS
+from stmsearch.cli.train import train_proxy_cmd
+from stmsearch.models import zoo
 
 
 def test_each_dataset_trains_a_proxy_with_a_default_checkpoint():
     assert training.proxy_model("mnist5k") == "vim_proxy"
     assert training.proxy_model("mnist5k-clutter") == "vim_proxy_clutter"
-    assert all(name in DEFAULT_CHECKPOINTS for name in training.PROXY_MODELS.values())
+    assert all(zoo.default_checkpoint(name) for name in training.PROXY_MODELS.values())
     with pytest.raises(ValueError, match="--dataset must be one of"):
         training.proxy_model("imagefolder:/x")
 
@@ -44,7 +45,7 @@ def test_cli_writes_the_dataset_models_default_checkpoint(tmp_path, monkeypatch)
     from stmsearch.models import create_model
 
     target = tmp_path / "weights" / "vim_proxy_clutter.pt"
-    monkeypatch.setitem(DEFAULT_CHECKPOINTS, "vim_proxy_clutter", target)
+    monkeypatch.setitem(zoo.PRETRAINED, "vim_proxy_clutter", zoo.Pretrained(shipped=target))
     trained = create_model("vim_proxy_clutter", pretrained=False)
     calls = []
 
@@ -52,11 +53,11 @@ def test_cli_writes_the_dataset_models_default_checkpoint(tmp_path, monkeypatch)
         calls.append(kwargs)
         return trained, {"model": "vim_proxy_clutter", "accuracy": 0.5}
 
-    monkeypatch.setattr(training, "train_proxy", fake_train)
-    result = CliRunner().invoke(training.train_proxy_cmd, ["--dataset", "mnist5k-clutter", "--epochs", "1"])
+    monkeypatch.setattr("stmsearch.cli.train.train_proxy", fake_train)
+    result = CliRunner().invoke(train_proxy_cmd, ["--dataset", "mnist5k-clutter", "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert calls[0]["dataset"] == "mnist5k-clutter" and target.is_file()
     loaded = create_model("vim_proxy_clutter")  # the default path now holds the weights
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
-    bad = CliRunner().invoke(training.train_proxy_cmd, ["--dataset", "cifar10"])
+    bad = CliRunner().invoke(train_proxy_cmd, ["--dataset", "cifar10"])
     assert bad.exit_code != 0 and "mnist5k-clutter" in bad.output

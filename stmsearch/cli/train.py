@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import torch
 
-from ..models.zoo import DEFAULT_CHECKPOINTS
+from ..models.zoo import default_checkpoint
 from ..training import PROXY_MODELS, train_proxy
 
 
@@ -26,7 +26,7 @@ def train_proxy_cmd(dataset: str, epochs: int, batch_size: int, lr: float, shift
                     device: str, out: Path | None) -> None:
     """Train the embedded proxy of DATASET from scratch and save its checkpoint."""
     model, summary = train_proxy(epochs, batch_size, lr, shift=shift, seed=seed, device=device, dataset=dataset)
-    out = out or DEFAULT_CHECKPOINTS[summary["model"]]
+    out = out or default_checkpoint(summary["model"])
     out.parent.mkdir(parents=True, exist_ok=True)
     # fp32 weights in the official {"model": state_dict} layout
     torch.save({"model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}}, out)

@@ -89,5 +89,7 @@ def vim_proxy_clutter(**overrides) -> VisionMamba:
     return _build(CLUTTER_PROXY, **overrides)
 
 
-# Checkpoints loaded when ``create_model(name)`` is given none.
-DEFAULT_CHECKPOINTS = {name: p.shipped for name, p in PRETRAINED.items() if p.shipped is not None}
+def default_checkpoint(name: str) -> Path | None:
+    """The weights file shipped for ``name`` (what ``create_model(name)`` loads when given none)."""
+    cfg = PRETRAINED.get(name)
+    return cfg.shipped if cfg is not None else None

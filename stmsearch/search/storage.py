@@ -6,7 +6,7 @@ from pathlib import Path
 import optuna
 
 from ..models.checkpoint import file_sha256
-from ..models.zoo import DEFAULT_CHECKPOINTS
+from ..models.zoo import default_checkpoint
 from .space import SearchSpace
 
 
@@ -24,7 +24,7 @@ def study_name(space_path: str | Path, space: SearchSpace) -> str:
 
 
 def _checkpoint_digest(space: SearchSpace) -> str | None:
-    path = Path(space.checkpoint) if space.checkpoint else DEFAULT_CHECKPOINTS.get(space.model)
+    path = Path(space.checkpoint) if space.checkpoint else default_checkpoint(space.model)
     return file_sha256(path) if path is not None and Path(path).is_file() else None
 
 
