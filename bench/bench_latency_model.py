@@ -24,7 +24,6 @@ from stmsearch.evaluation.api import resolve_device
 from stmsearch.evaluation.latency import calibrate
 from stmsearch.evaluation.speed import paired_speed
 from stmsearch.merging.schedule import walk
-from stmsearch.search.params import clip_to_capacity
 
 KNOBS = {"stm": {"metric": ["hidden", "x"], "fading": ["estimated", "layer", "fixed", "none"], "runs": [2, 3, 4],
                  "window": [0, 4, 8]},
@@ -40,7 +39,8 @@ def random_configs(n: int, depth: int, tokens: int, seed: int) -> list[stmsearch
         knobs = {k: rng.choice(v) for k, v in KNOBS[method].items()}
         schedule = {"start": rng.randint(0, depth // 3), "interval": rng.randint(1, 3),
                     "count": rng.randrange(2, 17, 2), "shape": rng.choice(["constant", "increasing", "decreasing"])}
-        cfg, _ = clip_to_capacity(stmsearch.MergeConfig(method=method, schedule=schedule, **knobs), depth, tokens)
+        asked = stmsearch.MergeConfig(method=method, schedule=schedule, **knobs)
+        cfg = asked.model_copy(update={"schedule": walk(asked, depth, tokens, clip=True).schedule})
         key = json.dumps(cfg.to_dict(), sort_keys=True)
         if key not in seen and 0.05 <= cfg.token_reduction(depth, tokens) <= 0.5:
             seen.add(key)

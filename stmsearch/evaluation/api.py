@@ -26,7 +26,6 @@ from ..models import VisionMamba, create_model
 from ..objectives import MEASURES
 from .accuracy import evaluate_accuracy
 from .datasets import ImageSet, canonical_device, load_dataset
-from .flops import count_flops
 from .latency import LatencyTable
 from .speed import ESTIMATORS, modelled_speed, paired_speed
 from .throughput import describe_device, measure_throughput
@@ -150,6 +149,8 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
             out.update(measure_throughput(model, shape, tp_batch, dev, runs=runs or (5 if gpu else 3),
                                           warmup=2 if gpu else 1, bf16=bf16, cuda_graphs=cuda_graphs, sample=real))
     if "flops" in measure:
+        from .flops import count_flops  # fvcore loads only when FLOPs are counted
+
         counted = count_flops(model, shape, dev, sample[:1])
         if counted["unsupported"]:
             raise RuntimeError(f"fvcore found ops without a FLOP handle: {counted['unsupported']}")

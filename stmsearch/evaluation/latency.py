@@ -4,8 +4,10 @@
 a grid of token counts (the whole stack run at that length, divided by its depth), with and
 without size-aware decay, (2) the stem (patch embedding, final norm and head) and (3) each
 merge step the search can choose (one entry per method and the knobs that change its cost,
-``Method.cost_knobs``) at the same token counts. Every measurement of a grid is interleaved
-with the others (:func:`~stmsearch.evaluation.throughput.interleaved_times`), so a load that
+``Method.cost_knobs``) at the same token counts. On a GPU each part is timed queued behind idle
+GPU work, so it counts its GPU time and not its launch latency (inside a batched forward the
+launches of one step overlap the work of the one before). Every measurement of a grid is
+interleaved with the others (:func:`~stmsearch.evaluation.throughput.interleaved_times`), so a load that
 comes and goes during calibration scales all of them alike. ``predict_ms`` sums, over a config's
 layers, the interpolated layer time at the tokens it runs on plus its merge steps.
 """
@@ -125,7 +127,7 @@ def _timed_ms(builders: list, device: torch.device, rounds: int, chunk: int) -> 
     out = []
     for i in range(0, len(builders), chunk):
         fns = [build() for build in builders[i:i + chunk]]
-        out += [1e3 * statistics.median(t) for t in interleaved_times(fns, device, rounds)]
+        out += [1e3 * statistics.median(t) for t in interleaved_times(fns, device, rounds, queue_ahead=True)]
     return out
 
 

@@ -69,13 +69,19 @@ def cuda_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     return times
 
 
+QUEUE_AHEAD_CYCLES = 10_000_000  # GPU clock cycles of idle work queued before a timed call (a few ms)
+
+
 def interleaved_times(fns: list[Callable[[], object]], device: torch.device, rounds: int,
-                      warmup: int = 1) -> list[list[float]]:
+                      warmup: int = 1, queue_ahead: bool = False) -> list[list[float]]:
     """Seconds of each of ``fns`` over ``rounds`` rounds, interleaved: every round calls each once.
 
     Compared forwards take turns (A B, then B A, ...), so whatever else the machine does in a
     stretch of time falls on all of them alike: their ratios hold under load where separate
     runs would not. CUDA events on a GPU (synchronised per call), the wall clock on the CPU.
+    ``queue_ahead`` (GPU): the call's kernels are queued behind a few milliseconds of idle GPU
+    work, so its time is the GPU's alone, without the host's launch latency: what a short step
+    (a merge) costs inside a batched forward, where its launches overlap the layer before it.
     """
     cuda = torch.device(device).type == "cuda"
     for _ in range(warmup):
@@ -85,7 +91,15 @@ def interleaved_times(fns: list[Callable[[], object]], device: torch.device, rou
     for r in range(rounds):
         order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
         for i in order:
-            if cuda:
+            if cuda and queue_ahead:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda._sleep(QUEUE_AHEAD_CYCLES)
+                start.record()
+                fns[i]()
+                end.record()
+                end.synchronize()
+                out[i].append(start.elapsed_time(end) / 1e3)
+            elif cuda:
                 out[i].extend(cuda_times(fns[i], 1, 0))
             else:
                 t0 = time.perf_counter()
