@@ -263,3 +263,33 @@ def test_server_picks_up_new_trials(stm_study, storage_url):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_server_answers_head_names_no_python_and_logs_a_hang_up_in_one_line(stm_study, storage_url, capfd):
+    import http.client
+    import socket
+
+    app = DashboardApp(storage_url, ["stm-proxy"])
+    server = make_server(app, "127.0.0.1", 0)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("HEAD", "/")
+        head = conn.getresponse()
+        assert head.status == 200 and head.read() == b"" and int(head.getheader("Content-Length")) > 100_000
+        assert head.getheader("Server") == "stmsearch-dashboard"  # no Python version in the header
+        conn.close()
+        for _ in range(3):  # a client that asks for the page and hangs up before reading it
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset on close
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.close()
+        assert get(f"http://127.0.0.1:{port}/api/version")[0] == 200  # still serving
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert all(line.startswith("dashboard: 127.0.0.1 closed the connection") for line in err.splitlines() if line)

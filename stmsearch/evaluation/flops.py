@@ -11,7 +11,8 @@ Convention (fvcore's): one multiply-accumulate (MAC) counts as one FLOP, and onl
   plus 2 per (token, channel): the ``D * x`` skip and the ``silu(z)`` gate.
 - everything else counts 0 but is listed, so nothing is "unsupported": elementwise arithmetic
   and activations (softplus, silu, exp, rsqrt, the RMSNorm), residual adds, and the merge
-  bookkeeping (topk, sort, cumsum, gather, scatter, scatter_add, comparisons). The one MAC-heavy
+  bookkeeping each merge method lists in its table entry (``Method.flop_ops``: topk, sort,
+  cumsum, scatter, scatter_add, comparisons). The one MAC-heavy
   merge step, ToMe's similarity matmul, is a matmul and is counted.
 
 Published figures this reproduces: ViM-Ti 1.45 G, ViM-S 5.1 G (224x224).
@@ -31,9 +32,11 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
+from ..merging.methods import METHODS
 from ..models import vim as vim_module
 from ..models.vim import VimConfig
 from ..ops.scan import Direction, bidirectional_scan
+from .throughput import threads
 
 SCAN_OP = "stmsearch::bidirectional_scan"
 SCAN_MACS_PER_STATE = 3  # dA*h + dB*x (state update) and C*h (read-out), per (token, channel, state)
@@ -52,12 +55,13 @@ ZERO_MAC_OPS = (
     "aten::pad", "aten::clone", "aten::expand_as", "aten::ones_like", "aten::empty_like",
     "aten::new_ones", "aten::flip", "aten::masked_select", "aten::masked_fill_", "aten::fill_",
     "aten::view_as", "aten::repeat", "aten::float", "aten::long",
-    # merge bookkeeping: choosing and routing tokens
-    "aten::topk", "aten::sort", "aten::argsort", "aten::argmax", "aten::cumsum", "aten::scatter",
-    "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::scatter_reduce",
-    "aten::scatter_reduce_", "aten::index_select", "aten::rand", "aten::randperm", "aten::min",
-    "aten::all", "aten::any",
 )
+
+
+def zero_mac_ops() -> set[str]:
+    """The ops counted as 0 MACs: the model's (above) and every registered merge method's
+    bookkeeping (``Method.flop_ops``: choosing and routing tokens)."""
+    return set(ZERO_MAC_OPS).union(*(m.flop_ops for m in METHODS.values()))
 
 _count_lock = threading.Lock()
 
@@ -139,19 +143,6 @@ def _traceable():
                 del torch.Tensor.scatter_
 
 
-@contextlib.contextmanager
-def _single_thread(device: torch.device):
-    """One CPU thread while tracing a batch of one: the work is per-op overhead, and OpenMP
-    fork/join on a busy shared host made tracing several times slower."""
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def count_flops(model: torch.nn.Module, input_shape: tuple[int, int, int], device: str | torch.device | None = None,
                 sample: torch.Tensor | None = None) -> dict:
     """fvcore MACs of one image through ``model`` (as patched now: merges run for real).
@@ -165,11 +156,14 @@ def count_flops(model: torch.nn.Module, input_shape: tuple[int, int, int], devic
         device = next(model.parameters()).device
     x = sample if sample is not None else torch.randn(1, *input_shape)
     x = x[:1].to(device)
-    with _traceable(), _single_thread(torch.device(device)), torch.no_grad():
+    # one CPU thread while tracing a batch of one: the work is per-op overhead, and OpenMP fork/join
+    # on a busy shared host made tracing several times slower
+    single = threads(1) if torch.device(device).type == "cpu" else contextlib.nullcontext()
+    with _traceable(), single, torch.no_grad():
         fa = FlopCountAnalysis(model, (x,))
         fa.set_op_handle(SCAN_OP, _scan_handle, "aten::matmul", _matmul_handle,
                          "aten::addcmul_", _addcmul_handle, "aten::addcmul", _addcmul_handle)
-        fa.set_op_handle(**{name: None for name in ZERO_MAC_OPS})
+        fa.set_op_handle(**{name: None for name in zero_mac_ops()})
         fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         total = fa.total()
         by_op, unsupported = dict(fa.by_operator()), dict(fa.unsupported_ops())

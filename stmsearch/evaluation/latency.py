@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..merging import MergeConfig, apply, get_method
 from ..merging.patch import reduce_tokens
 from ..merging.schedule import walk
-from .throughput import describe_device, interleaved_times
+from .throughput import CPU_TIMING_THREADS, describe_device, interleaved_times
 
 TABLE_VERSION = 1
 CPU_GRID = 12  # token counts timed on the CPU (interpolated between); on a GPU every count
@@ -212,5 +212,6 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         apply(model, None)
     bar.close()
     meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
-            "bf16": bf16, "rounds": rounds, "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "bf16": bf16, "rounds": rounds, "torch": torch.__version__,
+            "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS}
     return LatencyTable(meta, list(grid), layer_ms, sad_ms, stem_ms, merge_tokens, merge_ms)

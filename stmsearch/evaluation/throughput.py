@@ -69,6 +69,7 @@ def cuda_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:
     return times
 
 
+CPU_TIMING_THREADS = 1  # threads of the interleaved CPU timings (see interleaved_times)
 QUEUE_AHEAD_CYCLES = 10_000_000  # GPU clock cycles of idle work queued before a timed call (a few ms)
 
 
@@ -78,12 +79,32 @@ def interleaved_times(fns: list[Callable[[], object]], device: torch.device, rou
 
     Compared forwards take turns (A B, then B A, ...), so whatever else the machine does in a
     stretch of time falls on all of them alike: their ratios hold under load where separate
-    runs would not. CUDA events on a GPU (synchronised per call), the wall clock on the CPU.
+    runs would not. CUDA events on a GPU (synchronised per call), the wall clock on the CPU, on
+    one thread (:data:`CPU_TIMING_THREADS`): with several, any other process on the cores stalls
+    every parallel region's barrier, which skews the ratios themselves (measured with
+    bench/bench_load.py: speed-ups 10-19% higher beside one busy process on 2 cores).
     ``queue_ahead`` (GPU): the call's kernels are queued behind a few milliseconds of idle GPU
     work, so its time is the GPU's alone, without the host's launch latency: what a short step
     (a merge) costs inside a batched forward, where its launches overlap the layer before it.
     """
     cuda = torch.device(device).type == "cuda"
+    with contextlib.nullcontext() if cuda else threads(CPU_TIMING_THREADS):
+        return _interleaved(fns, cuda, rounds, warmup, queue_ahead)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run torch's CPU ops on ``n`` threads inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _interleaved(fns: list[Callable[[], object]], cuda: bool, rounds: int, warmup: int,
+                 queue_ahead: bool) -> list[list[float]]:
     for _ in range(warmup):
         for fn in fns:
             fn()
