@@ -40,19 +40,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bad_urls(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    """name -> (storage URL, what the one-line error says)."""
+def bad_urls(tmp_path: Path) -> dict[str, tuple[str, str, str]]:
+    """name -> (storage URL, what the search's one-line error says, what a reader's says)."""
     garbage = tmp_path / "notes.db"
     garbage.write_text("these are my notes, not a database\n" * 10)
     folder = tmp_path / "folder.db"
     folder.mkdir()
     return {
-        "unwritable folder": (f"sqlite:///{UNWRITABLE}/s.db", "does not exist"),
-        "not a database": (f"sqlite:///{garbage}", "not a SQLite database"),
-        "folder as database": (f"sqlite:///{folder}", "is a folder"),
-        "no URL at all": ("runs/demo.db", "not a database URL"),
-        "unknown dialect": ("nosuchdb://host/x", "cannot open the study database"),
-        "unreachable server": (f"postgresql://me:secret@127.0.0.1:{_free_port()}/x", "cannot open the study database"),
+        "missing folder": (f"sqlite:///{UNWRITABLE}/s.db", "does not exist", "no such database file"),
+        "read-only folder": ("sqlite:////proc/stmsearch.db", "unable to open database file", "no such database file"),
+        "not a database": (f"sqlite:///{garbage}", "not a SQLite database", "not a SQLite database"),
+        "folder as database": (f"sqlite:///{folder}", "is a folder", "is a folder"),
+        "no URL at all": ("runs/demo.db", "not a database URL", "not a database URL"),
+        "unknown dialect": ("nosuchdb://host/x", "cannot open the study database", "cannot open the study database"),
+        "unreachable server": (f"postgresql://me:secret@127.0.0.1:{_free_port()}/x", "cannot open the study database",
+                               "cannot open the study database"),
     }
 
 
@@ -64,10 +66,10 @@ def _one_line_error(result) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("case", ["unwritable folder", "not a database", "folder as database", "no URL at all",
-                                  "unknown dialect", "unreachable server"])
+@pytest.mark.parametrize("case", ["missing folder", "read-only folder", "not a database", "folder as database",
+                                  "no URL at all", "unknown dialect", "unreachable server"])
 def test_storage_faults_are_one_line_for_every_command(tmp_path, case):
-    url, says = bad_urls(tmp_path)[case]
+    url, search_says, reader_says = bad_urls(tmp_path)[case]
     space = write_space(tmp_path)
     runner = CliRunner()
     for cmd, args in ((search_cmd, [str(space), "--storage", url, "--executor", "local", "--no-progress",
@@ -76,7 +78,7 @@ def test_storage_faults_are_one_line_for_every_command(tmp_path, case):
                       (export_cmd, ["--storage", url, "--study", "s", "--out", str(tmp_path / "x")]),
                       (verify_cmd, ["--storage", url, "--study", "s"])):
         line = _one_line_error(runner.invoke(cmd, args))
-        assert says in line, (cmd.name, line)
+        assert (search_says if cmd is search_cmd else reader_says) in line, (cmd.name, line)
         assert "secret" not in line  # passwords never printed
 
 
@@ -148,9 +150,12 @@ def test_capacity_errors_name_the_config_file(tmp_path):
 
 
 def test_schedule_entries_must_be_integers(tmp_path):
-    for bad, where in (("[true, 8]", "schedule[0]"), ("[1.5, 8]", "schedule[0]"), ("[0, '8']", "schedule[1]")):
-        with pytest.raises(stmsearch.ConfigError, match=rf"{where[:8]}\[{where[9]}\]: Input should be a valid integer"):
-            stmsearch.MergeConfig.model_validate({"schedule": yaml.safe_load(bad)})
+    for bad, index in (("[true, 8]", 0), ("[1.5, 8]", 0), ("[0, '8']", 1)):
+        path = tmp_path / "cfg.yaml"
+        path.write_text(f"method: stm\nschedule: {bad}\n")
+        with pytest.raises(stmsearch.ConfigError) as err:
+            stmsearch.load_config(path)
+        assert str(err.value) == f"{path}: schedule[{index}]: Input should be a valid integer"
     stmsearch.MergeConfig(schedule=[0, 8])
 
 

@@ -49,7 +49,7 @@ def _running(study: optuna.Study) -> list[int]:
 def verify_study(storage_url: str, study_name: str, device: str | None = None, pairs: int = VERIFY_PAIRS,
                  progress: bool = True, log: Callable[[str], None] = print) -> list[Verified]:
     """Re-measure the study's front and its reference; returns what was written, trial by trial."""
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, must_exist=True)  # heartbeats on, to tell a running search
     data = load_study_data(storage, study_name)
     study = data.study
     if data.reference() is None:
