@@ -44,6 +44,7 @@ class Metric:
     relative: bool = False
     bound: float | None = None
     description: str = ""
+    numeric: bool = True  # False for lists (intervals, tokens per layer): shown, never plotted or compared
 
     @property
     def sign(self) -> float:
@@ -155,7 +156,21 @@ register_metric(Metric(
     "latency_ms", "latency (batch 1)", "ms", lambda v: f"{v:.2f} ms", lambda v: f"{v:.2f}", "minimize", True,
     "speed", True, 1.1, "milliseconds per forward of one image"))
 register_metric(Metric("tokens_per_layer", "tokens per layer", "tokens", lambda v: " ".join(map(str, v)),
-                       lambda v: " ".join(map(str, v))))
+                       lambda v: " ".join(map(str, v)), numeric=False))
+
+
+def _interval(fmt_one: Callable[[float], str]) -> Callable[[Any], str]:
+    return lambda v: "-" if v is None else f"{fmt_one(v[0])} to {fmt_one(v[1])} (95%)"
+
+
+register_metric(Metric("accuracy_ci", "accuracy 95% interval", "acc CI", _interval(_pct),
+                       _interval(lambda v: f"{100 * v:.1f}"), numeric=False))
+register_metric(Metric("speedup_ci", "speed-up 95% interval", "speed-up CI", _interval(lambda v: f"{v:.3f}x"),
+                       _interval(lambda v: f"{v:.2f}"), numeric=False))
+register_metric(Metric("reference_throughput", "unreduced model's throughput", "ref img/s",
+                       lambda v: f"{v:,.1f} img/s", lambda v: f"{v:,.0f}"))
+register_metric(Metric("predicted_ms", "predicted time per batch", "ms", lambda v: f"{v:.2f} ms", lambda v: f"{v:.1f}"))
+register_metric(Metric("timing_pairs", "timed pairs", "pairs", lambda v: f"{int(v)}", lambda v: f"{int(v)}"))
 register_metric(Metric("n", "images evaluated", "n", lambda v: f"{int(v):,}", lambda v: f"{int(v)}"))
 register_metric(Metric("skipped", "unreadable images skipped", "skipped", lambda v: f"{int(v):,}",
                        lambda v: f"{int(v)}"))

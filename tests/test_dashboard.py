@@ -139,8 +139,8 @@ def test_packaged_views_are_the_repository_copy():
 
 @pytest.mark.parametrize("text, where", [
     ("views:\n  - {kind: pareto, id: p, title: P, x: {metric: speed, label: S}, y: {metric: accuracy, label: A}}",
-     "views.0.pareto.x.metric"),
-    ("views:\n  - {kind: table, id: t, title: T, columns: [{key: accuracy}]}", "views.0.table.columns.0.label"),
+     "views[0].pareto.x.metric"),
+    ("views:\n  - {kind: table, id: t, title: T, columns: [{key: accuracy}]}", "views[0].table.columns[0].label"),
     ("views:\n  - {kind: hypervolume, id: h, title: H}\n  - {kind: hypervolume, id: h, title: H}", "used twice"),
     ("views: [", "not valid YAML"),
 ])

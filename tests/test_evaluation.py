@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 import stmsearch
 from stmsearch.cli import main
+from stmsearch.evaluation.stats import wilson_interval
 from stmsearch.evaluation import api
 from stmsearch.evaluation.accuracy import evaluate_accuracy
 from stmsearch.evaluation.datasets import ImageSet, load_dataset
@@ -37,7 +38,9 @@ def test_accuracy_matches_a_manual_count():
     with torch.no_grad():
         x = (data.images.float() / 255 - 0.5) / 0.25
         expected = (model(x).argmax(-1) == data.labels).float().mean().item()
-    assert result == {"accuracy": pytest.approx(expected), "n": 37}
+    correct = round(expected * 37)
+    assert result == {"accuracy": pytest.approx(expected), "n": 37,
+                      "accuracy_ci": pytest.approx(list(wilson_interval(correct, 37)))}
     assert 0 < expected < 1  # a toy model that is neither always right nor always wrong
 
 
@@ -100,7 +103,8 @@ def test_cli_eval_json(config_file, tmp_path):
                                        "--batch-size", "25", "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
-    assert set(metrics) == {"accuracy", "n", "params", "tokens_per_layer", "device"}
+    assert set(metrics) == {"accuracy", "accuracy_ci", "n", "params", "tokens_per_layer", "device"}
+    assert metrics["accuracy_ci"][0] <= metrics["accuracy"] <= metrics["accuracy_ci"][1]
     assert metrics["n"] == 50 and 0 <= metrics["accuracy"] <= 1
     assert metrics["tokens_per_layer"] == [197, 191, 185, 179] + [173] * 8
     # the same figure as evaluating the model directly
@@ -115,7 +119,8 @@ def test_cli_profile_json(config_file):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert set(metrics) == {"flops", "params", "tokens_per_layer", "throughput", "latency_ms", "peak_mem_mb",
-                            "device"}
+                            "speed_estimator", "device"}
+    assert metrics["speed_estimator"] == "measured"
     assert metrics["throughput"] > 0 and metrics["latency_ms"] > 0 and metrics["peak_mem_mb"] is None
     model = stmsearch.create_model("vim_proxy")
     assert metrics["params"] == sum(p.numel() for p in model.parameters())

@@ -79,8 +79,12 @@ def eval_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset
               help="Throughput batch size [default: 256 on a GPU, 64 on the CPU].")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs [default: 5 on a GPU, 3 on the CPU].")
 @click.option("--cuda-graphs", is_flag=True, help="Time CUDA-graph replays (GPU, merge-free forwards only).")
-def profile_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset, batch_size, runs, cuda_graphs):
+@click.option("--estimator", type=click.Choice(["measured", "paired"]), default="measured", show_default=True,
+              help="paired: time the config and the unreduced model in turns and report the speed-up with its "
+                   "95%% interval (--runs pairs).")
+def profile_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset, batch_size, runs, cuda_graphs,
+                estimator):
     """FLOPs, parameters, tokens per layer, throughput, latency and peak memory."""
     _run(as_json, f"profile {model_name}", config_path, model_name=model_name, checkpoint=checkpoint,
          dataset=dataset, device=device, batch_size=batch_size or 256, throughput_batch=batch_size,
-         measure=("speed", "flops"), bf16=bf16, cuda_graphs=cuda_graphs, runs=runs)
+         measure=("speed", "flops"), bf16=bf16, cuda_graphs=cuda_graphs, runs=runs, estimator=estimator)

@@ -29,7 +29,7 @@ def _one_of(allowed):
 
 # a plotted metric needs a direction (it decides the front); a shown field is any numeric metric or record field
 Metric = Annotated[str, _one_of(lambda: list(directions()))]
-FieldKey = Annotated[str, _one_of(lambda: list(RECORD_FIELDS) + [m for m in METRICS if m != "tokens_per_layer"])]
+FieldKey = Annotated[str, _one_of(lambda: list(RECORD_FIELDS) + [n for n, m in METRICS.items() if m.numeric])]
 
 
 class ViewsError(ValueError):

@@ -105,7 +105,7 @@ class TrialRecord:
         out = asdict(self)
         out.update(key=self.key, method=self.method, window=self.window,
                    accuracy_ci=self.interval("accuracy"), speedup_ci=self.interval("speedup"))
-        out.update({name: self.value(name) for name in METRICS if name != "tokens_per_layer"})
+        out.update({name: self.value(name) for name, m in METRICS.items() if m.numeric})
         return out
 
 
