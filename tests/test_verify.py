@@ -6,16 +6,18 @@ import uuid
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 
 from stmsearch.cli.verify import verify_cmd
+from stmsearch.database import open_storage
 from stmsearch.evaluation.latency import LatencyTable
 from stmsearch.export import export_configs
 from stmsearch.merging.config import config_from_dict
 from stmsearch.results.records import load_study_data
 from stmsearch.results.table import front_records, pareto_table
 from stmsearch.search import load_space, run_search
-from stmsearch.database import open_storage
+from stmsearch.search.storage import study_name
 from stmsearch.search.verify import VerifyError, verify_study
 from test_search_run import write_space
 
@@ -112,3 +114,32 @@ def test_a_model_estimator_study_calibrates_once_and_predicts_from_its_table(tmp
         assert m["speed_estimator"] == "model" and t.values[1] == m["speedup"]
         cfg = None if t.user_attrs["is_reference"] else config_from_dict(t.user_attrs["config"])
         assert m["speedup"] == pytest.approx(table.predict_ms(None, 12, 197) / table.predict_ms(cfg, 12, 197))
+
+
+def test_calibrate_and_a_mismatched_table_fail_in_one_line_and_change_nothing(tmp_path, storage_url, monkeypatch):
+    from stmsearch.cli.calibrate import calibrate_cmd
+    from stmsearch.cli.search import search_cmd
+
+    monkeypatch.setattr("stmsearch.evaluation.latency.CPU_GRID", 3)
+    monkeypatch.setattr("stmsearch.evaluation.latency.ROUNDS", 2)
+    space = {**SPEEDUP, "throughput": {"estimator": "model", "batch": 2}, "evaluator": None, "subset": 8,
+             "objectives": ["accuracy", "speedup"], "constraints": {}, "seeds": [],
+             "methods": [{"name": "stm", "knobs": {"window": {"type": "int", "low": 0, "high": 8, "step": 4}}}]}
+    path = write_space(tmp_path, **space)
+    runner = CliRunner()
+    res = runner.invoke(calibrate_cmd, [str(path), "--device", "tpu", "--out", str(tmp_path / "t.json")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "device" in res.output
+    res = runner.invoke(calibrate_cmd, [str(path), "--device", "cuda:0", "--out", str(tmp_path / "t.json")])
+    if not torch.cuda.is_available():  # a device this machine lacks
+        assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "cuda" in res.output
+    res = runner.invoke(calibrate_cmd, [str(path), "--out", str(tmp_path / "t.json")])
+    assert res.exit_code == 0, res.output
+    # a table made for batch 2, used by a space that times batch 4
+    other = write_space(tmp_path, **{**space, "throughput": {"estimator": "model", "batch": 4,
+                                                            "table": str(tmp_path / "t.json")}})
+    res = runner.invoke(search_cmd, [str(other), "--storage", storage_url, "--executor", "local", "--no-progress",
+                                     "--no-verify", "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 1 and "another setup: batch 2 (this evaluation: 4)" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    study = optuna.load_study(study_name=study_name(other, load_space(other)), storage=storage_url)
+    assert len(study.trials) == 0  # refused before any trial
