@@ -17,7 +17,6 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 
 import stmsearch
