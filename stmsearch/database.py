@@ -10,7 +10,9 @@ message is one line naming the URL, with any password hidden.
 from __future__ import annotations
 
 import json
+import random
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ import optuna
 
 HEARTBEAT_S = 10  # a RUNNING trial whose heartbeat is older than GRACE_S belongs to a dead search
 GRACE_S = 30
+# Errors of two processes creating the schema of one new database at once (SQLite, PostgreSQL, MySQL)
+_SCHEMA_RACE = re.compile(r"UNIQUE constraint failed|already exists|duplicate key|Duplicate entry|database is locked",
+                          re.IGNORECASE)
+SCHEMA_RETRIES = 8
 DRIVERS = {"postgresql": "pip install 'stmsearch[postgres]' (psycopg 3)", "mysql": "pip install pymysql"}
 
 
@@ -73,15 +79,21 @@ def open_storage(url: str, heartbeat_s: int | None = HEARTBEAT_S, grace_s: int =
     if dialect == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": 10}
     beats = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s} if heartbeat_s else {}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what resume relies on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
-    except ModuleNotFoundError as exc:
-        hint = DRIVERS.get(dialect, f"install the database driver for {dialect}")
-        raise StorageError(f"{shown}: the driver {exc.name!r} is not installed: {hint}") from None
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy and optuna raise many kinds; each becomes one line
-        raise StorageError(f"{shown}: cannot open the study database: {_reason(exc)}") from None
+    for attempt in range(SCHEMA_RETRIES + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in optuna, and what resume relies on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
+        except ModuleNotFoundError as exc:
+            hint = DRIVERS.get(dialect, f"install the database driver for {dialect}")
+            raise StorageError(f"{shown}: the driver {exc.name!r} is not installed: {hint}") from None
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy and optuna raise many kinds; each becomes one line
+            if attempt < SCHEMA_RETRIES and _SCHEMA_RACE.search(_reason(exc)):
+                # two searches started together both create optuna's tables; the loser finds them made
+                time.sleep(0.05 + random.random() * 0.2 * (attempt + 1))
+                continue
+            raise StorageError(f"{shown}: cannot open the study database: {_reason(exc)}") from None
+    raise AssertionError("unreachable")
 
 
 def open_existing(url: str) -> optuna.storages.RDBStorage:

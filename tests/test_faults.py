@@ -216,6 +216,21 @@ def check_two_searches_share_one_study(tmp_path: Path, url: str, study: str) -> 
     assert sum(ran) == 8 and all(n >= 1 for n in ran), outs
 
 
+OPEN_ONE = "import sys; from stmsearch.database import open_storage; open_storage(sys.argv[1])"
+
+
+def test_processes_creating_one_new_database_together_all_open_it(tmp_path):
+    """Two searches started at once both create optuna's tables; neither may fail on the other's rows."""
+    for attempt in range(4):  # the race is lost about every second time without the retry
+        url = f"sqlite:///{tmp_path}/new{attempt}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_ONE, url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], errors
+    storage = open_existing(url)
+    assert storage.get_all_studies() == []
+
+
 def test_two_searches_on_one_sqlite_study(tmp_path):
     check_two_searches_share_one_study(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}", "shared")
 
