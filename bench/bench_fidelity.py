@@ -11,8 +11,8 @@ schedule from layer 2 (stmsearch.evaluation.fidelity.shared_schedule); a config 
 it runs its own closest schedule, marked * with the reduction it ran.
 
 Select (images --select-images, both proxies, every level):
-  stage 1: every combination of metric x fading x window (0/4/8) x runs, other knobs at their
-           current defaults; stage 2: every combination of the remaining categorical STM knobs of
+  stage 1: every combination of metric x damage x fading x window (0/4/8) x runs (--stage1), other
+           knobs at their current defaults; stage 2: every combination of the remaining categorical STM knobs of
            the method table (size_aware_decay, weights, symmetric, neighbourhood, ...) around the
            stage-1 winner. Choices come from the method table's ``knobs``.
   rule:    the variant with the highest mean accuracy over both proxies and all levels, among
@@ -40,7 +40,7 @@ from stmsearch.merging.methods import get_method
 
 LEVELS = (0.1, 0.2, 0.3, 0.4)
 WINDOWS = (0, 4, 8)  # the window's table range is 0-16; these span "none" to the current default
-STAGE1 = ("metric", "fading", "window", "runs")
+STAGE1 = ("metric", "damage", "fading", "window", "runs")  # --stage1 changes it
 BASELINES = {"tome": {"method": "tome"}, "prune": {"method": "prune"},
              **{f"random s{s}": {"method": "random", "seed": s} for s in range(3)}}
 RULE = ("highest mean accuracy over both proxies and all levels on the selection images, among variants "
@@ -57,10 +57,10 @@ def _choices(knob: str) -> list:
     return [default] + [v for v in values if v != default]
 
 
-def stage2_knobs() -> list[str]:
+def stage2_knobs(stage1=STAGE1) -> list[str]:
     """Categorical STM knobs of the method table that stage 1 does not vary."""
     return [k for k, spec in get_method("stm").knobs.items()
-            if k not in STAGE1 and spec.get("type") == "categorical"]
+            if k not in stage1 and spec.get("type") == "categorical"]
 
 
 def grid(knobs: list[str], base: dict) -> list[dict]:
@@ -119,7 +119,7 @@ def summarise(cells: dict) -> tuple[float, bool]:
     return sum(c["accuracy"] for c in flat) / len(flat), all(c["shared"] for c in flat)
 
 
-def select(proxies: list, levels, batch: int, limit: int | None) -> dict:
+def select(proxies: list, levels, batch: int, limit: int | None, stage1=STAGE1) -> dict:
     """Stage 1 and stage 2 of the grid; returns every variant's figures and the chosen overrides."""
     variants, t0 = [], time.perf_counter()
 
@@ -136,9 +136,9 @@ def select(proxies: list, levels, batch: int, limit: int | None) -> dict:
             print(f"stage {stage} [{i:3}/{len(overs)}] {label(over):60} | {row} | mean {mean:.4f}"
                   + ("" if qualified else " (not qualified)"), flush=True)
 
-    run_stage(1, grid(list(STAGE1), {}))
+    run_stage(1, grid(list(stage1), {}))
     best1 = best(variants)
-    run_stage(2, grid(stage2_knobs(), {k: best1["overrides"][k] for k in STAGE1}))
+    run_stage(2, grid(stage2_knobs(stage1), {k: best1["overrides"][k] for k in stage1}))
     chosen = best(variants)
     evals = sum(1 for v in variants for per in v["cells"].values() for c in per.values() if c is not None)
     return {"rule": RULE, "variants": variants, "stage1_winner": best1["overrides"], "chosen": chosen["overrides"],
@@ -159,7 +159,7 @@ def neighbours(chosen: dict) -> dict[str, dict]:
     cfg = MergeConfig(**chosen)
     flips = {"fading": "none" if cfg.fading != "none" else "estimated", "symmetric": not cfg.symmetric,
              "window": 0 if cfg.protect else 8, "metric": "x" if cfg.metric == "hidden" else "hidden",
-             "runs": 2 if cfg.runs != 2 else 4}
+             "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine"}
     return {label({**chosen, k: v}): {**chosen, k: v} for k, v in flips.items()}
 
 
@@ -236,6 +236,41 @@ def tables(rep: dict, proxies: list, levels, markdown: bool) -> str:
     return "\n".join(out)
 
 
+def selection_text(sel: dict, top: int = 10) -> str:
+    """Markdown: the rule, the chosen variant and the best ``top`` variants by it (the evidence)."""
+    ranked = sorted(sel["variants"], key=lambda v: (not v["qualified"], -v["mean"]))[:top]
+    default = next((v for v in sel["variants"] if v["label"] == "stm (current default)"), None)
+    proxies = list(sel["variants"][0]["cells"])
+    out = [f"Rule: {RULE}.", "", f"Chosen: `{sel['chosen_label']}` (overrides `{json.dumps(sel['chosen'])}`), "
+           f"mean accuracy {sel['chosen_mean']:.4f}"
+           + (f"; the current default: {default['mean']:.4f}" + ("" if default["qualified"] else
+                                                                  " (not qualified: it could not carry every shared schedule)")
+              if default else "") + ".", "",
+           f"{len(sel['variants'])} variants, {sel['evals']} evaluations in {sel['seconds']:.0f} s. Best {top}:", "",
+           "| variant | stage | " + " | ".join(f"{p} mean" for p in proxies) + " | mean | qualified |",
+           "|---|---|" + "---|" * len(proxies) + "---|---|"]
+    for v in ranked:
+        per = [sum(c["accuracy"] for c in v["cells"][p].values() if c) / max(1, sum(1 for c in v["cells"][p].values() if c))
+               for p in proxies]
+        out.append(f"| {v['label']} | {v['stage']} | " + " | ".join(f"{m:.4f}" for m in per)
+                   + f" | {v['mean']:.4f} | {'yes' if v['qualified'] else 'no'} |")
+    return "\n".join(out)
+
+
+def document(out: dict, rep: dict, proxies: list, levels) -> str:
+    """bench/FIDELITY.md: how the figures were made, the selection's evidence and the report tables."""
+    lines = ["# Fidelity of STM against the baselines (bench/bench_fidelity.py)", "",
+             f"Device {out['device']}, torch {out['torch']}; command: `{out['command']}`.", "",
+             "Every method runs the same constant schedule from layer 2 at each level (10-40% fewer "
+             "token-layers) where its capacity allows (* otherwise, with the reduction it ran).", ""]
+    if "select" in out:
+        lines += [f"## STM's defaults, chosen on held-out images {out['select']['images']}", "",
+                  selection_text(out["select"]), ""]
+    lines += [f"## Report on held-out images {rep['images'] if 'images' in rep else ''}", "",
+              tables(rep, proxies, levels, markdown=True)]
+    return "\n".join(lines) + "\n"
+
+
 def _jsonable(obj):
     if isinstance(obj, torch.Tensor):
         return bits(obj)
@@ -255,6 +290,9 @@ def main() -> None:
     ap.add_argument("--levels", default=",".join(str(t) for t in LEVELS), help="token reductions, comma-separated")
     ap.add_argument("--chosen", help="report mode: a JSON written by --mode select/all; its chosen STM is the headline")
     ap.add_argument("--limit", type=int, help="at most this many variants per selection stage (smoke runs)")
+    ap.add_argument("--stage1", default=",".join(STAGE1),
+                    help="STM knobs stage 1 crosses (the other categorical knobs go to stage 2)")
+    ap.add_argument("--plan", action="store_true", help="print how many evaluations the run would make, and stop")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--out", help="write everything (per-image correctness included) to this JSON")
@@ -269,14 +307,33 @@ def main() -> None:
         ap.error(f"--select-images {args.select_images} and --report-images {args.report_images} overlap: "
                  "choosing on the report's images would tune to the test")
     names = list(PROXY_DATASETS) if args.proxy == "both" else [args.proxy]
-    out: dict = {"device": args.device, "levels": levels, "proxies": names, "torch": torch.__version__}
+    stage1 = tuple(args.stage1.split(","))
+    unknown = [k for k in stage1 if k not in get_method("stm").knobs or k == "gamma"]
+    if unknown:
+        ap.error(f"--stage1: {unknown[0]!r} is not a categorical STM knob (allowed: window, "
+                 + ", ".join(stage2_knobs(("window",))) + ")")
+    cells = len(names) * len(levels)
+    n1 = min(len(grid(list(stage1), {})), args.limit or 10 ** 9)
+    n2 = min(len(grid(stage2_knobs(stage1), {})), args.limit or 10 ** 9)
+    n_select = (n1 + n2) * cells if args.mode != "report" else 0
+    n_report = (2 + len(neighbours({"method": "stm"})) + len(BASELINES)) * cells if args.mode != "select" else 0
+    print(f"plan: select {n1} + at most {n2} variants x {cells} cells = {n_select} evaluations of "
+          f"{len(sel_range)} images; report at most {n_report} evaluations of {len(rep_range)} images", flush=True)
+    if args.plan:
+        return
+    out: dict = {"device": args.device, "levels": levels, "proxies": names, "torch": torch.__version__,
+                 "command": "python " + " ".join(sys.argv)}
     chosen = None
     if args.chosen:
-        chosen = json.loads(Path(args.chosen).read_text())["select"]["chosen"]
+        try:
+            out["select"] = json.loads(Path(args.chosen).read_text())["select"]  # its evidence goes to --markdown
+        except (OSError, ValueError, KeyError) as exc:
+            ap.error(f"--chosen {args.chosen}: not a JSON written by --mode select/all ({exc})")
+        chosen = out["select"]["chosen"]
     if args.mode in ("select", "all"):
         proxies = [load_proxy(n, sel_range, args.device) for n in names]
         print(f"select on images {args.select_images} of {', '.join(names)}, levels {levels}, {args.device}", flush=True)
-        sel = select(proxies, levels, args.batch, args.limit)
+        sel = select(proxies, levels, args.batch, args.limit, stage1)
         out["select"] = {"images": args.select_images, **sel}
         chosen = sel["chosen"]
         print(f"chosen ({RULE}): {sel['chosen_label']}, mean {sel['chosen_mean']:.4f}; "
@@ -285,13 +342,14 @@ def main() -> None:
     if args.mode in ("report", "all"):
         proxies = [load_proxy(n, rep_range, args.device) for n in names]
         print(f"report on images {args.report_images}", flush=True)
-        rep = report(proxies, levels, args.batch, chosen)
-        out["report"] = {"images": args.report_images, **rep}
+        rep = {"images": args.report_images, **report(proxies, levels, args.batch, chosen)}
+        out["report"] = rep
         print(f"{rep['evals']} evaluations of {len(rep_range)} images in {rep['seconds']:.1f} s "
               f"({rep['seconds'] / max(rep['evals'], 1):.3f} s each)\n")
         print(tables(rep, proxies, levels, markdown=False))
         if args.markdown:
-            Path(args.markdown).write_text(tables(rep, proxies, levels, markdown=True) + "\n")
+            Path(args.markdown).write_text(document(out, rep, proxies, levels))
+            print(f"wrote {args.markdown}")
     if args.out:
         Path(args.out).write_text(json.dumps(_jsonable(out), indent=1) + "\n")
         print(f"wrote {args.out}")
