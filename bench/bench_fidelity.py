@@ -16,7 +16,7 @@ Select (images --select-images, both proxies, every level):
            the method table (size_aware_decay, weights, symmetric, neighbourhood, ...) around the
            stage-1 winner. Choices come from the method table's ``knobs``.
   rule:    the variant with the highest mean accuracy over both proxies and all levels, among
-           variants that ran the shared schedule in every cell; ties go to the earlier variant
+           variants that ran the shared schedule in every cell (all, if none did); ties go to the earlier variant
            (grid order puts each knob's current default first).
 Report (images --report-images): the chosen STM (or the current default if nothing was chosen),
 the current default, STM variants one knob away from the chosen one, tome, prune and random
@@ -44,7 +44,8 @@ STAGE1 = ("metric", "damage", "fading", "window", "runs")  # --stage1 changes it
 BASELINES = {"tome": {"method": "tome"}, "prune": {"method": "prune"},
              **{f"random s{s}": {"method": "random", "seed": s} for s in range(3)}}
 RULE = ("highest mean accuracy over both proxies and all levels on the selection images, among variants "
-        "that ran the shared schedule in every cell; ties to the earlier variant (defaults first)")
+        "that ran the shared schedule in every cell (all variants if none did); ties to the earlier variant "
+        "(defaults first)")
 
 
 def _choices(knob: str) -> list:
