@@ -71,3 +71,17 @@ def test_logits_do_not_depend_on_the_batch(setup, label, cfg):
     for name, other in (("batch 7", groups), ("batch 64", crowd)):
         err = (other - alone).abs().max().item()
         assert err <= TOLERANCE, f"{label}: {name} logits differ from batch 1 by {err:.2e}"
+
+
+def test_ward_damage_changes_the_plan_on_real_digits(setup):
+    """The damage knob is live: on trained-proxy digits Ward picks other merges than cosine."""
+    model, images = setup
+    traces = []
+    for damage in ("cosine", "ward"):
+        stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[0, 0] + [8] * 4, window=0,
+                                                     damage=damage))
+        with torch.inference_mode():
+            model(images[:4])
+        traces.append([s for _, _, s, _ in model._stm["trace"]])
+        stmsearch.apply(model, None)
+    assert any(not torch.equal(a, b) for a, b in zip(*traces))

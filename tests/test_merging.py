@@ -41,6 +41,7 @@ configs = st.builds(
     fading=st.sampled_from(["estimated", "fixed", "none"]),
     weights=st.sampled_from(["size", "mean", "dt"]),
     size_aware_decay=st.booleans(),
+    damage=st.sampled_from(["cosine", "ward"]),
 )
 
 
@@ -127,6 +128,31 @@ def test_stm_merges_the_most_similar_neighbours():
     plan = stm_1d(metric, torch.tensor([4]), 2, 0, 2, 0, True, None, torch.ones(1, 9))
     assert plan.index.tolist() == [[0, 0, 1, 2, 3, 4, 5, 6, 6]]
     assert plan.out_len == 7
+
+
+def test_ward_damage_is_the_squared_error_a_merge_adds():
+    """w_a w_b / (w_a + w_b) |a - b|^2 equals the weighted squared error of both tokens about their
+    weighted mean, computed here directly."""
+    from stmsearch.merging.functions import pair_damage
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
+    wa, wb = torch.rand(2, 5, generator=g) * 4 + 1, torch.rand(2, 5, generator=g) * 4 + 1
+    mean = (wa[..., None] * a + wb[..., None] * b) / (wa + wb)[..., None]
+    sse = wa * (a - mean).pow(2).sum(-1) + wb * (b - mean).pow(2).sum(-1)
+    torch.testing.assert_close(pair_damage(a, b, wa, wb, "ward"), sse)
+    torch.testing.assert_close(pair_damage(a, 3 * a, wa, wb, "cosine"), torch.zeros(2, 5), atol=1e-6, rtol=0)
+
+
+def test_ward_damage_sees_magnitude_that_cosine_ignores():
+    """Same direction, tenfold norm: free for cosine, costly for Ward; two faint, nearly equal
+    tokens: the reverse. Each kind merges its own pair on either side of the class token."""
+    from stmsearch.merging.functions import stm_1d
+    # layer 0 pairs: (0,1) (2,3) | class token 4 | (5,6) (7,8)
+    side = [[1.0, 0], [10, 0], [0.1, 0], [0.1, 0.02]]
+    metric = torch.tensor([side + [[9, 9]] + side])
+    args = (torch.tensor([4]), 2, 0, 2, 0, True, None, torch.ones(1, 9))
+    assert stm_1d(metric, *args, "cosine").index.tolist() == [[0, 0, 1, 2, 3, 4, 4, 5, 6]]
+    assert stm_1d(metric, *args, "ward").index.tolist() == [[0, 1, 2, 2, 3, 4, 5, 6, 6]]
 
 
 def test_config_round_trips_yaml_and_json(tmp_path):

@@ -1,4 +1,5 @@
-"""Intervals for the numbers a trial reports: Wilson for accuracies, a paired bootstrap for speed-ups."""
+"""Intervals for the numbers a trial reports: Wilson for accuracies, a paired bootstrap for speed-ups;
+and the exact paired sign test that compares two methods image by image."""
 from __future__ import annotations
 
 import math
@@ -43,3 +44,21 @@ def bootstrap_ratio_ci(numerator: list[float], denominator: list[float], resampl
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(ratios, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided p-value of a paired sign test (McNemar's exact test).
+
+    ``wins``: images only method A gets right; ``losses``: images only method B gets right.
+    Images both get right or both get wrong carry no information about which is better, so
+    under the null hypothesis each of the ``n = wins + losses`` discordant images is a win with
+    probability 1/2. p = P(a result at least as lopsided) = 2 * P(Binomial(n, 1/2) <= min), at most 1.
+    Exact integer arithmetic (math.comb), so it holds for any n.
+    """
+    if wins < 0 or losses < 0:
+        raise ValueError(f"sign_test: counts must be >= 0, got wins={wins}, losses={losses}")
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2 ** n)

@@ -72,6 +72,7 @@ class MergeConfig(BaseModel):
     fading: Literal["estimated", "layer", "fixed", "none"] = "estimated"
     gamma: float = Field(0.95, gt=0.0, le=1.0)
     weights: Literal["size", "mean", "dt"] = "size"
+    damage: Literal["cosine", "ward"] = "cosine"  # how a merge is scored: 1 - cosine, or Ward's squared error
     size_aware_decay: bool = False
     seed: int = 0  # random method
 

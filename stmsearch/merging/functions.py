@@ -67,10 +67,19 @@ def protected_mask(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
     return (pos - cls[:, None]).abs() <= window
 
 
-def cosine_neighbours(metric: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each token with the next one: (B, T, C) -> (B, T-1)."""
-    m = F.normalize(metric.float(), dim=-1)
-    return (m[:, :-1] * m[:, 1:]).sum(-1)
+def pair_damage(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor, kind: str) -> torch.Tensor:
+    """Damage of merging each token of ``a`` (B, E, C) with the one of ``b`` beside it: (B, E).
+
+    ``cosine``: 1 - cosine similarity, blind to magnitude. ``ward``: the squared error the merge
+    adds to the stream, sum of w * |token - merged|^2 over the two tokens, which for a weighted
+    mean is w_a w_b / (w_a + w_b) |a - b|^2 (Ward's criterion, weights ``wa``, ``wb`` (B, E)):
+    near-identical tokens are free whatever their direction, and merging large tokens or
+    tokens that already stand for many patches costs more.
+    """
+    if kind == "ward":
+        wa, wb = wa.float(), wb.float()
+        return (a.float() - b.float()).pow(2).sum(-1) * (wa * wb / (wa + wb))
+    return 1.0 - (F.normalize(a.float(), dim=-1) * F.normalize(b.float(), dim=-1)).sum(-1)
 
 
 def block_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int) -> torch.Tensor:
@@ -104,14 +113,14 @@ def chain_plan(edges: torch.Tensor, weight: torch.Tensor, r: int) -> Plan:
 
 
 def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: int, layer: int,
-           symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor) -> Plan:
+           symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor, damage_kind: str = "cosine") -> Plan:
     """STM with 1-D neighbours: runs of up to ``runs`` adjacent tokens in scan order.
 
-    Damage of an edge = (1 - cosine similarity) * gamma^distance-to-class-token (if
+    Damage of an edge = :func:`pair_damage` (``damage_kind``) * gamma^distance-to-class-token (if
     ``fading`` gamma is given: a scalar or one per image). Symmetric: ``split_sides`` merges on each side.
     """
     b, t, _ = metric.shape
-    damage = 1.0 - cosine_neighbours(metric)
+    damage = pair_damage(metric[:, :-1], metric[:, 1:], weight[:, :-1], weight[:, 1:], damage_kind)
     if fading is not None:
         dist = (positions(b, t - 1, metric.device) - cls[:, None]).abs().float()
         damage = damage * fading.float().reshape(-1, 1).pow(dist)
@@ -185,7 +194,8 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
 
 
 def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int, window: int,
-           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor) -> Plan:
+           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor,
+           damage_kind: str = "cosine") -> Plan:
     """STM with 2-D neighbours: a token absorbs its right, lower or lower-right grid neighbour.
 
     Cells of 2x2 patches (shifted by the layer's parity) each have one anchor (top left);
@@ -204,7 +214,6 @@ def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int
     o = layer % 2
     anchor = valid & (row % 2 == o) & (col % 2 == o)
     prot = protected_mask(cls, t, window)
-    m = F.normalize(metric.float(), dim=-1)
     members, damages = [], []
     for dr, dc in ((0, 1), (1, 0), (1, 1)):
         inside = anchor & (row + dr < grid) & (col + dc < grid)
@@ -213,8 +222,8 @@ def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int
         partner = partner.clamp_min(0)
         side_ok = (pos < cls[:, None]) == (partner < cls[:, None])
         ok = ok & side_ok & ~prot & ~prot.gather(1, partner)
-        sim = (m * m.gather(1, partner[..., None].expand_as(m))).sum(-1)
-        dmg = 1.0 - sim
+        dmg = pair_damage(metric, metric.gather(1, partner[..., None].expand_as(metric)), weight,
+                          weight.gather(1, partner), damage_kind)
         if fading is not None:
             dmg = dmg * fading.float().reshape(-1, 1).pow((pos - cls[:, None]).abs().float())
         members.append(partner)

@@ -97,9 +97,9 @@ def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     args = (ft.metric(step), step.cls)
     if cfg.neighbourhood == "2d":
         return fn.stm_2d(*args, step.state["rep"], step.state["grid"], step.r, step.window, cfg.runs, step.layer,
-                         cfg.symmetric, ft.fading(step), ft.weights(step))
+                         cfg.symmetric, ft.fading(step), ft.weights(step), cfg.damage)
     return fn.stm_1d(*args, step.r, step.window, cfg.runs, step.layer, cfg.symmetric, ft.fading(step),
-                     ft.weights(step))
+                     ft.weights(step), cfg.damage)
 
 
 def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
@@ -123,7 +123,8 @@ register_method(Method(
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
            "runs": {"type": "categorical", "choices": [2, 3, 4]},
            "fading": {"type": "categorical", "choices": ["estimated", "layer", "fixed", "none"]},
-           "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE},
+           "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE,
+           "damage": {"type": "categorical", "choices": ["cosine", "ward"]}},
     example={"schedule": [0] + [6] * 4},
     description="Sequential Token Merging: adjacent runs in scan order, symmetric about the class token"))
 
