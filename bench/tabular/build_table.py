@@ -97,7 +97,7 @@ def build(args: argparse.Namespace) -> Path:
     print(f"space {args.space} with {' '.join(args.set) or 'no changes'}: {len(rows) - 1} distinct configs "
           f"+ the unreduced model (enumerated in {time.perf_counter() - t0:.1f}s)", flush=True)
     ms, latency_meta = speeds(rows, Path(args.latency), space.model)
-    todo_keys = list(rows)[: args.limit + 1 if args.limit else None]
+    todo_keys = list(rows)[: None if args.limit is None else args.limit + 1]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial.jsonl")
