@@ -111,7 +111,7 @@ def build(args: argparse.Namespace) -> Path:
           f"({args.subset or 'all 1000'} digits each, {args.workers} worker(s))", flush=True)
     init = (space.model, space.checkpoint, space.dataset, args.subset, args.device, args.scan, args.threads)
     start, last = time.perf_counter(), 0.0
-    with partial.open("a") as log:
+    with partial.open("a", buffering=1) as log:  # line-buffered: a killed run keeps every row it measured
         if args.workers > 1:
             import torch.multiprocessing as mp
 
@@ -124,13 +124,17 @@ def build(args: argparse.Namespace) -> Path:
             done[key] = [correct, n]
             log.write(json.dumps({"key": key, "correct": correct, "n": n}) + "\n")
             now = time.perf_counter() - start
+            if args.time_limit and now > args.time_limit and i < len(todo):
+                print(f"{i}/{len(todo)} configs after {now:.0f}s: --time-limit reached; run again to continue",
+                      flush=True)
+                break
             if i == len(todo) or i in (1, 5) or now - last > args.every:
                 log.flush()
                 last, rate = now, i / now
                 print(f"{i}/{len(todo)} configs, {rate:.2f}/s, {now:.0f}s so far, about "
                       f"{(len(todo) - i) / rate:.0f}s left", flush=True)
         if pool is not None:
-            pool.close()
+            pool.terminate()  # all results are in (or the time limit stopped the loop)
             pool.join()
     missing = [k for k in rows if k not in done]
     ref = done.get(next(iter(rows)))
@@ -163,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scan backend (STMSEARCH_SCAN); default: triton on cuda, else automatic")
     p.add_argument("--latency", default=str(DEFAULT_LATENCY), help="latency table JSON the speed-ups are predicted from")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="gzip JSON table to write")
+    p.add_argument("--time-limit", type=float, help="stop after this many seconds of evaluation and write what "
+                   "is done (the table says complete: false; a re-run continues)")
     p.add_argument("--every", type=float, default=15.0, help="seconds between progress lines")
     args = p.parse_args(argv)
     if args.set is None:
