@@ -35,10 +35,10 @@ if str(ROOT) not in sys.path:  # bench.tabular, when run as a script
 from bench.tabular.table import Table, TableError, load_table  # noqa: E402
 from stmsearch.objectives import normalised, reference_point  # noqa: E402
 from stmsearch.pareto import hypervolume  # noqa: E402
-from stmsearch.search.params import reference_params, suggest  # noqa: E402
+from stmsearch.search.params import project, reference_params, seed_config, suggest  # noqa: E402
 from stmsearch.search.record import constraint_values  # noqa: E402
 from stmsearch.search.runner import build_sampler  # noqa: E402
-from stmsearch.search.space import SamplerSpec  # noqa: E402
+from stmsearch.search.space import SamplerSpec, Seed  # noqa: E402
 
 DEFAULT_TABLE = ROOT / "bench" / "tabular" / "demo_table.json.gz"
 TARGET = 0.95  # of the best-known hypervolume
@@ -56,6 +56,8 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "gp": {"name": "gp"},
     "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
 }
+# warm starts (a space's ``seeds:``) are entries too, e.g. "tpe-warm": {"name": "tpe", "seeds": [{"name": "a",
+# "config": {...}}]}; a seed's config must be in the table (a grid point)
 SLOW = {"gp", "botorch"}  # seconds a trial (GP: about 6 minutes a 100-trial run on 2 cores): left out of --quick
 
 
@@ -68,16 +70,27 @@ def available(name: str) -> bool:
 
 
 def run(table: Table, sampler: dict[str, Any], seed: int, trials: int) -> list[tuple[float, ...] | None]:
-    """One search of ``trials`` trials (the reference first): each trial's normalised objectives, None if infeasible."""
-    space = table.space.model_copy(update={"sampler": SamplerSpec.model_validate({**sampler, "seed": seed})})
+    """One search of ``trials`` trials (the reference first, then any warm-start ``seeds`` of the entry, as a
+    space's seeds: their own configs, shown to the sampler at their projected parameters): each trial's
+    normalised objectives, None if infeasible."""
+    warm = [Seed.model_validate(s) for s in sampler.get("seeds", [])]
+    spec = SamplerSpec.model_validate({**{k: v for k, v in sampler.items() if k != "seeds"}, "seed": seed})
+    space = table.space.model_copy(update={"sampler": spec, "seeds": warm})
     objectives = list(space.objectives)
     study = optuna.create_study(directions=space.directions, sampler=build_sampler(space))
     study.enqueue_trial(reference_params(space))  # as a study: the unreduced model first, at the least reduction
+    for s in warm:
+        study.enqueue_trial(project(space, seed_config(space, s.name)))
     out = []
     for number in range(trials):
         trial = study.ask()
         params = suggest(trial, space)
-        metrics = table.reference if number == 0 else table.metrics(params)
+        if number == 0:
+            metrics = table.reference
+        elif number <= len(warm):
+            metrics = table.config_metrics(seed_config(space, warm[number - 1].name))
+        else:
+            metrics = table.metrics(params)
         cons = constraint_values(metrics, space.constraints, metrics["speedup"])
         if hasattr(trial, "set_constraint"):  # optuna >= 5; older ones read stored constraints
             for key, value in cons.items():
@@ -149,7 +162,7 @@ def default_name(table: Table, names: list[str]) -> str:
 
     shipped = load_space(ROOT / "search_spaces" / "demo.yaml").sampler.model_dump(exclude={"seed"}, exclude_defaults=True)
     for name in names:
-        if SamplerSpec.model_validate(SAMPLERS[name]).model_dump(exclude={"seed"}, exclude_defaults=True) == shipped:
+        if "seeds" not in SAMPLERS[name] and SamplerSpec.model_validate(SAMPLERS[name]).model_dump(exclude={"seed"}, exclude_defaults=True) == shipped:
             return name
     return "(not benchmarked)"
 

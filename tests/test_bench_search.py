@@ -128,3 +128,17 @@ def test_quick_run_ends_with_the_json_line(tiny, tmp_path):
     assert saved["best_known_hv"] <= saved["table_front_hv"] + 1e-12
     assert all(max(max(c) for c in s["hv"]) <= saved["best_known_hv"] + 1e-12 for s in saved["samplers"].values())
     assert (tmp_path / "hypervolume.html").read_text().count("plotly") > 0
+
+
+def test_warm_start_seed_is_evaluated_second(tiny):
+    table = load_table(tiny)
+    cfg = {"method": "tome", "schedule": {"start": 0, "interval": 2, "count": 12}, "window": 0}
+    entry = {"name": "random", "seeds": [{"name": "fast", "config": cfg}]}
+    points = bench_search.run(table, entry, seed=0, trials=3)
+    from stmsearch.merging import MergeConfig
+    from stmsearch.objectives import normalised
+    want = table.config_metrics(MergeConfig.model_validate(cfg))
+    feasible = want["accuracy"] >= table.space.constraints.min_accuracy
+    assert points[1] == (normalised(want, list(table.space.objectives), table.reference) if feasible else None)
+    with pytest.raises(TableError, match="not in the table"):
+        bench_search.run(table, {"name": "random", "seeds": [{"name": "off", "config": {**cfg, "window": 4}}]}, 0, 3)

@@ -42,6 +42,13 @@ class Table:
 
         return row_key(config_from_params(self.space, params), *self._geometry)
 
+    def config_metrics(self, cfg: Any) -> dict[str, float]:
+        """The objectives of a MergeConfig (a seed's); TableError if it is not a point of the table's grid."""
+        row = self.rows.get(row_key(cfg, *self._geometry))
+        if row is None:
+            raise TableError(f"{self.source}: config {cfg.to_dict()} is not in the table (seeds must be grid points)")
+        return row
+
     def metrics(self, params: dict[str, Any]) -> dict[str, float]:
         """The objectives of the config ``params`` describe; TableError if the table lacks it."""
         row = self.rows.get(self.key(params))
