@@ -1,113 +1,263 @@
-"""Search quality: hypervolume after N trials for NSGA-II, TPE and random search, several seeds.
+"""Search quality on a deterministic objective: samplers x seeds x trials on the tabular benchmark.
 
-Every run searches the same space (default: the embedded demo, vim_proxy on mnist5k) with the
-local executor; only the sampler and its seed change. Evaluations are cached by config, so
-a config two runs both try is measured once, and every run normalises against the same
-reference measurement: the hypervolumes share one reference point (accuracy 0, speed-up 0,
-FLOPs 1.1x the unreduced model; see stmsearch.search.pareto).
+Every trial is looked up in a precomputed table (bench/tabular: accuracy on the held-out digits,
+latency-model speed-up, for every config of a discrete demo space), so a run costs milliseconds
+a trial and samplers are compared, not the machine's load. Each run starts like a study: the
+unreduced reference first, then the sampler; the space's constraints are told to it as a study
+tells them. Hypervolumes share the objectives' reference point (stmsearch.objectives).
 
-    python bench/bench_search.py                       # 3 samplers x 3 seeds x 40 trials
-    python bench/bench_search.py --trials 12 --seeds 0 # a quick check
+    PYTHONPATH=$PWD python bench/bench_search.py                 # 5 seeds x 100 trials, every sampler
+    PYTHONPATH=$PWD python bench/bench_search.py --quick         # <= 5 minutes on 2 CPU cores
+    PYTHONPATH=$PWD python bench/bench_search.py --table /tmp/dev.json.gz --samplers random,tpe
 
-Prints mean and spread of the hypervolume at every 10 trials and writes a JSON summary.
+Prints a table (hypervolume as a fraction of the best known: the union front of every run),
+writes results.json and hypervolume.html under --out, and prints as its last line one JSON
+object: {"default": NAME, "samplers": {NAME: {"trials_to_95": N or null, "hv_at": {...}}}}.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
+import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 import optuna
-from optuna.trial import TrialState
-
-from stmsearch.search import load_space, run_search
-from stmsearch.search import objective
-from stmsearch.objectives import normalised, reference_point
-from stmsearch.pareto import hypervolume
-from stmsearch.search.record import reference_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLER_OPTS = {"nsga2": {"population_size": 10}, "tpe": {"n_startup_trials": 10}, "random": {}}
+if str(ROOT) not in sys.path:  # bench.tabular, when run as a script
+    sys.path.insert(0, str(ROOT))
+
+from bench.tabular.table import Table, TableError, load_table  # noqa: E402
+from stmsearch.objectives import normalised, reference_point  # noqa: E402
+from stmsearch.pareto import hypervolume  # noqa: E402
+from stmsearch.search.params import project, reference_params, seed_config, suggest  # noqa: E402
+from stmsearch.search.record import constraint_values  # noqa: E402
+from stmsearch.search.runner import build_sampler  # noqa: E402
+from stmsearch.search.space import SamplerSpec, Seed  # noqa: E402
+
+DEFAULT_TABLE = ROOT / "bench" / "tabular" / "demo_table.json.gz"
+TARGET = 0.95  # of the best-known hypervolume
+MARKS = (25, 50, 100)
+RANDOM_LONGER = 4  # random search runs 4x the trials (it costs nothing), so its trials to 95 % is known
+# benchmark name -> the space's sampler block (as a search space writes it)
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "random": {"name": "random"},
+    "nsga2-p10": {"name": "nsga2", "population_size": 10},
+    "nsga2-p20": {"name": "nsga2", "population_size": 20},
+    "nsga2-p50": {"name": "nsga2", "population_size": 50},
+    "tpe": {"name": "tpe"},  # multivariate, 10 random trials first
+    "tpe-group": {"name": "tpe", "options": {"group": True}},
+    "tpe-s5": {"name": "tpe", "n_startup_trials": 5},
+    "gp": {"name": "gp"},
+    "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
+}
+# warm starts (a space's ``seeds:``) are entries too, e.g. "tpe-warm": {"name": "tpe", "seeds": [{"name": "a",
+# "config": {...}}]}; a seed's config must be in the table (a grid point)
+SLOW = {"gp", "botorch"}  # seconds a trial (GP: about 6 minutes a 100-trial run on 2 cores): left out of --quick
 
 
-def cache_evaluations(path: Path) -> None:
-    """Wrap the search's single evaluate() call with a JSON cache keyed by config and settings."""
-    cache = json.loads(path.read_text()) if path.is_file() else {}
-    inner = objective.call_evaluate
-
-    def cached(space, cfg):
-        key = json.dumps([cfg.to_dict(), space.model, space.dataset, space.subset, space.device,
-                          space.throughput.model_dump()], sort_keys=True)
-        if key not in cache:
-            cache[key] = inner(space, cfg)
-            path.write_text(json.dumps(cache))
-        return cache[key]
-
-    objective.call_evaluate = cached
+def available(name: str) -> bool:
+    """BoTorch only where optuna-integration and botorch import (never a hard dependency)."""
+    spec = SAMPLERS[name]["name"]
+    if "." not in spec:
+        return True
+    return all(importlib.util.find_spec(m) is not None for m in (spec.split(".")[0], "botorch"))
 
 
-def hv_curve(study: optuna.Study, objectives: list[str], every: int) -> list[float]:
-    """Hypervolume of the feasible completed trials among the first k, for k = every, 2*every, ..."""
-    ref = reference_metrics(study)
-    trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)),
-                    key=lambda t: t.number)
+def run(table: Table, sampler: dict[str, Any], seed: int, trials: int) -> list[tuple[float, ...] | None]:
+    """One search of ``trials`` trials (the reference first, then any warm-start ``seeds`` of the entry, as a
+    space's seeds: their own configs, shown to the sampler at their projected parameters): each trial's
+    normalised objectives, None if infeasible."""
+    warm = [Seed.model_validate(s) for s in sampler.get("seeds", [])]
+    spec = SamplerSpec.model_validate({**{k: v for k, v in sampler.items() if k != "seeds"}, "seed": seed})
+    space = table.space.model_copy(update={"sampler": spec, "seeds": warm})
+    objectives = list(space.objectives)
+    study = optuna.create_study(directions=space.directions, sampler=build_sampler(space))
+    study.enqueue_trial(reference_params(space))  # as a study: the unreduced model first, at the least reduction
+    for s in warm:
+        study.enqueue_trial(project(space, seed_config(space, s.name)))
     out = []
-    for k in range(every, len(trials) + 1, every):
-        ok = [t for t in trials[:k] if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)]
-        points = [normalised(t.user_attrs["metrics"], objectives, ref) for t in ok]
-        out.append(hypervolume(points, reference_point(objectives, ref, [t.user_attrs["metrics"] for t in ok])))
+    for number in range(trials):
+        trial = study.ask()
+        params = suggest(trial, space)
+        if number == 0:
+            metrics = table.reference
+        elif number <= len(warm):
+            metrics = table.config_metrics(seed_config(space, warm[number - 1].name))
+        else:
+            metrics = table.metrics(params)
+        cons = constraint_values(metrics, space.constraints, metrics["speedup"])
+        if hasattr(trial, "set_constraint"):  # optuna >= 5; older ones read stored constraints
+            for key, value in cons.items():
+                trial.set_constraint(key, value)
+        trial.set_user_attr("constraint_values", cons)
+        study.tell(trial, [metrics[o] for o in objectives])
+        feasible = all(c <= 0 for c in cons.values())
+        out.append(normalised(metrics, objectives, table.reference) if feasible else None)
     return out
 
 
+def hv_curve(points: list[tuple[float, ...] | None], ref: tuple[float, ...]) -> list[float]:
+    """Hypervolume of the feasible points among the first k, for every k."""
+    curve, seen = [], []
+    for p in points:
+        if p is not None:
+            seen.append(p)
+        curve.append(hypervolume(seen, ref) if p is not None or not curve else curve[-1])
+    return curve
+
+
+def trials_to(curve: list[float], level: float) -> int | None:
+    """The first trial count (1-based, the reference included) at which ``curve`` reaches ``level``."""
+    return next((k for k, v in enumerate(curve, 1) if v >= level), None)
+
+
+def summarise(curves: dict[str, list[list[float]]], best: float) -> dict[str, dict[str, Any]]:
+    """Per sampler: mean and sd of the hypervolume fraction per trial, trials to 95 % (of the mean curve
+    and of each seed) and the mean fraction at the marks."""
+    out = {}
+    for name, runs in curves.items():
+        frac = [[v / best for v in c] for c in runs]
+        n = min(len(c) for c in frac)
+        mean = [statistics.fmean(c[k] for c in frac) for k in range(n)]
+        sd = [statistics.stdev(c[k] for c in frac) if len(frac) > 1 else 0.0 for k in range(n)]
+        per_seed = [trials_to(c, TARGET) for c in frac]
+        out[name] = {"mean": mean, "sd": sd, "trials_to_95": trials_to(mean, TARGET), "trials_to_95_per_seed": per_seed,
+                     "hv_at": {str(k): (round(mean[k - 1], 4) if k <= n else None) for k in MARKS}}
+    return out
+
+
+def write_plot(summary: dict[str, dict[str, Any]], path: Path, title: str, trials: int) -> None:
+    """Mean hypervolume fraction against trials, a band of +- one sd, in the dashboard's look."""
+    import plotly.graph_objects as go
+
+    from stmsearch.dashboard.figures import STUDY_COLOURS, base_layout
+
+    fig = go.Figure()
+    for i, (name, s) in enumerate(summary.items()):
+        colour, ks = STUDY_COLOURS[i % len(STUDY_COLOURS)], list(range(1, min(len(s["mean"]), trials) + 1))
+        dash = "dash" if i >= len(STUDY_COLOURS) else "solid"
+        mean, sd = s["mean"][:len(ks)], s["sd"][:len(ks)]
+        hi, lo = [m + d for m, d in zip(mean, sd)], [m - d for m, d in zip(mean, sd)]
+        fig.add_trace(go.Scatter(x=ks + ks[::-1], y=hi + lo[::-1], fill="toself", fillcolor=colour, opacity=0.12,
+                                 line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=name))
+        fig.add_trace(go.Scatter(x=ks, y=mean, name=f"{name} (95 % at {s['trials_to_95'] or '–'})",
+                                 line=dict(color=colour, width=2, dash=dash), legendgroup=name,
+                                 hovertemplate=f"{name}<br>trial %{{x}}: %{{y:.3f}}<extra></extra>"))
+    fig.add_hline(y=TARGET, line=dict(color="#888", dash="dot", width=1))
+    fig.update_layout(**base_layout(title, height=520))
+    fig.update_xaxes(title_text="trials (the unreduced reference first)")
+    fig.update_yaxes(title_text="hypervolume / best known (mean ± sd over seeds)")
+    fig.write_html(path, include_plotlyjs="cdn")
+
+
+def default_name(table: Table, names: list[str]) -> str:
+    """The benchmark name of the shipped demo space's sampler (what a user gets by default)."""
+    from stmsearch.search.space import load_space
+
+    shipped = load_space(ROOT / "search_spaces" / "demo.yaml").sampler.model_dump(exclude={"seed"}, exclude_defaults=True)
+    for name in names:
+        if "seeds" not in SAMPLERS[name] and SamplerSpec.model_validate(SAMPLERS[name]).model_dump(exclude={"seed"}, exclude_defaults=True) == shipped:
+            return name
+    return "(not benchmarked)"
+
+
+def goal_met(summary: dict[str, dict[str, Any]], name: str) -> bool | None:
+    """The issue's goal for sampler ``name`` against random (None when either was not run)."""
+    if name not in summary or "random" not in summary or name == "random":
+        return None
+    mine, rand = summary[name], summary["random"]
+    # random runs RANDOM_LONGER times as long, so "never" means more trials than it was given
+    rand_needs = rand["trials_to_95"] or len(rand["mean"]) + 1
+    fast = mine["trials_to_95"] is not None and mine["trials_to_95"] * 4 <= rand_needs
+    early = None not in (mine["hv_at"]["25"], rand["hv_at"]["100"]) and mine["hv_at"]["25"] >= rand["hv_at"]["100"]
+    return fast or early
+
+
 @click.command()
-@click.option("--space", "space_path", default=str(ROOT / "search_spaces" / "demo.yaml"), show_default=True)
-@click.option("--trials", default=40, show_default=True)
-@click.option("--samplers", default="nsga2,tpe,random", show_default=True)
-@click.option("--seeds", default="0,1,2", show_default=True)
-@click.option("--subset", type=int, help="Override the space's images per trial.")
-@click.option("--evaluator", help="Override the space's evaluator (module:function).")
-@click.option("--out", default="runs/bench_search", show_default=True)
-def main(space_path: str, trials: int, samplers: str, seeds: str, subset: int | None, evaluator: str | None,
-         out: str) -> None:
+@click.option("--table", "table_path", default=str(DEFAULT_TABLE), show_default=True, help="gzip JSON table")
+@click.option("--samplers", default=",".join(SAMPLERS), show_default=True)
+@click.option("--seeds", default=5, show_default=True, help="seeds per sampler (0..N-1)")
+@click.option("--trials", default=100, show_default=True, help="trials per run, the reference included")
+@click.option("--quick", is_flag=True, help="fit 5 minutes on 2 CPU cores: the slow samplers (gp, botorch) are left out")
+@click.option("--out", default=str(ROOT / "bench" / "results" / "search"), show_default=True)
+def main(table_path: str, samplers: str, seeds: int, trials: int, quick: bool, out: str) -> None:
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        table = load_table(table_path)
+    except TableError as exc:
+        raise click.ClickException(str(exc)) from None
+    names = [s for s in samplers.split(",") if s]
+    unknown = [s for s in names if s not in SAMPLERS]
+    if unknown:
+        raise click.ClickException(f"--samplers: unknown {unknown[0]!r} (known: {', '.join(SAMPLERS)})")
+    skipped = [s for s in names if not available(s)]
+    names = [s for s in names if s not in skipped]
+    for s in skipped:
+        print(f"{s}: skipped, {SAMPLERS[s]['name'].split('.')[0]} or botorch is not installed", flush=True)
+    if quick:
+        slow = [s for s in names if s in SLOW]
+        names = [s for s in names if s not in SLOW]
+        skipped += slow
+        if slow:
+            print(f"{', '.join(slow)}: left out of --quick (minutes a run; run without --quick)", flush=True)
+    space = table.space
+    objectives = list(space.objectives)
+    ref = reference_point(objectives, table.reference)
+    start = time.perf_counter()
+    points: dict[str, list[list]] = {}
+    for name in names:
+        n = trials * RANDOM_LONGER if name == "random" else trials
+        for seed in range(seeds):
+            t0 = time.perf_counter()
+            points.setdefault(name, []).append(run(table, SAMPLERS[name], seed, n))
+            print(f"{name:10s} seed {seed}: {n} trials in {time.perf_counter() - t0:.1f}s", flush=True)
+    union = [p for runs in points.values() for r in runs for p in r if p is not None]
+    best = hypervolume(union, ref)
+    everything = [normalised(m, objectives, table.reference) for m in table.rows.values()
+                  if all(c <= 0 for c in constraint_values(m, space.constraints, m["speedup"]).values())]
+    optimum = hypervolume(everything, ref)
+    curves = {name: [hv_curve(r, ref) for r in runs] for name, runs in points.items()}
+    summary = summarise(curves, best)
+    default = default_name(table, names)
+
+    print(f"\n{len(table.rows)} configs in {table_path} ({table.n} digits); objectives {', '.join(objectives)}; "
+          f"best-known hypervolume {best:.4f} (union of all runs; the table's whole front: {optimum:.4f})")
+    head = f"{'sampler':11s} {'seeds':>5s} {'to 95%':>7s} {'per seed (median, reached)':>27s}" + "".join(
+        f"{'HV@' + str(k):>15s}" for k in MARKS)
+    print(head)
+    for name, s in summary.items():
+        reached = [k for k in s["trials_to_95_per_seed"] if k is not None]
+        med = f"{statistics.median(reached):.0f}, {len(reached)}/{len(reached) + s['trials_to_95_per_seed'].count(None)}" \
+            if reached else f"-, 0/{len(s['trials_to_95_per_seed'])}"
+        cells = "".join(f"{'-':>15s}" if s["hv_at"][str(k)] is None else
+                        f"{s['mean'][k - 1]:8.3f} ±{s['sd'][k - 1]:.3f}" for k in MARKS)
+        print(f"{name + (' *' if name == default else ''):11s} {len(curves[name]):5d} "
+              f"{str(s['trials_to_95'] or '-'):>7s} {med:>27s}{cells}")
+    print(f"(* the shipped demo space's sampler; HV as a fraction of the best known; {time.perf_counter() - start:.0f}s)")
+    goal = goal_met(summary, default)
+    if goal is not None:
+        print(f"goal (95 % in <= 1/4 of random's trials, or HV@25 >= random's HV@100): "
+              f"{'met' if goal else 'not met'} by {default}")
+
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = load_space(space_path)
-    base = base.model_copy(update={k: v for k, v in (("subset", subset), ("evaluator", evaluator)) if v})
-    cache_evaluations(out_dir / "evaluations.json")
-    url = f"sqlite:///{out_dir / 'bench.db'}"
-    every = 10 if trials >= 10 else trials
-    results: dict[str, list[list[float]]] = {}
-    for name in samplers.split(","):
-        for seed in (int(s) for s in seeds.split(",")):
-            sampler = base.sampler.model_copy(update={"name": name, "seed": seed, "population_size": None,
-                                                      "n_startup_trials": None, **SAMPLER_OPTS.get(name, {})})
-            space = base.model_copy(update={"sampler": sampler})
-            study_name = f"bench-{name}-s{seed}-{space.identity()}"
-            start = time.perf_counter()
-            run_search(space, space_path, trials=trials, storage_url=url, study=study_name, executor="local",
-                       progress=False)
-            study = optuna.load_study(study_name=study_name, storage=url)
-            curve = hv_curve(study, list(space.objectives), every)
-            results.setdefault(name, []).append(curve)
-            print(f"{name:7s} seed {seed}: hypervolume {curve[-1]:.4f} after {len(study.trials)} trials "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
-    print(f"\nhypervolume (normalised; mean +- sd over seeds {seeds}) after k trials, space {space_path}, "
-          f"objectives {', '.join(base.objectives)}, subset {base.subset}")
-    ks = [every * (i + 1) for i in range(min(len(c) for cs in results.values() for c in cs))]
-    print("sampler  " + "".join(f"{k:>18d}" for k in ks))
-    for name, curves in results.items():
-        cells = []
-        for i in range(len(ks)):
-            vals = [c[i] for c in curves]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{statistics.mean(vals):10.4f} +- {sd:.4f}")
-        print(f"{name:8s} " + "".join(f"{c:>18s}" for c in cells))
-    summary = {"space": space_path, "trials": trials, "seeds": seeds, "subset": base.subset, "every": every,
-               "objectives": base.objectives, "hypervolume": results}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nwritten: {out_dir / 'summary.json'}")
+    result = {"table": str(table_path), "table_meta": table.meta, "trials": trials, "quick": quick, "target": TARGET,
+              "best_known_hv": best, "table_front_hv": optimum, "reference_point": ref, "default": default,
+              "samplers": {n: {"spec": SAMPLERS[n], **summary[n], "hv": curves[n]} for n in summary},
+              "skipped": skipped, "goal_met": goal}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_plot(summary, out_dir / "hypervolume.html",
+               f"Hypervolume against trials, {len(table.rows)}-config tabular demo space", trials)
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'hypervolume.html'}")
+    print(json.dumps({"default": default, "samplers": {n: {"trials_to_95": s["trials_to_95"], "hv_at": s["hv_at"]}
+                                                        for n, s in summary.items()}}))
 
 
 if __name__ == "__main__":

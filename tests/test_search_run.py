@@ -220,7 +220,7 @@ def test_cli_runs_and_prints_the_pareto_table(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "space.db").is_file()
     bad = write_space(tmp_path, sampler={"name": "anneal"})
     out = CliRunner().invoke(search_cmd, [str(bad), "--executor", "local"])
-    assert out.exit_code == 1 and f"{bad}: sampler.name: Input should be 'nsga2'" in out.output
+    assert out.exit_code == 1 and f"{bad}: sampler.name: unknown sampler 'anneal'" in out.output
 
 
 def test_postgresql_storage(tmp_path, postgres_url):

@@ -65,7 +65,7 @@ def test_demo_space_is_the_cpu_proxy():
      "methods[0].knobs.metric.choices[1]", "'hidden', 'x', 'B' or 'dt'"),
     (lambda d: d["methods"][0]["knobs"].update(speed=3), "methods[0].knobs.speed", "allowed: window,"),
     (lambda d: d["methods"][1].update(name="fast"), "methods[1].name", "allowed: stm, tome, prune, random"),
-    (lambda d: d.update(sampler={"name": "cmaes"}), "sampler.name", "'nsga2', 'tpe', 'random' or 'grid'"),
+    (lambda d: d.update(sampler={"name": "nsga2", "options": "x"}), "sampler.options", "valid dictionary"),
     (lambda d: d.update(objectives=["accuracy", "speed"]), "objectives", "allowed: accuracy, speedup, throughput, flops"),
     (lambda d: d.update(budgett=3), "(top level)", "allowed: description, model,"),
     (lambda d: d["schedule"].update(shape="wavy"), "schedule.shape", "'constant', 'increasing' or 'decreasing'"),

@@ -7,7 +7,6 @@ same command continues the study up to its budget.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import optuna
 from ..evaluation.latency import LatencyError
 from .calibration import ensure_table
 from .executor import SearchError, get_executor
-from .params import grid, grid_size
+from .params import grid_size
 from .progress import SearchProgress
 from .record import finished, reap_stale
+from .samplers import make_sampler
 from .space import SearchSpace, SpaceError, unset_variables
 from ..database import open_storage
 from .storage import default_url, open_study, study_name
@@ -45,24 +45,14 @@ def stored_constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
 
 
 def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """The space's sampler; constraints steer NSGA-II and TPE when any are set.
+    """The space's sampler (:mod:`.samplers`); constraints steer the samplers that take them when any are set.
 
     Optuna >= 5 reads the constraints each trial sets (``Trial.set_constraint``); older
     versions take a ``constraints_func``.
     """
-    spec = space.sampler
     constrained = any(v is not None for v in space.constraints.model_dump().values())
     cons = stored_constraints if constrained and not hasattr(optuna.Trial, "set_constraint") else None
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if spec.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=spec.population_size or 50, seed=spec.seed,
-                                             constraints_func=cons)
-    if spec.name == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.n_startup_trials or 10,
-                                          multivariate=True, constraints_func=cons)
-    if spec.name == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.GridSampler(grid(space), seed=spec.seed)
+    return make_sampler(space, cons)
 
 
 def check_inputs(space: SearchSpace, source: str) -> None:
@@ -98,7 +88,7 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
         raise SearchError(str(exc)) from None
     reaped = reap_stale(the_study)
     budget = trials or space.budget.trials
-    if space.sampler.name == "grid":
+    if isinstance(the_study.sampler, optuna.samplers.GridSampler):
         budget = min(budget, grid_size(space) + 1 + len(space.seeds))
     mine: list[int] = []
     if budget > len(finished(the_study)):

@@ -184,19 +184,22 @@ class Constraints(Strict):
 
 
 class SamplerSpec(Strict):
-    """The Optuna sampler. NSGA-II's first generation is random: keep population_size below the budget."""
+    """The Optuna sampler: a short name (``nsga2``, ``tpe``, ``random``, ``grid``, ``gp``, ``qmc``, ...), any
+    Optuna sampler class name (``NSGAIIISampler``) or ``module.Class``; ``options`` are its constructor's
+    keywords (checked against its signature before any trial, in :mod:`stmsearch.search.samplers`).
+    NSGA-II's first generation is random: keep population_size below the budget."""
 
-    name: Literal["nsga2", "tpe", "random", "grid"] = "nsga2"
+    name: str = Field("nsga2", pattern=r"^[A-Za-z_][\w.]*$")
     seed: int | None = 0
-    population_size: int | None = Field(None, ge=2)
-    n_startup_trials: int | None = Field(None, ge=0)
+    population_size: int | None = Field(None, ge=2)  # NSGA-II's (also settable under options)
+    n_startup_trials: int | None = Field(None, ge=0)  # TPE's and GP's random start
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> "SamplerSpec":
-        if self.population_size is not None and self.name != "nsga2":
-            raise ValueError(f"population_size: only used by nsga2, not {self.name}")
-        if self.n_startup_trials is not None and self.name != "tpe":
-            raise ValueError(f"n_startup_trials: only used by tpe, not {self.name}")
+        both = [k for k in ("population_size", "n_startup_trials") if getattr(self, k) is not None and k in self.options]
+        if both:
+            raise ValueError(f"options: {both[0]} is given twice (as sampler.{both[0]} and under options)")
         return self
 
 
@@ -240,7 +243,7 @@ class ThroughputSpec(Strict):
 
 
 _LATER_OPTIONS = {("skip_bad_images",): False, ("verify",): False, ("throughput", "estimator"): None,
-                  ("throughput", "table"): None}
+                  ("throughput", "table"): None, ("sampler", "options"): {}}
 
 
 class SearchSpace(Strict):
