@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .evaluation.datasets import PROXY_MODELS
 from .models import create_model
 from .ops.scan import resolve_backend
 
 # dataset -> the proxy trained on it (its default checkpoint is where training writes)
-PROXY_MODELS = {"mnist5k": "vim_proxy", "mnist5k-clutter": "vim_proxy_clutter"}
 
 
 def proxy_model(dataset: str) -> str:

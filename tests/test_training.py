@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from stmsearch import training
+from stmsearch.evaluation.datasets import PROXY_MODELS
 from stmsearch.cli.train import train_proxy_cmd
 from stmsearch.models import zoo
 
@@ -10,7 +11,7 @@ from stmsearch.models import zoo
 def test_each_dataset_trains_a_proxy_with_a_default_checkpoint():
     assert training.proxy_model("mnist5k") == "vim_proxy"
     assert training.proxy_model("mnist5k-clutter") == "vim_proxy_clutter"
-    assert all(zoo.default_checkpoint(name) for name in training.PROXY_MODELS.values())
+    assert all(zoo.default_checkpoint(name) for name in PROXY_MODELS.values())
     with pytest.raises(ValueError, match="--dataset must be one of"):
         training.proxy_model("imagefolder:/x")
 

@@ -8,7 +8,8 @@ import click
 import torch
 
 from ..models.zoo import default_checkpoint
-from ..training import PROXY_MODELS, train_proxy
+from ..evaluation.datasets import PROXY_MODELS
+from ..training import train_proxy
 
 
 @click.command("train-proxy")

@@ -135,6 +135,9 @@ class DatasetKind:
     load: Callable[[str, str, bool], Loaded]  # (text after "NAME:", split, skip_bad_images)
 
 
+# The trained proxy of each built-in dataset (train-proxy trains it; the fidelity bench pairs them)
+PROXY_MODELS = {"mnist5k": "vim_proxy", "mnist5k-clutter": "vim_proxy_clutter"}
+
 DATASETS: dict[str, DatasetKind] = {
     "mnist5k": DatasetKind("mnist5k", _mnist5k_set),
     "mnist5k-clutter": DatasetKind("mnist5k-clutter", _mnist5k_clutter_set),

@@ -18,12 +18,12 @@ from typing import Any, Mapping
 
 import torch
 
-import stmsearch
 from ..merging.config import ConfigError, MergeConfig
 from ..merging.schedules import for_reduction
+from ..merging.patch import apply
+from ..models import create_model
 from ..models.vim import VisionMamba
-from ..training import PROXY_MODELS
-from .datasets import load_dataset
+from .datasets import PROXY_MODELS, load_dataset
 from .stats import sign_test
 
 PROXY_DATASETS = {model: dataset for dataset, model in PROXY_MODELS.items()}  # proxy -> its held-out set
@@ -71,7 +71,7 @@ def load_proxy(name: str, indices: range, device: str | torch.device = "cpu") ->
     if len(data) < indices.stop:
         raise ValueError(f"{dataset}: holds {len(data)} held-out images, asked for {indices.start}:{indices.stop}")
     images = data.normalize(data.images[indices.start:indices.stop])
-    model = stmsearch.create_model(name).to(device).eval()
+    model = create_model(name).to(device).eval()
     return Proxy(name, dataset, model, images, data.labels[indices.start:indices.stop], indices)
 
 
@@ -106,11 +106,11 @@ def evaluate_cell(proxy: Proxy, overrides: Mapping[str, Any], target: float, bat
     """One method at one level: accuracy, per-image correctness and the schedule it ran."""
     cfg, shared = config_at(overrides, target, proxy.depth, proxy.tokens)
     t0 = time.perf_counter()
-    stmsearch.apply(proxy.model, cfg)
+    apply(proxy.model, cfg)
     try:
         ok = correct(proxy.model, proxy.images, proxy.labels, batch)
     finally:
-        stmsearch.apply(proxy.model, None)
+        apply(proxy.model, None)
     return {"target": target, "reduction": cfg.token_reduction(proxy.depth, proxy.tokens), "shared": shared,
             "schedule": cfg.validate_for(proxy.depth, proxy.tokens), "accuracy": ok.float().mean().item(),
             "correct": ok, "seconds": time.perf_counter() - t0}
