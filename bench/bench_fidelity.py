@@ -58,10 +58,15 @@ def _choices(knob: str) -> list:
     return [default] + [v for v in values if v != default]
 
 
+# The 2d neighbourhood's capacity rule over-counts the cells left after earlier merges: at 30%+
+# with shared schedules its plan asserts (on the GPU a device-side assert ends the process).
+UNSAFE = ("neighbourhood",)
+
+
 def stage2_knobs(stage1=STAGE1) -> list[str]:
     """Categorical STM knobs of the method table that stage 1 does not vary."""
     return [k for k, spec in get_method("stm").knobs.items()
-            if k not in stage1 and spec.get("type") == "categorical"]
+            if k not in stage1 and k not in UNSAFE and spec.get("type") == "categorical"]
 
 
 def grid(knobs: list[str], base: dict) -> list[dict]:
