@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench import bench_search
-from bench.tabular.grid import discrete_space, distinct_configs, row_key
+from bench.tabular.grid import PIN_SETS, discrete_space, distinct_configs, row_key
 from bench.tabular.table import TableError, load_table
 from stmsearch.evaluation.api import evaluate
 from stmsearch.search.params import clip_to_capacity, config_from_params, grid
@@ -21,7 +21,7 @@ from stmsearch.search.space import model_geometry
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["schedule.start=[0]", "schedule.interval=[2]", "schedule.count=[4, 12]", "schedule.shape=[constant]",
-        "stm.window=[0]", "stm.runs=[2]", "stm.fading=[estimated, fixed]", "tome.window=[0]"]
+        "stm.window=[0]", "stm.runs=[2]", "stm.fading=[estimated, fixed]", "tome.window=[0]", *PIN_SETS]
 SUBSET = 20
 # the builder must run where Optuna, plotly and fvcore are not installed (the GPU box)
 BLOCKED = """
@@ -115,12 +115,12 @@ def test_trials_to_95_on_a_constructed_curve():
 
 
 def test_quick_run_ends_with_the_json_line(tiny, tmp_path):
-    out = CliRunner().invoke(bench_search.main, ["--table", str(tiny), "--samplers", "random,tpe,nsga2-p10",
+    out = CliRunner().invoke(bench_search.main, ["--table", str(tiny), "--samplers", "random,tpe-s5,nsga2-p10",
                                                  "--seeds", "2", "--trials", "12", "--quick", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
     last = json.loads(out.output.strip().splitlines()[-1])
-    assert last["default"] == "nsga2-p10"  # the demo space's sampler
-    assert set(last["samplers"]) == {"random", "tpe", "nsga2-p10"}
+    assert last["default"] == "tpe-s5"  # the demo space's sampler (its warm-start entry is not in this run)
+    assert set(last["samplers"]) == {"random", "tpe-s5", "nsga2-p10"}
     for s in last["samplers"].values():
         assert set(s) == {"trials_to_95", "hv_at"} and set(s["hv_at"]) == {"25", "50", "100"}
         assert s["hv_at"]["100"] is None  # 12 trials only

@@ -57,9 +57,30 @@ class Table:
         return row
 
 
+def _pin_unsearched(space: dict, rows: list[dict]) -> dict:
+    """The space with each method's unsearched knobs fixed at the values its rows were built with.
+
+    A space leaves most knobs to the method's defaults; pinning them keeps a shipped table's rows
+    reachable after a method's defaults change (STM's did, after bench_fidelity chose new ones).
+    """
+    from stmsearch.merging.methods import get_method
+
+    built = {}
+    for row in rows:
+        if row["config"] is not None:
+            built.setdefault(row["config"]["method"], row["config"])
+    out = json.loads(json.dumps(space))
+    for m in out["methods"]:
+        cfg = built.get(m["name"], {})
+        for knob in get_method(m["name"]).knobs:
+            if knob not in m["knobs"] and knob in cfg:
+                m["knobs"][knob] = cfg[knob]
+    return out
+
+
 def from_json(data: dict, source: str = "table") -> Table:
     """A table from its JSON (as :mod:`.build_table` writes it)."""
-    space = parse_space(data["space"], f"{source}: space")
+    space = parse_space(_pin_unsearched(data["space"], data["rows"]), f"{source}: space")
     unknown = [o for o in space.objectives if o not in OBJECTIVES]
     if unknown:
         raise TableError(f"{source}: objective {unknown[0]!r} is not in the table (it holds {', '.join(OBJECTIVES)})")

@@ -63,8 +63,9 @@ class MergeConfig(BaseModel):
     method: str = "stm"
     schedule: Union[list[StrictInt], ParametricSchedule] = Field(default_factory=list)
     window: int | None = Field(None, ge=0, description="protected tokens each side of the class token; "
-                                                       "default: the method's (8 for stm, 0 otherwise)")
-    # STM knobs (ignored by the baselines except where noted)
+                                                       "default: the method's (0 for every method)")
+    # STM knobs (ignored by the baselines except where noted). A method's own defaults (the method
+    # table's ``defaults``; STM's differ) replace these when a config leaves a knob out.
     neighbourhood: Literal["1d", "2d"] = "1d"
     symmetric: bool = True
     metric: Literal["hidden", "x", "B", "dt"] = "hidden"  # also the similarity used by tome
@@ -87,6 +88,16 @@ class MergeConfig(BaseModel):
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r} (allowed: {', '.join(map(repr, METHODS))})")
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: object) -> object:
+        """Knobs a config leaves out take its method's defaults (the method table), then the fields'."""
+        if isinstance(data, dict):
+            method = METHODS.get(data.get("method", "stm"))
+            if method is not None and method.defaults:
+                return {**method.defaults, **data}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "MergeConfig":
