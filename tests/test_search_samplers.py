@@ -81,3 +81,13 @@ def test_options_leave_earlier_study_identities_alone(tmp_path):
     empty, _ = space_with(tmp_path, {"name": "nsga2", "options": {}})
     other, _ = space_with(tmp_path, {"name": "nsga2", "options": {"mutation_prob": 0.5}})
     assert plain.identity() == empty.identity() != other.identity()
+
+
+@pytest.mark.parametrize("name", ["nsga2", "nsga3", "tpe", "random"])
+def test_built_samplers_pickle_for_ray(tmp_path, name):
+    """Ray Tune pickles its search algorithm, sampler included (optuna 5.1's GA samplers hold a lock)."""
+    import pickle
+
+    sampler = built(tmp_path, {"name": name, "seed": 3})
+    again = pickle.loads(pickle.dumps(sampler))
+    assert type(again) is type(sampler) and again.__dict__.keys() == sampler.__dict__.keys()

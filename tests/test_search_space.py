@@ -55,7 +55,8 @@ def test_demo_space_is_the_cpu_proxy():
     assert resolve_space("demo") == SPACES / "demo.yaml"  # `stmsearch search demo`
     space = load_space(SPACES / "demo.yaml")
     assert (space.model, space.dataset, space.device) == ("vim_proxy", "mnist5k", "cpu")
-    assert space.sampler.name == "nsga2" and space.sampler.population_size < space.budget.trials
+    assert space.sampler.name == "tpe" and space.sampler.n_startup_trials < space.budget.trials  # bench_search's pick
+    assert len(space.seeds) < space.budget.trials // 2
 
 
 @pytest.mark.parametrize("edit, field, allowed", [
@@ -83,7 +84,7 @@ def test_bad_space_names_field_and_allowed_values(tmp_path, edit, field, allowed
 
 
 def test_bad_seed_config_fails_up_front(tmp_path):
-    msg = error_for(tmp_path, lambda d: d["seeds"][0]["config"].update(schedule=[120]))
+    msg = error_for(tmp_path, lambda d: d["seeds"][0]["config"].update(schedule=[170]))
     assert "seeds[0].config" in msg and "schedule[0]" in msg and "mergeable" in msg
     msg = error_for(tmp_path, lambda d: d["seeds"][0].update(name="reference"))
     assert "seeds[0].name" in msg and "reserved" in msg
@@ -138,9 +139,12 @@ def test_params_round_trip_and_capacity_clipping(tmp_path):
 def test_seed_projection_and_reference_params(tmp_path):
     space = load_space(write(tmp_path, BASE))
     proj = project(space, seed_config(space, "hand"))
-    assert proj == {"method": "stm", "start": 1, "count": 8, "stm.window": 4, "stm.runs": 2}
-    assert config_from_params(space, proj) == seed_config(space, "hand").model_copy(
-        update={"runs": 2})  # the seed's runs=2 default is inside the space
+    # STM's default runs (4) lies outside the space's choices (2, 3): the projection leaves it out and
+    # the sampler's own value stands in
+    assert proj == {"method": "stm", "start": 1, "count": 8, "stm.window": 4}
+    inside = seed_config(space, "hand").model_copy(update={"runs": 3})
+    assert project(space, inside) == {**proj, "stm.runs": 3}
+    assert config_from_params(space, project(space, inside)) == inside
     ref = reference_params(space)
     assert set(ref) == set(distributions(space)) and ref["count"] == 2
     assert seed_config(space, "reference").method == "none"

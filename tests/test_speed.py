@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import stmsearch
+from stmsearch.merging.methods import get_method
 from stmsearch.evaluation import stats
 from stmsearch.evaluation.api import evaluate
 from stmsearch.evaluation.latency import LatencyError, LatencyTable, calibrate
@@ -78,16 +79,18 @@ def table(proxy):
 
 
 def test_latency_table_predicts_deterministically_from_its_parts(table, tmp_path):
-    assert table.tokens == [60, 130, 197] and set(table.merge_ms) == {"stm:1d,True,hidden,2,estimated,size",
-                                                                     "tome:hidden,size", "stm:1d,True,x,2,estimated,size"}
+    keys = {get_method(c.method).cost_key(c) for c in (STM, stmsearch.MergeConfig(method="tome"),
+                                                        stmsearch.MergeConfig(method="stm", metric="x"))}
+    assert table.tokens == [60, 130, 197] and set(table.merge_ms) == keys and len(keys) == 3
     assert all(v > 0 for v in table.layer_ms + table.layer_sad_ms + [table.stem_ms])
     full = table.predict_ms(None, 12, 197)
     assert full == pytest.approx(table.stem_ms + 12 * table.layer_ms[-1])
     merged = table.predict_ms(STM, 12, 197)
     run = stmsearch.merging.schedule.walk(STM, 12)
     assert run.schedule == [0] + [12] * 11  # merges before layers 1..11, from the tokens layer l-1 ran on
-    step = table.merge_ms["stm:1d,True,hidden,2,estimated,size"]
-    expect = (table.stem_ms + sum(table._at(table.layer_ms, t) for t in run.tokens)
+    step = table.merge_ms[get_method("stm").cost_key(STM)]
+    layer = table.layer_sad_ms if STM.size_aware_decay else table.layer_ms  # STM's default decays by size
+    expect = (table.stem_ms + sum(table._at(layer, t) for t in run.tokens)
               + sum(table._at(step, t, table.merge_tokens) for t in run.tokens[:-1]))
     assert merged == pytest.approx(expect)
     again = LatencyTable.load(table.save(tmp_path / "t.json"))

@@ -110,6 +110,7 @@ def test_a_model_estimator_study_calibrates_once_and_predicts_from_its_table(tmp
     study = optuna.load_study(study_name=result.study_name, storage=storage_url)
     assert study.user_attrs["latency_table"] == table.to_json() and len(study.trials) == 4
     for t in study.trials:
+        assert "metrics" in t.user_attrs, (t.state, t.params, t.user_attrs)
         m = t.user_attrs["metrics"]
         assert m["speed_estimator"] == "model" and t.values[1] == m["speedup"]
         cfg = None if t.user_attrs["is_reference"] else config_from_dict(t.user_attrs["config"])

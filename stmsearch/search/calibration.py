@@ -37,8 +37,8 @@ def step_configs(space: SearchSpace) -> list[MergeConfig]:
     out = []
     for m in space.methods:
         method = get_method(m.name)
-        choices = [_values(m.knobs[k]) if k in m.knobs else [MergeConfig.model_fields[k].default]
-                   for k in method.cost_knobs]
+        default = MergeConfig(method=m.name)  # the method's own defaults, where the space leaves a knob out
+        choices = [_values(m.knobs[k]) if k in m.knobs else [getattr(default, k)] for k in method.cost_knobs]
         for combo in itertools.product(*choices):
             try:
                 out.append(MergeConfig(method=m.name, **dict(zip(method.cost_knobs, combo))))

@@ -6,8 +6,10 @@ signature, so a typo fails before the first trial with one line naming the file 
 """
 from __future__ import annotations
 
+import copyreg
 import importlib
 import inspect
+import threading
 import warnings
 from typing import Any, Callable
 
@@ -81,6 +83,23 @@ def make_sampler(space: SearchSpace, constraints_func: Callable | None = None) -
     cls, kwargs = sampler_options(space, constraints_func)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return cls(**kwargs)
+        sampler = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sampler.options: {cls.__name__} refused them: {' '.join(str(exc).split())}") from None
+    if isinstance(getattr(sampler, "_thread_lock", None), type(threading.Lock())):
+        copyreg.pickle(type(sampler), _without_lock)
+    return sampler
+
+
+# Optuna 5.1's genetic samplers (NSGA-II, NSGA-III) hold a threading.Lock and define no __getstate__, so
+# they cannot be pickled, and Ray Tune pickles its search algorithm with the sampler inside. The lock
+# only serialises one process's threads: a copy gets a fresh one.
+def _with_lock(cls: type, state: dict) -> Any:
+    obj = cls.__new__(cls)
+    obj.__dict__.update(state)
+    obj._thread_lock = threading.Lock()
+    return obj
+
+
+def _without_lock(sampler: Any) -> tuple:
+    return _with_lock, (type(sampler), {k: v for k, v in sampler.__dict__.items() if k != "_thread_lock"})

@@ -187,9 +187,10 @@ class SamplerSpec(Strict):
     """The Optuna sampler: a short name (``nsga2``, ``tpe``, ``random``, ``grid``, ``gp``, ``qmc``, ...), any
     Optuna sampler class name (``NSGAIIISampler``) or ``module.Class``; ``options`` are its constructor's
     keywords (checked against its signature before any trial, in :mod:`stmsearch.search.samplers`).
-    NSGA-II's first generation is random: keep population_size below the budget."""
+    TPE by default (the best of the samplers on bench/bench_search.py's table); NSGA-II's first
+    generation is random: keep population_size below the budget."""
 
-    name: str = Field("nsga2", pattern=r"^[A-Za-z_][\w.]*$")
+    name: str = Field("tpe", pattern=r"^[A-Za-z_][\w.]*$")
     seed: int | None = 0
     population_size: int | None = Field(None, ge=2)  # NSGA-II's (also settable under options)
     n_startup_trials: int | None = Field(None, ge=0)  # TPE's and GP's random start
