@@ -19,7 +19,7 @@ import yaml
 from stmsearch.merging import MergeConfig, ParametricSchedule
 from stmsearch.merging.methods import get_method
 from stmsearch.merging.schedule import walk
-from stmsearch.search.space import (Categorical, FloatRange, FreeSpace, IntRange, SearchSpace, SpaceError,
+from stmsearch.search.space import (FreeSpace, SearchSpace, SpaceError, knob_values,
                                     load_space, model_geometry, parse_space)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,20 +31,6 @@ DEMO = ROOT / "search_spaces" / "demo.yaml"
 PINNED_STM = {"metric": "hidden", "symmetric": True, "weights": "size", "damage": "cosine", "size_aware_decay": False}
 PIN_SETS = tuple(f"stm.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in PINNED_STM.items())
 DEFAULT_SETS = ("schedule.start={step: 2}", "schedule.count={step: 4}", "stm.window={step: 4}", *PIN_SETS)
-
-
-def values(knob: Any) -> list[Any]:
-    """Every value a knob takes (an int range stepped, a categorical's choices, a fixed value)."""
-    if isinstance(knob, Categorical):
-        return list(knob.choices)
-    if isinstance(knob, IntRange):
-        return list(range(knob.low, knob.high + 1, knob.step))
-    if isinstance(knob, FloatRange):
-        if knob.step is None:
-            raise SpaceError(f"a float range without a step has no finite grid ({knob.low}..{knob.high})")
-        n = int(round((knob.high - knob.low) / knob.step)) + 1
-        return [knob.low + i * knob.step for i in range(n)]
-    return [knob]
 
 
 def _override(old: Any, new: Any) -> Any:
@@ -86,10 +72,10 @@ def discrete_space(path: str | Path = DEMO, sets: tuple[str, ...] | list[str] = 
 
 def configs(space: SearchSpace) -> Iterator[MergeConfig]:
     """Every config of the discrete parametric space (before clipping), methods in space order."""
-    sched = {k: values(getattr(space.schedule, k)) for k in ("start", "interval", "count", "shape", "steps")
+    sched = {k: knob_values(getattr(space.schedule, k)) for k in ("start", "interval", "count", "shape", "steps")
              if getattr(space.schedule, k) is not None}
     for m in space.methods:
-        knobs = {k: values(v) for k, v in m.knobs.items()}
+        knobs = {k: knob_values(v) for k, v in m.knobs.items()}
         for sv in itertools.product(*sched.values()):
             schedule = ParametricSchedule(**dict(zip(sched, sv)))
             for kv in itertools.product(*knobs.values()):

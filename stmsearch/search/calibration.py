@@ -17,19 +17,9 @@ from ..evaluation.latency import LatencyError, LatencyTable, calibrate
 from ..evaluation.throughput import describe_device
 from ..merging import MergeConfig, get_method
 from ..models import create_model
-from .space import Categorical, FloatRange, IntRange, SearchSpace
+from .space import SearchSpace, knob_values
 
 TABLE_ATTR = "latency_table"
-
-
-def _values(knob: Any) -> list[Any]:
-    if isinstance(knob, Categorical):
-        return list(knob.choices)
-    if isinstance(knob, IntRange):
-        return list(range(knob.low, knob.high + 1, knob.step))
-    if isinstance(knob, FloatRange):
-        return [knob.low]  # no cost knob is a float
-    return [knob]
 
 
 def step_configs(space: SearchSpace) -> list[MergeConfig]:
@@ -38,7 +28,7 @@ def step_configs(space: SearchSpace) -> list[MergeConfig]:
     for m in space.methods:
         method = get_method(m.name)
         default = MergeConfig(method=m.name)  # the method's own defaults, where the space leaves a knob out
-        choices = [_values(m.knobs[k]) if k in m.knobs else [getattr(default, k)] for k in method.cost_knobs]
+        choices = [knob_values(m.knobs[k]) if k in m.knobs else [getattr(default, k)] for k in method.cost_knobs]
         for combo in itertools.product(*choices):
             try:
                 out.append(MergeConfig(method=m.name, **dict(zip(method.cost_knobs, combo))))

@@ -183,6 +183,21 @@ class Constraints(Strict):
     min_speedup: float | None = Field(None, gt=0.0)  # throughput over the reference trial's
 
 
+def knob_values(knob: Any) -> list[Any]:
+    """Every value a knob spec takes: a categorical's choices, an int range stepped, a stepped float
+    range, or the fixed value itself. SpaceError for a float range without a step (no finite grid)."""
+    if isinstance(knob, Categorical):
+        return list(knob.choices)
+    if isinstance(knob, IntRange):
+        return list(range(knob.low, knob.high + 1, knob.step))
+    if isinstance(knob, FloatRange):
+        if knob.step is None:
+            raise SpaceError(f"a float range without a step has no finite grid ({knob.low}..{knob.high})")
+        n = int(round((knob.high - knob.low) / knob.step)) + 1
+        return [knob.low + i * knob.step for i in range(n)]
+    return [knob]
+
+
 class SamplerSpec(Strict):
     """The Optuna sampler: a short name (``nsga2``, ``tpe``, ``random``, ``grid``, ``gp``, ``qmc``, ...), any
     Optuna sampler class name (``NSGAIIISampler``) or ``module.Class``; ``options`` are its constructor's
