@@ -235,3 +235,13 @@ def test_postgresql_storage(tmp_path, postgres_url):
         assert all(TRIAL_KEYS <= set(t.user_attrs) for t in study.trials)
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_the_pareto_table_shows_only_the_knobs_a_method_reads_that_differ_from_its_defaults():
+    from stmsearch.merging.config import MergeConfig
+    from stmsearch.results.table import knob_text
+
+    tome = MergeConfig(method="tome", window=4).to_dict()  # its STM-only fields differ from STM's defaults
+    assert knob_text(tome) == "window=4"
+    assert knob_text(MergeConfig(method="stm", window=6, runs=2).to_dict()) == "window=6 runs=2"
+    assert knob_text(MergeConfig(method="stm").to_dict()) == "" and knob_text({"method": "none"}) == ""

@@ -4,11 +4,9 @@ from __future__ import annotations
 from rich.table import Table
 
 from ..merging.config import MergeConfig
+from ..merging.methods import METHODS
 from ..objectives import METRICS
 from .records import StudyData, TrialRecord, front_mask
-
-_DEFAULTS = MergeConfig().to_dict()
-
 
 def schedule_text(config: dict) -> str:
     """A short schedule: ``8/2@1`` (8 tokens every 2 layers from layer 1), ``8/2@1 inc`` (ramped),
@@ -26,11 +24,12 @@ def schedule_text(config: dict) -> str:
 
 
 def knob_text(config: dict) -> str:
-    """The knobs that differ from MergeConfig's defaults."""
-    if config.get("method") == "none":
+    """The knobs the config's method reads that differ from that method's defaults."""
+    method = METHODS.get(config.get("method", ""))
+    if method is None or method.plan is None:
         return ""
-    return " ".join(f"{k}={v}" for k, v in config.items()
-                    if k not in ("method", "schedule") and v != _DEFAULTS.get(k))
+    defaults = MergeConfig(method=method.name).to_dict()
+    return " ".join(f"{k}={v}" for k, v in config.items() if k in method.knobs and v != defaults.get(k))
 
 
 def front_records(data: StudyData) -> list[TrialRecord]:
