@@ -19,19 +19,22 @@ _BIG = 1e9  # "never choose": finite, so topk order stays defined
 
 @dataclass
 class Plan:
-    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight;
-    keep: (B, T) the one token per slot whose place (sequence position) the slot takes."""
+    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight (None: all
+    1); keep: (B, T) the one token per slot whose place (sequence position) the slot takes.
+    first: (B, out_len + 1) each slot's first token and T, where every slot is a run of
+    consecutive tokens (the GPU merges such plans without atomics); None otherwise."""
 
     index: torch.Tensor
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     keep: torch.Tensor
     out_len: int  # known from the schedule, so no device sync is needed to size outputs
+    first: torch.Tensor | None = None
 
 
 def apply_plan(x: torch.Tensor, plan: Plan) -> torch.Tensor:
     """Weighted average of the tokens sharing a slot. x: (B, T, C) -> (B, out_len, C), in fp32."""
-    b, _, c = x.shape
-    w = plan.weight.float().unsqueeze(-1)
+    b, t, c = x.shape
+    w = (plan.weight.float() if plan.weight is not None else x.new_ones(b, t, dtype=torch.float32)).unsqueeze(-1)
     idx = plan.index.unsqueeze(-1)
     num = x.new_zeros(b, plan.out_len, c, dtype=torch.float32).scatter_add_(1, idx.expand(-1, -1, c), x.float() * w)
     den = w.new_zeros(b, plan.out_len, 1).scatter_add_(1, idx, w)
@@ -65,6 +68,15 @@ def protected_mask(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
     """(B, T) True for the class token and the ``window`` tokens on each side of it."""
     pos = positions(cls.shape[0], t, cls.device)
     return (pos - cls[:, None]).abs() <= window
+
+
+def fade(damage: torch.Tensor, fading: float | torch.Tensor | None, dist: torch.Tensor) -> torch.Tensor:
+    """``damage * gamma ** dist`` (gamma: a float, a tensor of 1 or B values, or None: no fading)."""
+    if fading is None:
+        return damage
+    if isinstance(fading, torch.Tensor):
+        return damage * fading.float().reshape(-1, 1).pow(dist)
+    return damage * torch.pow(fading, dist)
 
 
 def pair_damage(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor, kind: str) -> torch.Tensor:
@@ -113,17 +125,15 @@ def chain_plan(edges: torch.Tensor, weight: torch.Tensor, r: int) -> Plan:
 
 
 def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: int, layer: int,
-           symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor, damage_kind: str = "cosine") -> Plan:
+           symmetric: bool, fading: float | torch.Tensor | None, weight: torch.Tensor, damage_kind: str = "cosine") -> Plan:
     """STM with 1-D neighbours: runs of up to ``runs`` adjacent tokens in scan order.
 
     Damage of an edge = :func:`pair_damage` (``damage_kind``) * gamma^distance-to-class-token (if
-    ``fading`` gamma is given: a scalar or one per image). Symmetric: ``split_sides`` merges on each side.
+    ``fading`` gamma is given: a float, or a tensor of one or one per image). Symmetric: ``split_sides`` merges on each side.
     """
     b, t, _ = metric.shape
     damage = pair_damage(metric[:, :-1], metric[:, 1:], weight[:, :-1], weight[:, 1:], damage_kind)
-    if fading is not None:
-        dist = (positions(b, t - 1, metric.device) - cls[:, None]).abs().float()
-        damage = damage * fading.float().reshape(-1, 1).pow(dist)
+    damage = fade(damage, fading, (positions(b, t - 1, metric.device) - cls[:, None]).abs().float())
     allowed = block_edges(cls, t, window, runs, layer)
     if not symmetric:
         return chain_plan(choose_edges(damage, allowed, r), weight, r)
@@ -136,16 +146,22 @@ def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: i
     return chain_plan(edges, weight, r)
 
 
-def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
-                generator: torch.Generator) -> Plan:
-    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice.
+def random_score(cls: torch.Tensor, t: int, window: int, layer: int, draw: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) random score of STM's adjacent pairs (blocks of 2), ``_BIG`` where not allowed.
 
-    One draw per sequence position, shared by the batch, so an image's merges do not depend
-    on its place in the batch.
+    ``draw`` (T-1,): one random number per edge, shared by the batch, so an image's merges do
+    not depend on its place in the batch.
     """
     allowed = block_edges(cls, t, window, 2, layer)
-    damage = torch.rand(allowed.shape[1], generator=generator, device=allowed.device).expand_as(allowed)
-    return chain_plan(choose_edges(damage, allowed, r), weight, r)
+    damage = draw.expand_as(allowed)
+    return torch.where(allowed, damage, torch.full_like(damage, _BIG))
+
+
+def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
+                draw: torch.Tensor) -> Plan:
+    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice."""
+    score = random_score(cls, t, window, layer, draw)
+    return chain_plan(choose_edges(score, score < _BIG / 2, r), weight, r)
 
 
 def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weight: torch.Tensor) -> Plan:
@@ -194,7 +210,7 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
 
 
 def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int, window: int,
-           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor,
+           runs: int, layer: int, symmetric: bool, fading: float | torch.Tensor | None, weight: torch.Tensor,
            damage_kind: str = "cosine") -> Plan:
     """STM with 2-D neighbours: a token absorbs its right, lower or lower-right grid neighbour.
 
@@ -224,8 +240,7 @@ def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int
         ok = ok & side_ok & ~prot & ~prot.gather(1, partner)
         dmg = pair_damage(metric, metric.gather(1, partner[..., None].expand_as(metric)), weight,
                           weight.gather(1, partner), damage_kind)
-        if fading is not None:
-            dmg = dmg * fading.float().reshape(-1, 1).pow((pos - cls[:, None]).abs().float())
+        dmg = fade(dmg, fading, (pos - cls[:, None]).abs().float())
         members.append(partner)
         damages.append(torch.where(ok, dmg, torch.full_like(dmg, _BIG)))
     partner, damage = torch.stack(members, -1), torch.stack(damages, -1)  # (B, T, 3)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from . import fast
 from . import features as ft
 from . import functions as fn
 from .capacity import block_offset, eligible, side_capacity, sides, split_sides, symmetric_capacity, worst_split
@@ -95,6 +96,8 @@ METRIC = {"type": "categorical", "choices": ["hidden", "x", "B", "dt"]}
 # --- stm ---------------------------------------------------------------------------------------------------
 def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
+    if cfg.neighbourhood == "1d" and fast.enabled(step.residual):
+        return fast.stm_1d(step)
     args = (ft.metric(step), step.cls)
     if cfg.neighbourhood == "2d":
         return fn.stm_2d(*args, step.state["rep"], step.state["grid"], step.r, step.window, cfg.runs, step.layer,
@@ -147,8 +150,13 @@ register_method(Method(
 
 
 # --- prune -------------------------------------------------------------------------------------------------
+def _prune_plan(step: ft.MergeStep) -> fn.Plan:
+    plan = fn.prune_plan(step.hidden.float().norm(dim=-1), step.cls, step.r, step.window)
+    return fast.with_segments(plan) if fast.enabled(step.residual) else plan
+
+
 register_method(Method(
-    "prune", lambda step: fn.prune_plan(step.hidden.float().norm(dim=-1), step.cls, step.r, step.window),
+    "prune", _prune_plan,
     lambda cfg, tokens, cls, layer: eligible(tokens, cfg.protect),
     flop_ops=MERGE_OPS + ("aten::linalg_vector_norm",),
     knobs={"window": WINDOW, "size_aware_decay": SIZE_AWARE},
@@ -157,10 +165,25 @@ register_method(Method(
 
 
 # --- random ------------------------------------------------------------------------------------------------
+def _random_draw(step: ft.MergeStep) -> torch.Tensor:
+    """The layer's random numbers, one per edge: drawn once per model, layer and device and kept,
+    so later forwards (and CUDA graph captures, which cannot make generators) reuse them."""
+    edges, dev = step.residual.shape[1] - 1, step.residual.device
+    draws = step.state.setdefault("draws", {})
+    key = (step.layer, edges, str(dev))
+    if key not in draws:
+        g = torch.Generator(device=dev)
+        g.manual_seed(step.config.seed * 100_003 + step.layer)
+        draws[key] = torch.rand(edges, generator=g, device=dev)
+    return draws[key]
+
+
 def _random_plan(step: ft.MergeStep) -> fn.Plan:
-    g = torch.Generator(device=step.residual.device)
-    g.manual_seed(step.config.seed * 100_003 + step.layer)
-    return fn.random_plan(step.cls, step.residual.shape[1], step.r, step.window, step.layer, ft.weights(step), g)
+    args = (step.cls, step.residual.shape[1])
+    if fast.enabled(step.residual):
+        weight = None if step.config.weights == "mean" else ft.weights(step)
+        return fast.chain(fn.random_score(*args, step.window, step.layer, _random_draw(step)), step.r, weight)
+    return fn.random_plan(*args, step.r, step.window, step.layer, ft.weights(step), _random_draw(step))
 
 
 def _pairs_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
