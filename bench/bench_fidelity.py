@@ -13,7 +13,7 @@ it runs its own closest schedule, marked * with the reduction it ran.
 Select (images --select-images, both proxies, every level):
   stage 1: every combination of metric x damage x fading x window (0/4/8) x runs (--stage1), other
            knobs at their current defaults; stage 2: every combination of the remaining categorical STM knobs of
-           the method table (size_aware_decay, weights, symmetric, neighbourhood, ...) around the
+           the method table (neighbourhood, symmetric, weights, size_aware_decay, damage, importance) around the
            stage-1 winner. Choices come from the method table's ``knobs``.
   rule:    the variant with the highest mean accuracy over both proxies and all levels, among
            variants that ran the shared schedule in every cell (all, if none did); ties go to the earlier variant
@@ -58,15 +58,10 @@ def _choices(knob: str) -> list:
     return [default] + [v for v in values if v != default]
 
 
-# The 2d neighbourhood's capacity rule over-counts the cells left after earlier merges: at 30%+
-# with shared schedules its plan asserts (on the GPU a device-side assert ends the process).
-UNSAFE = ("neighbourhood",)
-
-
 def stage2_knobs(stage1=STAGE1) -> list[str]:
     """Categorical STM knobs of the method table that stage 1 does not vary."""
     return [k for k, spec in get_method("stm").knobs.items()
-            if k not in stage1 and k not in UNSAFE and spec.get("type") == "categorical"]
+            if k not in stage1 and spec.get("type") == "categorical"]
 
 
 def grid(knobs: list[str], base: dict) -> list[dict]:
@@ -165,7 +160,9 @@ def neighbours(chosen: dict) -> dict[str, dict]:
     cfg = MergeConfig(**chosen)
     flips = {"fading": "none" if cfg.fading != "none" else "estimated", "symmetric": not cfg.symmetric,
              "window": 0 if cfg.protect else 8, "metric": "x" if cfg.metric == "hidden" else "hidden",
-             "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine"}
+             "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine",
+             "importance": "none" if cfg.importance != "none" else "mean",
+             "weights": "mean" if cfg.weights == "norm" else "norm"}
     return {label({**chosen, k: v}): {**chosen, k: v} for k, v in flips.items()}
 
 
