@@ -34,7 +34,9 @@ CASES = [
     {"method": "stm", "symmetric": True, "window": 2},
     {"method": "stm", "metric": "x", "damage": "cosine", "fading": "none"},
     {"method": "stm", "metric": "B", "fading": "estimated", "weights": "size"},
-    {"method": "stm", "metric": "hidden", "fading": "layer", "weights": "dt", "runs": 3},
+    {"method": "stm", "metric": "hidden", "fading": "layer", "weights": "dt", "runs": 3, "importance": "min"},
+    {"method": "stm", "weights": "norm", "importance": "mean", "symmetric": True},
+    {"method": "stm", "importance": "max", "damage": "cosine"},
     {"method": "random"},
     {"method": "prune", "window": 1},
 ]

@@ -47,8 +47,9 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
     weight = None if cfg.weights == "mean" else ft.weights(step)
+    importance = None if cfg.importance == "none" else ft.importance(step)
     score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
-                           weight, cfg.damage == "ward", ft.fading(step), bias)
+                           weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
     sides = None
     if cfg.symmetric:
         left, right = split_sides(step.r, step.layer)

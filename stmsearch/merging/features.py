@@ -73,11 +73,19 @@ def metric(step: MergeStep) -> torch.Tensor:
     return feat.transpose(1, 2) if channels_first else feat
 
 
+def importance(step: MergeStep) -> torch.Tensor:
+    """(B, T) how much each token carries: the norm of the previous mixer's output (what pruning
+    ranks by; small on empty or cluttered background, large on the object)."""
+    return step.hidden.float().norm(dim=-1)
+
+
 def weights(step: MergeStep) -> torch.Tensor:
     """(B, T) weight of each token's features in a merged token."""
     sizes, name = step.state["sizes"], step.config.weights
     if name == "mean":
         return torch.ones_like(sizes)
+    if name == "norm":
+        return sizes * importance(step).clamp_min(1e-6)  # Ward's damage divides by w_a + w_b
     if name == "dt" and step.recorded is not None:
         return sizes * step_sizes(step.recorded).mean(1)
     return sizes

@@ -25,6 +25,7 @@ import torch
 from .scan_triton import _HAVE_TRITON, _interpreting, triton, tl
 
 BIG = 1e9  # the torch path's "never choose" score (stmsearch.merging.functions._BIG)
+IMPORTANCE_KINDS = ("min", "max", "mean")  # stmsearch.merging.functions.importance_scale
 
 
 def fast_merge_available(x: torch.Tensor) -> bool:
@@ -39,10 +40,10 @@ def _pow2(n: int, floor: int = 16) -> int:
 if _HAVE_TRITON:
 
     @triton.jit
-    def _edge_scores_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, out_ptr, gamma, C, E,
-                            sf_b, sf_t, sf_c, sw_b, s_gamma, window, runs, offset,
+    def _edge_scores_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, imp_ptr, out_ptr, gamma, C, E,
+                            sf_b, sf_t, sf_c, sw_b, s_gamma, s_imp, window, runs, offset,
                             SOFTPLUS: tl.constexpr, WARD: tl.constexpr, UNIT_W: tl.constexpr,
-                            FADE: tl.constexpr, BLOCKED: tl.constexpr,
+                            FADE: tl.constexpr, IMPORTANCE: tl.constexpr, BLOCKED: tl.constexpr,
                             BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
         b = tl.program_id(0)
         e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -78,6 +79,15 @@ if _HAVE_TRITON:
                 damage = sq * (wa * wb / (wa + wb))
         else:
             damage = 1.0 - dot / (tl.maximum(tl.sqrt(na), 1e-12) * tl.maximum(tl.sqrt(nb), 1e-12))
+        if IMPORTANCE > 0:  # functions.importance_scale: 1 min, 2 max, 3 mean of the pair's importance
+            ia = tl.load(imp_ptr + b * s_imp + e, mask=m_e, other=1.0).to(tl.float32)
+            ib = tl.load(imp_ptr + b * s_imp + e + 1, mask=m_e, other=1.0).to(tl.float32)
+            if IMPORTANCE == 1:
+                damage = damage * tl.minimum(ia, ib)
+            elif IMPORTANCE == 2:
+                damage = damage * tl.maximum(ia, ib)
+            else:
+                damage = damage * ((ia + ib) / 2)
         cls = tl.load(cls_ptr + b)
         rel = e - cls  # edge (e, e+1) relative to the class token
         if FADE == 1:
@@ -147,13 +157,15 @@ if _HAVE_TRITON:
 
 def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, window: int, runs: int | None,
                 offset: int, weight: torch.Tensor | None, ward: bool,
-                fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None) -> torch.Tensor:
+                fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
+                importance: torch.Tensor | None = None, importance_kind: str = "none") -> torch.Tensor:
     """(B, T-1) score of merging each adjacent token pair; ``BIG`` where the edge is not allowed.
 
     ``feat``: (B, C, T) if ``channels_first`` else (B, T, C), any strides. ``softplus_bias``
     (C,): the features are pre-activation steps, softplus(feat + bias) is compared.
     ``weight`` (B, T) or None (all 1). ``fading``: gamma (a float, or a tensor of 1 or B
     values) or None. ``runs`` None: no blocks (any pair outside the window on one side).
+    ``importance`` (B, T): the damage is scaled by the pair's ``importance_kind`` (min, max, mean).
     """
     if channels_first:
         bsz, chans, t = feat.shape
@@ -170,14 +182,16 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
     elif fading is not None:
         fade, gamma = 1, float(fading)
     w = weight if weight is not None else cls
+    imp = importance if importance is not None else cls
+    imp_mode = 0 if importance is None else IMPORTANCE_KINDS.index(importance_kind) + 1
     block_e = 32 if not _interpreting() else 16
     block_c = min(64, _pow2(chans))
     grid = (bsz, triton.cdiv(edges, block_e))
-    _edge_scores_kernel[grid](feat, softplus_bias if softplus_bias is not None else cls, w, cls, gamma_t, out,
+    _edge_scores_kernel[grid](feat, softplus_bias if softplus_bias is not None else cls, w, cls, gamma_t, imp, out,
                               gamma, chans, edges, sf_b, sf_t, sf_c, w.stride(0) if weight is not None else 0,
-                              s_gamma, window, runs or 1, offset,
+                              s_gamma, imp.stride(0) if importance is not None else 0, window, runs or 1, offset,
                               SOFTPLUS=softplus_bias is not None, WARD=ward, UNIT_W=weight is None, FADE=fade,
-                              BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c)
+                              IMPORTANCE=imp_mode, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c)
     return out
 
 
