@@ -146,6 +146,11 @@ def summarise(curves: dict[str, list[list[float]]], best: float) -> dict[str, di
     return out
 
 
+def _rounded(values: list[float]) -> list[float]:
+    """Curves as saved: 5 decimals (figures are read to 3), so 30 seeds of random's thousands of trials stay small."""
+    return [round(v, 5) for v in values]
+
+
 def write_plot(summary: dict[str, dict[str, Any]], path: Path, title: str, trials: int) -> None:
     """Mean hypervolume fraction against trials, a band of +- one sd, in the dashboard's look."""
     import plotly.graph_objects as go
@@ -269,16 +274,18 @@ def main(table_path: str, samplers: str, seeds: int, first_seed: int, trials: in
     goal = goal_met(summary, default)
     if goal is not None:
         print(f"goal (95 % in <= 1/4 of random's trials, or HV@25 >= random's HV@100): "
-              f"{'met' if goal else 'not met'} by {default}")
+              f"{'met' if goal else 'not met'} by {default} on seeds {first_seed}-{first_seed + seeds - 1}")
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"table": str(table_path), "table_meta": table.meta, "trials": trials, "quick": quick, "target": TARGET,
               "best_known_hv": best, "table_front_hv": optimum, "runs_front_hv": found, "reference_point": ref,
               "default": default,
-              "samplers": {n: {"spec": SAMPLERS[n], **summary[n], "hv": curves[n]} for n in summary},
+              "samplers": {n: {"spec": SAMPLERS[n], **summary[n], "mean": _rounded(summary[n]["mean"]),
+                               "sd": _rounded(summary[n]["sd"]), "hv": [_rounded(c) for c in curves[n]]}
+                           for n in summary},
               "skipped": skipped, "goal_met": goal}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(result, separators=(",", ":")) + "\n")  # curves: compact
     write_plot(summary, out_dir / "hypervolume.html",
                f"Hypervolume against trials, {len(table.rows)}-config tabular demo space", trials)
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'hypervolume.html'}")

@@ -127,7 +127,8 @@ def test_quick_run_ends_with_the_json_line(tiny, tmp_path):
         assert (s["hv_at"]["100"] is None) == (12 * (bench_search.RANDOM_LONGER if name == "random" else 1) < 100)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["best_known_hv"] <= saved["table_front_hv"] + 1e-12
-    assert all(max(max(c) for c in s["hv"]) <= saved["best_known_hv"] + 1e-12 for s in saved["samplers"].values())
+    # curves are saved at 5 decimals
+    assert all(max(max(c) for c in s["hv"]) <= saved["best_known_hv"] + 1e-5 for s in saved["samplers"].values())
     assert (tmp_path / "hypervolume.html").read_text().count("plotly") > 0
 
 
@@ -183,5 +184,5 @@ def test_random_runs_longer_and_seeds_can_start_later(tiny, tmp_path):
     table = load_table(tiny)
     from stmsearch.objectives import reference_point
     ref = reference_point(list(table.space.objectives), table.reference)
-    assert saved["samplers"]["tpe-s5"]["hv"][0] == bench_search.hv_curve(
-        bench_search.run(table, bench_search.SAMPLERS["tpe-s5"], 3, 6), ref)
+    assert saved["samplers"]["tpe-s5"]["hv"][0] == pytest.approx(bench_search.hv_curve(
+        bench_search.run(table, bench_search.SAMPLERS["tpe-s5"], 3, 6), ref), abs=1e-5)
