@@ -135,3 +135,24 @@ def test_shipped_demo_space_uses_the_ladder():
     space = load_space(SPACES / "demo.yaml")
     assert space.seed_ladder >= 2 and len(warm_start(space)) == len(space.seeds) + space.seed_ladder
     assert len(warm_start(space)) < space.budget.trials // 2
+
+
+def test_a_search_runs_the_ladder_after_the_reference_and_caps_a_heavy_rung(tmp_path, monkeypatch):
+    from stmsearch.search import run_search
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))  # fake_evaluators
+    data = {**BASE, "seeds": [], "seed_ladder": 3, "device": "cpu", "objectives": ["accuracy", "flops"],
+            "schedule": {"form": "parametric", "start": 0, "count": {"type": "int", "low": 4, "high": 60, "step": 4}},
+            "budget": {"trials": 5}, "evaluator": "fake_evaluators:fake_evaluate"}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run_search(load_space(path), path, executor="local", runs=tmp_path / "runs", progress=False)
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.user_attrs.get("seed_config") for t in trials[:4]] == ["reference", "ladder-1", "ladder-2", "ladder-3"]
+    heaviest = trials[3]
+    depth, tokens = model_geometry("vim_proxy")
+    asked = seed_config(load_space(path), "ladder-3")
+    # the heaviest rung asks 60 tokens a layer on every layer: more than fits, so it runs capped, as any trial
+    assert walk(asked, depth, tokens, clip=True).capped and heaviest.user_attrs["capped_layers"]
+    assert heaviest.state == optuna.trial.TrialState.COMPLETE
