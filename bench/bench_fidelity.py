@@ -4,6 +4,8 @@ and STM's default knobs chosen by measurement on images the report does not use.
     # choose on held-out images 0-499 of both proxies, report on 500-999 (one command, ~3 min on an H200)
     python bench/bench_fidelity.py --device cuda --mode all --out fidelity.json --markdown bench/FIDELITY.md
     python bench/bench_fidelity.py --mode select --select-images 0:50 --limit 4       # CPU smoke
+    python bench/bench_fidelity.py --mode all --select-images 0:20 --report-images 500:520 --limit 4 \
+        --levels 0.4 --stage2 weights,importance --out /tmp/f.json --markdown /tmp/F.md   # CPU end to end, < 1 min
     python bench/bench_fidelity.py --mode report --chosen fidelity.json --report-images 0:1000
 
 Schedules: at each level (10/20/30/40% fewer token-layers) every method runs the same constant
@@ -13,8 +15,8 @@ it runs its own closest schedule, marked * with the reduction it ran.
 Select (images --select-images, both proxies, every level):
   stage 1: every combination of metric x damage x fading x window (0/4/8) x runs (--stage1), other
            knobs at their current defaults; stage 2: every combination of the remaining categorical STM knobs of
-           the method table (size_aware_decay, weights, symmetric, neighbourhood, ...) around the
-           stage-1 winner. Choices come from the method table's ``knobs``.
+           the method table (neighbourhood, symmetric, weights, size_aware_decay, damage, importance) around the
+           stage-1 winner (--stage2 names a subset). Choices come from the method table's ``knobs``.
   rule:    the variant with the highest mean accuracy over both proxies and all levels, among
            variants that ran the shared schedule in every cell (all, if none did); ties go to the earlier variant
            (grid order puts each knob's current default first).
@@ -58,15 +60,10 @@ def _choices(knob: str) -> list:
     return [default] + [v for v in values if v != default]
 
 
-# The 2d neighbourhood's capacity rule over-counts the cells left after earlier merges: at 30%+
-# with shared schedules its plan asserts (on the GPU a device-side assert ends the process).
-UNSAFE = ("neighbourhood",)
-
-
-def stage2_knobs(stage1=STAGE1) -> list[str]:
-    """Categorical STM knobs of the method table that stage 1 does not vary."""
+def stage2_knobs(stage1=STAGE1, only=None) -> list[str]:
+    """Categorical STM knobs of the method table that stage 1 does not vary (those in ``only``, if given)."""
     return [k for k, spec in get_method("stm").knobs.items()
-            if k not in stage1 and k not in UNSAFE and spec.get("type") == "categorical"]
+            if k not in stage1 and spec.get("type") == "categorical" and (only is None or k in only)]
 
 
 def grid(knobs: list[str], base: dict) -> list[dict]:
@@ -125,7 +122,7 @@ def summarise(cells: dict) -> tuple[float, bool]:
     return sum(c["accuracy"] for c in flat) / len(flat), all(c["shared"] for c in flat)
 
 
-def select(proxies: list, levels, batch: int, limit: int | None, stage1=STAGE1) -> dict:
+def select(proxies: list, levels, batch: int, limit: int | None, stage1=STAGE1, stage2=None) -> dict:
     """Stage 1 and stage 2 of the grid; returns every variant's figures and the chosen overrides."""
     variants, t0 = [], time.perf_counter()
 
@@ -144,7 +141,7 @@ def select(proxies: list, levels, batch: int, limit: int | None, stage1=STAGE1) 
 
     run_stage(1, grid(list(stage1), {}))
     best1 = best(variants)
-    run_stage(2, grid(stage2_knobs(stage1), {k: best1["overrides"][k] for k in stage1}))
+    run_stage(2, grid(stage2_knobs(stage1, stage2), {k: best1["overrides"][k] for k in stage1}))
     chosen = best(variants)
     evals = sum(1 for v in variants for per in v["cells"].values() for c in per.values() if c is not None)
     return {"rule": RULE, "variants": variants, "stage1_winner": best1["overrides"], "chosen": chosen["overrides"],
@@ -165,7 +162,9 @@ def neighbours(chosen: dict) -> dict[str, dict]:
     cfg = MergeConfig(**chosen)
     flips = {"fading": "none" if cfg.fading != "none" else "estimated", "symmetric": not cfg.symmetric,
              "window": 0 if cfg.protect else 8, "metric": "x" if cfg.metric == "hidden" else "hidden",
-             "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine"}
+             "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine",
+             "importance": "none" if cfg.importance != "none" else "mean",
+             "weights": "mean" if cfg.weights == "norm" else "norm"}
     return {label({**chosen, k: v}): {**chosen, k: v} for k, v in flips.items()}
 
 
@@ -298,6 +297,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="at most this many variants per selection stage (smoke runs)")
     ap.add_argument("--stage1", default=",".join(STAGE1),
                     help="STM knobs stage 1 crosses (the other categorical knobs go to stage 2)")
+    ap.add_argument("--stage2", help="STM knobs stage 2 crosses, comma-separated (default: every categorical knob "
+                    "stage 1 leaves; the others stay at their current defaults)")
     ap.add_argument("--plan", action="store_true", help="print how many evaluations the run would make, and stop")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=500)
@@ -318,9 +319,14 @@ def main() -> None:
     if unknown:
         ap.error(f"--stage1: {unknown[0]!r} is not a categorical STM knob (allowed: window, "
                  + ", ".join(stage2_knobs(("window",))) + ")")
+    stage2 = tuple(args.stage2.split(",")) if args.stage2 else None
+    left = stage2_knobs(stage1)
+    if stage2 and any(k not in left for k in stage2):
+        ap.error(f"--stage2: {next(k for k in stage2 if k not in left)!r} is not a categorical STM knob stage 1 "
+                 f"leaves (allowed: {', '.join(left)})")
     cells = len(names) * len(levels)
     n1 = min(len(grid(list(stage1), {})), args.limit or 10 ** 9)
-    n2 = min(len(grid(stage2_knobs(stage1), {})), args.limit or 10 ** 9)
+    n2 = min(len(grid(stage2_knobs(stage1, stage2), {})), args.limit or 10 ** 9)
     n_select = (n1 + n2) * cells if args.mode != "report" else 0
     n_report = (2 + len(neighbours({"method": "stm"})) + len(BASELINES)) * cells if args.mode != "select" else 0
     print(f"plan: select {n1} + at most {n2} variants x {cells} cells = {n_select} evaluations of "
@@ -339,7 +345,7 @@ def main() -> None:
     if args.mode in ("select", "all"):
         proxies = [load_proxy(n, sel_range, args.device) for n in names]
         print(f"select on images {args.select_images} of {', '.join(names)}, levels {levels}, {args.device}", flush=True)
-        sel = select(proxies, levels, args.batch, args.limit, stage1)
+        sel = select(proxies, levels, args.batch, args.limit, stage1, stage2)
         out["select"] = {"images": args.select_images, **sel}
         chosen = sel["chosen"]
         print(f"chosen ({RULE}): {sel['chosen_label']}, mean {sel['chosen_mean']:.4f}; "

@@ -1,98 +1,264 @@
-"""Merge cost on the GPU: img/s of reduced vim_tiny against the unreduced model, the share of
-the forward spent in merge ops, and where schedules land on the scan's sequence-length steps.
+"""Merge cost on the GPU: each method and knob against the no-merge-cost bound.
 
-    python bench/bench_merge.py [--model vim_tiny] [--batch 256] [--lengths 197,189,...]
+    python bench/bench_merge.py [--models vim_tiny,vim_small] [--batches 64,256] [--dtypes fp32,bf16]
+                                [--levels 0.1,0.2,0.3,0.4] [--variants all|NAME,...] [--json FILE]
+    python bench/bench_merge.py --profile stm --levels 0.4        # top CUDA kernels, merged against bound
+    python bench/bench_merge.py --lengths 192-200,96-104          # odd token counts against multiples of 8
+    python bench/bench_merge.py --records                         # cost of recording a metric's features
 
-Merge overhead = GPU time between CUDA events recorded around every merge step (plan +
-gather/scatter of the residual stream), summed over a forward, over the forward's time.
+The **bound** of a schedule is the same model timed on sequences already shortened to the same
+tokens per layer with no merge step (the residual stream is cut, which costs nothing): what
+free merges would give. Per method, knob and reduction the table gives the bound's speed-up
+over the unreduced model, the measured one, and their ratio (measured / bound). The unreduced
+model, the bound and the merged model are timed in turns in one process (interleaved rounds,
+CUDA events), so the ratio compares like with like.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import statistics
+import sys
+from pathlib import Path
 
 import torch
 
 import stmsearch
-from stmsearch.evaluation.throughput import measure_throughput
+from stmsearch.evaluation.throughput import _graphed, interleaved_times
 from stmsearch.merging import patch
 from stmsearch.merging.schedules import for_reduction
-from bench_scan import fixed_length  # bench/ is on sys.path when run as a script
+
+DEV = "cuda"  # --device cpu: a smoke run of the script itself (its timings mean nothing)
+
+# name -> config overrides; "stm" runs STM's defaults, the others one knob away from them
+VARIANTS: dict[str, dict] = {
+    "stm": {"method": "stm"},
+    "stm metric=hidden": {"method": "stm", "metric": "hidden"},
+    "stm metric=x": {"method": "stm", "metric": "x"},
+    "stm metric=B": {"method": "stm", "metric": "B"},
+    "stm fading=estimated": {"method": "stm", "fading": "estimated"},
+    "stm fading=layer": {"method": "stm", "fading": "layer"},
+    "stm fading=none": {"method": "stm", "fading": "none"},
+    "stm weights=size": {"method": "stm", "weights": "size"},
+    "stm weights=dt": {"method": "stm", "weights": "dt"},
+    "stm damage=cosine": {"method": "stm", "damage": "cosine"},
+    "stm symmetric": {"method": "stm", "symmetric": True},
+    "stm runs=2": {"method": "stm", "runs": 2},
+    "stm 2d": {"method": "stm", "neighbourhood": "2d"},
+    "stm size_aware_decay=False": {"method": "stm", "size_aware_decay": False},
+    "tome": {"method": "tome"},
+    "tome metric=x": {"method": "tome", "metric": "x"},
+    "prune": {"method": "prune"},
+    "random": {"method": "random"},
+}
 
 
-def merge_share(model, batch: int, runs: int = 5) -> float:
-    """Fraction of the forward's GPU time spent inside merge steps."""
-    events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-    original = patch.reduce_tokens
+def cut_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: int, layer: int, mixer) -> torch.Tensor:
+    """The bound's merge step: drop the last ``r`` tokens (a view: no kernel runs)."""
+    t = residual.shape[1] - r
+    info["cls"] = info["cls"].clamp_max(t - 1)
+    info["sizes"], info["rep"] = info["sizes"][:, :t], info["rep"][:, :t]
+    return residual[:, :t]
 
-    def timed(*args, **kwargs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = original(*args, **kwargs)
-        end.record()
-        events.append((start, end))
-        return out
 
-    x = torch.randn(batch, 3, 224, 224, device="cuda")
-    shares = []
-    patch.reduce_tokens = timed
-    try:
-        with torch.inference_mode():
-            for _ in range(runs + 1):
-                events.clear()
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                model(x)
-                e.record()
-                torch.cuda.synchronize()
-                shares.append(sum(a.elapsed_time(b) for a, b in events) / s.elapsed_time(e))
-    finally:
-        patch.reduce_tokens = original
-    return statistics.median(shares[1:])
+class Bound:
+    """Inside the block, a patched model runs its schedule without merge cost."""
+
+    def __enter__(self):
+        self._original = patch.reduce_tokens
+        patch.reduce_tokens = cut_tokens
+
+    def __exit__(self, *exc):
+        patch.reduce_tokens = self._original
+
+
+GRAPHS = False  # --graphs: every timed forward is a CUDA graph replay (no host launch cost)
+
+
+def forward_fn(model, x, dtype: str, bound: bool = False):
+    """A no-argument forward of ``model`` as patched (``bound``: with its merge steps cut)."""
+    def run():
+        with torch.autocast(DEV if DEV == "cuda" else "cpu", dtype=torch.bfloat16, enabled=dtype == "bf16",
+                            cache_enabled=not GRAPHS):
+            if bound:
+                with Bound():
+                    return model(x)
+            return model(x)
+    return _graphed(run, warmup=2) if GRAPHS else run
+
+
+def seconds(fns, rounds: int, batch: int) -> list[float]:
+    """Median seconds of one forward of each of ``fns``, timed in turns.
+
+    Each timed call runs several forwards back to back, as an inference loop does: where the
+    host cannot launch kernels as fast as the GPU runs them (small batches), that is what the
+    user waits for, and it is timed as such, not hidden behind a queue of idle GPU work.
+    """
+    repeat = max(1, 1024 // batch)
+    looped = [lambda f=f: [f() for _ in range(repeat)] for f in fns]
+    times = interleaved_times(looped, torch.device(DEV), rounds, warmup=2)
+    return [statistics.median(t) / repeat for t in times]
+
+
+def pair(model_name: str):
+    """Two copies of one model: the unreduced reference and the one each config patches."""
+    model = stmsearch.create_model(model_name).to(DEV).eval()
+    return model, copy.deepcopy(model)
+
+
+def schedules(names: list[str], levels: list[float], depth: int) -> dict:
+    out = {}
+    for name in names:
+        for level in levels:
+            try:
+                out[name, level] = for_reduction(stmsearch.MergeConfig(**VARIANTS[name]), level, depth)
+            except stmsearch.ConfigError as exc:
+                out[name, level] = exc
+    return out
+
+
+@torch.inference_mode()
+def table(model_name: str, batch: int, dtype: str, names: list[str], levels: list[float], rounds: int,
+          configs: dict) -> list[dict]:
+    plain, model = pair(model_name)
+    depth = len(model.layers)
+    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    base = forward_fn(plain, x, dtype)
+    rows = []
+    print(f"\n{model_name}, batch {batch}, {dtype}  (speed-ups over the unreduced model; ratio = measured / bound)")
+    print(f"{'variant':28} {'level':>5} {'reduction':>9} {'bound':>7} {'measured':>8} {'ratio':>6}")
+    for name in names:
+        for level in levels:
+            cfg = configs[name, level]
+            if isinstance(cfg, Exception):
+                print(f"{name:28} {level:5.0%}  no valid schedule: {cfg}")
+                continue
+            stmsearch.apply(model, cfg)
+            t_base, t_bound, t_run = seconds([base, forward_fn(model, x, dtype, bound=True),
+                                              forward_fn(model, x, dtype)], rounds, batch)
+            row = {"model": model_name, "batch": batch, "dtype": dtype, "variant": name, "level": level,
+                   "reduction": cfg.token_reduction(depth), "unreduced_img_s": batch / t_base,
+                   "bound": t_base / t_bound, "measured": t_base / t_run, "ratio": t_bound / t_run}
+            rows.append(row)
+            print(f"{name:28} {level:5.0%} {row['reduction']:9.1%} {row['bound']:6.2f}x {row['measured']:7.2f}x "
+                  f"{row['ratio']:6.3f}", flush=True)
+    stmsearch.apply(model, None)
+    return rows
+
+
+@torch.inference_mode()
+def profile(model_name: str, batch: int, dtype: str, name: str, level: float, top: int, sort: str) -> None:
+    """CUDA kernel totals of one merged forward and of its bound (which kernels the merges add)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if sort.startswith("cpu") else [])
+
+    model = stmsearch.create_model(model_name).to(DEV).eval()
+    cfg = for_reduction(stmsearch.MergeConfig(**VARIANTS[name]), level, len(model.layers))
+    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    stmsearch.apply(model, cfg)
+    for bound in (False, True):
+        fn = forward_fn(model, x, dtype, bound=bound)
+        for _ in range(3):
+            fn()
+        torch.cuda.synchronize()
+        with torch_profile(activities=activities) as prof:
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+        print(f"\n{'bound' if bound else 'merged'}: {name} at {level:.0%}, {model_name} batch {batch} {dtype} (3 forwards)")
+        print(prof.key_averages().table(sort_by=sort, row_limit=top, max_name_column_width=50))
+
+
+@torch.inference_mode()
+def lengths(model_name: str, batch: int, dtype: str, spans: str, rounds: int) -> None:
+    """img/s with every layer at one token count, each against the nearest multiple of 8."""
+    a, b = pair(model_name)
+    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    tokens = sorted({t for span in spans.split(",") for t in range(int(span.split("-")[0]), int(span.split("-")[-1]) + 1)})
+    cfg = lambda t: stmsearch.MergeConfig(method="stm", window=0, runs=8, schedule=[197 - t]) if t < 197 else None  # noqa: E731
+    print(f"\n{model_name}, batch {batch}, {dtype}: every layer at T tokens (bound: cut before layer 0)")
+    print(f"{'T':>4} {'img/s':>8} {'nearest x8':>10} {'its img/s':>9} {'T / x8 speed, per token':>24}")
+    for t in tokens:
+        m8 = min(max(8, 8 * round(t / 8)), 8 * (197 // 8))
+        stmsearch.apply(a, cfg(t))
+        stmsearch.apply(b, cfg(m8))
+        ta, tb = seconds([forward_fn(a, x, dtype, bound=True), forward_fn(b, x, dtype, bound=True)], rounds, batch)
+        # per-token speed, so a length and its neighbour of 8 compare at equal work
+        rel = (tb / m8) / (ta / t)
+        print(f"{t:4d} {batch / ta:8.0f} {m8:10d} {batch / tb:9.0f} {rel:24.3f}", flush=True)
+
+
+@torch.inference_mode()
+def records(model_name: str, batch: int, dtype: str, rounds: int) -> None:
+    """Forward time with a metric's features recorded (no merges) against without."""
+    a, b = pair(model_name)
+    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    depth = len(a.layers)
+    plain = stmsearch.MergeConfig(method="stm", metric="hidden", fading="fixed", weights="mean",
+                                  size_aware_decay=False, schedule=[0] * depth)
+    print(f"\n{model_name}, batch {batch}, {dtype}: recording features, no merges")
+    for metric in ("x", "B", "dt"):
+        stmsearch.apply(a, plain)
+        stmsearch.apply(b, plain.model_copy(update={"metric": metric}))
+        ta, tb = seconds([forward_fn(a, x, dtype), forward_fn(b, x, dtype)], rounds, batch)
+        print(f"  metric {metric:3}: {100 * (tb / ta - 1):+.2f}% of the forward", flush=True)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="vim_tiny")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lengths", default="197,181,165,158,149,133,119,109,99")
-    ap.add_argument("--steps-only", action="store_true", help="only the sequence-length step function")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="vim_tiny")
+    ap.add_argument("--batches", default="256")
+    ap.add_argument("--dtypes", default="fp32")
+    ap.add_argument("--levels", default="0.1,0.2,0.3,0.4")
+    ap.add_argument("--variants", default="all")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--profile", metavar="VARIANT", help="profile one variant instead of the table")
+    ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--lengths", metavar="SPANS", help="token-count spans, e.g. 192-200,96-104")
+    ap.add_argument("--records", action="store_true", help="cost of recording the metrics' features")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--graphs", action="store_true", help="time CUDA graph replays (merges are sync-free, so they capture)")
+    ap.add_argument("--sort", default="cuda_time_total", help="--profile's sort key (e.g. cpu_time_total)")
     args = ap.parse_args()
-    model = stmsearch.create_model(args.model).cuda()
-    depth = len(model.layers)
-    print(f"{torch.cuda.get_device_name()}, {args.model}, batch {args.batch}, fp32, scan backend "
-          f"{stmsearch.ops.resolve_backend('cuda')}")
-    if not args.steps_only:
-        methods(model, depth, args.batch)
-    steps(model, args.batch, args.lengths)
-
-
-def methods(model, depth: int, batch: int) -> None:
-    """img/s and merge share of each method at 20% and 40% reduction."""
-    base = measure_throughput(model, (3, 224, 224), batch, "cuda")["throughput"]
-    print(f"\nunreduced: {base:.0f} img/s")
-    print(f"\n{'method':7} {'target':>6} {'reduction':>9} {'mean tokens':>11} {'img/s':>7} {'speed-up':>8} {'merge share':>11}")
-    for method in ("stm", "tome", "prune", "random"):
-        for target in (0.2, 0.4):
-            cfg = for_reduction(stmsearch.MergeConfig(method=method), target, depth)
-            stmsearch.apply(model, cfg)
-            tput = measure_throughput(model, (3, 224, 224), batch, "cuda")["throughput"]
-            share = merge_share(model, batch)
-            sched = cfg.layer_schedule(depth)
-            tokens = [197 - sum(sched[:l + 1]) for l in range(depth)]
-            print(f"{method:7} {target:6.0%} {cfg.token_reduction(depth):9.1%} {sum(tokens) / depth:11.1f} "
-                  f"{tput:7.0f} {tput / base:7.2f}x {share:10.1%}   tokens/layer {tokens}", flush=True)
-    stmsearch.apply(model, None)
-
-
-def steps(model, batch: int, lengths: str) -> None:
-    """img/s with every layer at one sequence length (tokens removed before layer 0)."""
-    print("\nstep function: all layers at a fixed length (tokens removed before layer 0 by STM)")
-    for length in (int(v) for v in lengths.split(",")):
-        fixed_length(model, length)
-        tput = measure_throughput(model, (3, 224, 224), batch, "cuda")["throughput"]
-        print(f"  {length:4d} tokens: {tput:7.0f} img/s", flush=True)
-    stmsearch.apply(model, None)
+    global DEV, GRAPHS
+    DEV, GRAPHS = args.device, args.graphs
+    if DEV == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_merge.py needs a CUDA GPU")
+    models, batches, dtypes = args.models.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
+    levels = [float(v) for v in args.levels.split(",")]
+    print(f"{torch.cuda.get_device_name() if DEV == 'cuda' else DEV}, torch {torch.__version__}, scan backend "
+          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}")
+    for m in models:
+        for b in batches:
+            for d in dtypes:
+                if args.profile:
+                    profile(m, b, d, args.profile, levels[-1], args.top, args.sort)
+                if args.lengths:
+                    lengths(m, b, d, args.lengths, args.rounds)
+                if args.records:
+                    records(m, b, d, args.rounds)
+    if args.profile or args.lengths or args.records:
+        return
+    names = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
+    rows = []
+    for m in models:
+        configs = schedules(names, levels, len(stmsearch.create_model(m).layers))
+        for b in batches:
+            for d in dtypes:
+                rows += table(m, b, d, names, levels, args.rounds, configs)
+    if rows:
+        worst = min(rows, key=lambda r: r["ratio"])
+        print(f"\nworst ratio {worst['ratio']:.3f}: {worst['variant']} at {worst['level']:.0%}, {worst['model']} "
+              f"batch {worst['batch']} {worst['dtype']}; {sum(r['ratio'] >= 0.9 for r in rows)}/{len(rows)} at >= 0.9")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

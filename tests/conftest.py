@@ -17,6 +17,11 @@ import torch
 if TYPE_CHECKING:
     import optuna
 
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    import triton_interpreter
+
+    triton_interpreter.patch()
+
 
 @pytest.fixture(scope="module")
 def one_thread():

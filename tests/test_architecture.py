@@ -103,7 +103,7 @@ def _edges_plan(step) -> fn.Plan:
 @pytest.fixture
 def edges_method():
     method = register_method(Method(
-        "edges", _edges_plan, lambda cfg, tokens, cls, layer: max(0, tokens - 1 - 2 * cfg.protect),
+        "edges", _edges_plan, lambda cfg, tokens, cls, layer, patches: max(0, tokens - 1 - 2 * cfg.protect),
         knobs={"window": {"type": "int", "low": 0, "high": 8, "step": 4}}, example={"schedule": [4] * 4}))
     yield method
     unregister_method("edges")

@@ -39,9 +39,10 @@ configs = st.builds(
     metric=st.sampled_from(["hidden", "x", "B", "dt"]),
     runs=st.integers(2, 4),
     fading=st.sampled_from(["estimated", "fixed", "none"]),
-    weights=st.sampled_from(["size", "mean", "dt"]),
+    weights=st.sampled_from(["size", "mean", "dt", "norm"]),
     size_aware_decay=st.booleans(),
     damage=st.sampled_from(["cosine", "ward"]),
+    importance=st.sampled_from(["none", "min", "max", "mean"]),
 )
 
 

@@ -161,7 +161,7 @@ def _merge_step(model: torch.nn.Module, cfg: MergeConfig, tokens: int, batch: in
         prev = model.layers[0]
         prev.mixer(prev.norm(residual.to(prev.norm.weight.dtype)))
     recorded = info["mixer"]
-    r = min(max(2, tokens // 12), get_method(cfg.method).capacity(cfg, tokens, cls, layer))
+    r = min(max(2, tokens // 12), get_method(cfg.method).capacity(cfg, tokens, cls, layer, patches))
 
     def run():
         info.update(state, mixer=recorded)

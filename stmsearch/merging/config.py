@@ -72,8 +72,10 @@ class MergeConfig(BaseModel):
     runs: int = Field(2, ge=2, le=8)
     fading: Literal["estimated", "layer", "fixed", "none"] = "estimated"
     gamma: float = Field(0.95, gt=0.0, le=1.0)
-    weights: Literal["size", "mean", "dt"] = "size"
+    weights: Literal["size", "mean", "dt", "norm"] = "size"
     damage: Literal["cosine", "ward"] = "cosine"  # how a merge is scored: 1 - cosine, or Ward's squared error
+    # damage scaled by the pair's importance (hidden-output norm): the lesser, greater or mean of the two
+    importance: Literal["none", "min", "max", "mean"] = "none"
     size_aware_decay: bool = False
     seed: int = 0  # random method
 

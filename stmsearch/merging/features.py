@@ -48,16 +48,35 @@ def step_sizes(d: Any) -> torch.Tensor:
     return F.softplus(delta if d.delta_bias is None else delta + d.delta_bias[:, None])
 
 
-def metric(step: MergeStep) -> torch.Tensor:
-    """(B, T, C) similarity features the config names; the residual where no mixer ran yet."""
+def metric_source(step: MergeStep) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
+    """The similarity features as recorded: (tensor, channels_first, softplus bias).
+
+    ``channels_first``: the tensor is (B, C, T) (the mixer's layout), else (B, T, C). A bias
+    (C,) means the features are pre-activation steps: softplus(tensor + bias) is compared.
+    """
     d, name = step.recorded, step.config.metric
     if d is None or name == "hidden":
-        return step.residual
+        return step.residual, False, None
     if name == "x":
-        return d.u.transpose(1, 2)
+        return d.u, True, None
     if name == "B":
-        return d.B.transpose(1, 2)
-    return step_sizes(d).transpose(1, 2)
+        return d.B, True, None
+    bias = d.delta_bias if d.delta_bias is not None else d.delta.new_zeros(d.delta.shape[1])
+    return d.delta, True, bias
+
+
+def metric(step: MergeStep) -> torch.Tensor:
+    """(B, T, C) similarity features the config names; the residual where no mixer ran yet."""
+    feat, channels_first, bias = metric_source(step)
+    if bias is not None:
+        feat = step_sizes(step.recorded)
+    return feat.transpose(1, 2) if channels_first else feat
+
+
+def importance(step: MergeStep) -> torch.Tensor:
+    """(B, T) how much each token carries: the norm of the previous mixer's output (what pruning
+    ranks by; small on empty or cluttered background, large on the object)."""
+    return step.hidden.float().norm(dim=-1)
 
 
 def weights(step: MergeStep) -> torch.Tensor:
@@ -65,6 +84,8 @@ def weights(step: MergeStep) -> torch.Tensor:
     sizes, name = step.state["sizes"], step.config.weights
     if name == "mean":
         return torch.ones_like(sizes)
+    if name == "norm":
+        return sizes * importance(step).clamp_min(1e-6)  # Ward's damage divides by w_a + w_b
     if name == "dt" and step.recorded is not None:
         return sizes * step_sizes(step.recorded).mean(1)
     return sizes
@@ -75,8 +96,8 @@ def _decay(dt: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return torch.exp(dt.unsqueeze(-1) * a).mean((-2, -1))
 
 
-def fading(step: MergeStep) -> torch.Tensor | None:
-    """Per-step decay gamma for distance fading: a scalar, (B,) per image, or None (off).
+def fading(step: MergeStep) -> float | torch.Tensor | None:
+    """Per-step decay gamma for distance fading: a float, a tensor of one or (B,) per image, or None.
 
     ``estimated``: each image's mean step on the previous layer, softplus of the mean
     pre-activation over its tokens (one (B, D) reduction, no pass over every step); at the
@@ -85,8 +106,8 @@ def fading(step: MergeStep) -> torch.Tensor | None:
     cfg = step.config
     if cfg.fading == "none":
         return None
-    if cfg.fading == "fixed":
-        return torch.tensor(cfg.gamma, device=step.residual.device)
+    if cfg.fading == "fixed":  # a float: a host-to-device copy of it would stall the GPU queue every layer
+        return cfg.gamma
     d = step.recorded
     if cfg.fading == "layer" or d is None:
         m = step.mixer

@@ -12,26 +12,29 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .capacity import block_offset, split_sides
+from .capacity import block_offset, cell_of, split_sides
 
 _BIG = 1e9  # "never choose": finite, so topk order stays defined
 
 
 @dataclass
 class Plan:
-    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight;
-    keep: (B, T) the one token per slot whose place (sequence position) the slot takes."""
+    """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight (None: all
+    1); keep: (B, T) the one token per slot whose place (sequence position) the slot takes.
+    first: (B, out_len + 1) each slot's first token and T, where every slot is a run of
+    consecutive tokens (the GPU merges such plans without atomics); None otherwise."""
 
     index: torch.Tensor
-    weight: torch.Tensor
+    weight: torch.Tensor | None
     keep: torch.Tensor
     out_len: int  # known from the schedule, so no device sync is needed to size outputs
+    first: torch.Tensor | None = None
 
 
 def apply_plan(x: torch.Tensor, plan: Plan) -> torch.Tensor:
     """Weighted average of the tokens sharing a slot. x: (B, T, C) -> (B, out_len, C), in fp32."""
-    b, _, c = x.shape
-    w = plan.weight.float().unsqueeze(-1)
+    b, t, c = x.shape
+    w = (plan.weight.float() if plan.weight is not None else x.new_ones(b, t, dtype=torch.float32)).unsqueeze(-1)
     idx = plan.index.unsqueeze(-1)
     num = x.new_zeros(b, plan.out_len, c, dtype=torch.float32).scatter_add_(1, idx.expand(-1, -1, c), x.float() * w)
     den = w.new_zeros(b, plan.out_len, 1).scatter_add_(1, idx, w)
@@ -67,6 +70,15 @@ def protected_mask(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
     return (pos - cls[:, None]).abs() <= window
 
 
+def fade(damage: torch.Tensor, fading: float | torch.Tensor | None, dist: torch.Tensor) -> torch.Tensor:
+    """``damage * gamma ** dist`` (gamma: a float, a tensor of 1 or B values, or None: no fading)."""
+    if fading is None:
+        return damage
+    if isinstance(fading, torch.Tensor):
+        return damage * fading.float().reshape(-1, 1).pow(dist)
+    return damage * torch.pow(fading, dist)
+
+
 def pair_damage(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor, kind: str) -> torch.Tensor:
     """Damage of merging each token of ``a`` (B, E, C) with the one of ``b`` beside it: (B, E).
 
@@ -80,6 +92,17 @@ def pair_damage(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Te
         wa, wb = wa.float(), wb.float()
         return (a.float() - b.float()).pow(2).sum(-1) * (wa * wb / (wa + wb))
     return 1.0 - (F.normalize(a.float(), dim=-1) * F.normalize(b.float(), dim=-1)).sum(-1)
+
+
+def importance_scale(ia: torch.Tensor, ib: torch.Tensor, kind: str) -> torch.Tensor:
+    """Factor on the damage of merging tokens of importance ``ia`` and ``ib`` (B, E): the lesser
+    (``min``: a token that carries little may join any neighbour, as pruning would drop it), the
+    greater (``max``: only where both carry little) or their ``mean``."""
+    if kind == "min":
+        return torch.minimum(ia, ib)
+    if kind == "max":
+        return torch.maximum(ia, ib)
+    return (ia + ib) / 2
 
 
 def block_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int) -> torch.Tensor:
@@ -113,17 +136,19 @@ def chain_plan(edges: torch.Tensor, weight: torch.Tensor, r: int) -> Plan:
 
 
 def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: int, layer: int,
-           symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor, damage_kind: str = "cosine") -> Plan:
+           symmetric: bool, fading: float | torch.Tensor | None, weight: torch.Tensor, damage_kind: str = "cosine",
+           importance: torch.Tensor | None = None, importance_kind: str = "min") -> Plan:
     """STM with 1-D neighbours: runs of up to ``runs`` adjacent tokens in scan order.
 
     Damage of an edge = :func:`pair_damage` (``damage_kind``) * gamma^distance-to-class-token (if
-    ``fading`` gamma is given: a scalar or one per image). Symmetric: ``split_sides`` merges on each side.
+    ``fading`` gamma is given: a float, or a tensor of one or one per image), * :func:`importance_scale`
+    if ``importance`` (B, T) is given. Symmetric: ``split_sides`` merges on each side.
     """
     b, t, _ = metric.shape
     damage = pair_damage(metric[:, :-1], metric[:, 1:], weight[:, :-1], weight[:, 1:], damage_kind)
-    if fading is not None:
-        dist = (positions(b, t - 1, metric.device) - cls[:, None]).abs().float()
-        damage = damage * fading.float().reshape(-1, 1).pow(dist)
+    if importance is not None:
+        damage = damage * importance_scale(importance[:, :-1].float(), importance[:, 1:].float(), importance_kind)
+    damage = fade(damage, fading, (positions(b, t - 1, metric.device) - cls[:, None]).abs().float())
     allowed = block_edges(cls, t, window, runs, layer)
     if not symmetric:
         return chain_plan(choose_edges(damage, allowed, r), weight, r)
@@ -136,16 +161,22 @@ def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: i
     return chain_plan(edges, weight, r)
 
 
-def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
-                generator: torch.Generator) -> Plan:
-    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice.
+def random_score(cls: torch.Tensor, t: int, window: int, layer: int, draw: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) random score of STM's adjacent pairs (blocks of 2), ``_BIG`` where not allowed.
 
-    One draw per sequence position, shared by the batch, so an image's merges do not depend
-    on its place in the batch.
+    ``draw`` (T-1,): one random number per edge, shared by the batch, so an image's merges do
+    not depend on its place in the batch.
     """
     allowed = block_edges(cls, t, window, 2, layer)
-    damage = torch.rand(allowed.shape[1], generator=generator, device=allowed.device).expand_as(allowed)
-    return chain_plan(choose_edges(damage, allowed, r), weight, r)
+    damage = draw.expand_as(allowed)
+    return torch.where(allowed, damage, torch.full_like(damage, _BIG))
+
+
+def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weight: torch.Tensor,
+                draw: torch.Tensor) -> Plan:
+    """Random adjacent pairs (the floor baseline): STM's pair layout, random choice."""
+    score = random_score(cls, t, window, layer, draw)
+    return chain_plan(choose_edges(score, score < _BIG / 2, r), weight, r)
 
 
 def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weight: torch.Tensor) -> Plan:
@@ -194,59 +225,50 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
 
 
 def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int, window: int,
-           runs: int, layer: int, symmetric: bool, fading: torch.Tensor | None, weight: torch.Tensor,
-           damage_kind: str = "cosine") -> Plan:
-    """STM with 2-D neighbours: a token absorbs its right, lower or lower-right grid neighbour.
+           runs: int, layer: int, symmetric: bool, fading: float | torch.Tensor | None, weight: torch.Tensor,
+           damage_kind: str = "cosine", importance: torch.Tensor | None = None, importance_kind: str = "min") -> Plan:
+    """STM with 2-D neighbours: tokens of one 2x2 patch cell merge into the cell's earliest token.
 
-    Cells of 2x2 patches (shifted by the layer's parity) each have one anchor (top left);
-    every other token belongs to exactly one cell, so chosen merges never conflict.
-    ``rep`` (B, T) is the patch index each token is anchored at (-1 for the class token).
-    At most ``runs - 1`` members join an anchor per layer. The merged token keeps the
-    anchor's (earliest) position, so sequence order is preserved.
+    ``rep`` (B, T) is the patch each token is anchored at (-1 for the class token); cells shift
+    with the layer's parity (:func:`~stmsearch.merging.capacity.cell_of`) and split at the class
+    token. Every eligible token but a cell's earliest may join it (damage against it, faded by the
+    earliest's distance), at most ``runs - 1`` a cell per layer. Anchoring on the earliest token
+    left, not a fixed corner, keeps every cell with two tokens mergeable whatever earlier layers
+    merged, which is what ``cell_capacity`` counts; the merged token keeps the earliest position,
+    so sequence order is preserved.
     """
-    b, t, _ = metric.shape
-    dev = metric.device
-    pos = positions(b, t, dev)
-    valid = rep >= 0
-    row, col = torch.div(rep, grid, rounding_mode="floor"), rep % grid
-    inv = torch.full((b, grid * grid + 1), -1, dtype=torch.long, device=dev)
-    inv.scatter_(1, torch.where(valid, rep, grid * grid), pos)  # slot grid*grid collects the class token
-    o = layer % 2
-    anchor = valid & (row % 2 == o) & (col % 2 == o)
-    prot = protected_mask(cls, t, window)
-    members, damages = [], []
-    for dr, dc in ((0, 1), (1, 0), (1, 1)):
-        inside = anchor & (row + dr < grid) & (col + dc < grid)
-        partner = inv.gather(1, torch.where(inside, rep + dr * grid + dc, grid * grid))
-        ok = inside & (partner >= 0)
-        partner = partner.clamp_min(0)
-        side_ok = (pos < cls[:, None]) == (partner < cls[:, None])
-        ok = ok & side_ok & ~prot & ~prot.gather(1, partner)
-        dmg = pair_damage(metric, metric.gather(1, partner[..., None].expand_as(metric)), weight,
-                          weight.gather(1, partner), damage_kind)
-        if fading is not None:
-            dmg = dmg * fading.float().reshape(-1, 1).pow((pos - cls[:, None]).abs().float())
-        members.append(partner)
-        damages.append(torch.where(ok, dmg, torch.full_like(dmg, _BIG)))
-    partner, damage = torch.stack(members, -1), torch.stack(damages, -1)  # (B, T, 3)
-    rank = damage.argsort(-1).argsort(-1)  # per-cell rank of each member edge
-    allowed = (damage < _BIG / 2) & (rank < runs - 1)
-    flat_damage, flat_allowed = damage.flatten(1), allowed.flatten(1)
+    b, t, c = metric.shape
+    pos = positions(b, t, metric.device)
+    row, col = cell_of(torch.div(rep, grid, rounding_mode="floor"), rep % grid, layer)
+    side = grid // 2 + 1  # cells along a row
+    before = pos < cls[:, None]
+    spare = 2 * side * side  # one slot for the class token and protected tokens
+    ok = (rep >= 0) & ~protected_mask(cls, t, window)
+    cell = torch.where(ok, (row * side + col) * 2 + before.long(), spare)
+    first = torch.full((b, spare + 1), t, dtype=torch.long, device=metric.device)
+    first = first.scatter_reduce(1, cell, pos, "amin").gather(1, cell).clamp_max(t - 1)
+    member = ok & (first < pos)
+    damage = pair_damage(metric, metric.gather(1, first[..., None].expand(-1, -1, c)), weight,
+                         weight.gather(1, first), damage_kind)
+    if importance is not None:
+        damage = damage * importance_scale(importance.float(), importance.float().gather(1, first), importance_kind)
+    damage = fade(damage, fading, (first - cls[:, None]).abs().float())
+    damage = torch.where(member, damage, torch.full_like(damage, _BIG))
+    # rank each member among its cell's (four patch places a cell): the runs - 1 cheapest may join
+    place = cell * 4 + (torch.div(rep, grid, rounding_mode="floor") + layer) % 2 * 2 + (rep % grid + layer) % 2
+    place = torch.where(ok, place, 4 * spare)
+    by_place = torch.full((b, 4 * spare + 1), _BIG, device=metric.device).scatter(1, place, damage)
+    rank = by_place[:, :-1].view(b, spare, 4).argsort(-1).argsort(-1).flatten(1)
+    rank = torch.cat([rank, rank.new_zeros(b, 1)], 1).gather(1, place)
+    allowed = member & (rank < runs - 1)
     if symmetric:
-        before = (pos < cls[:, None])[..., None].expand_as(allowed).flatten(1)
         left, right = split_sides(r, layer)
-        chosen = torch.zeros_like(flat_allowed)
-        for side, k in ((before, left), (~before, right)):
+        chosen = torch.zeros_like(allowed)
+        for where, k in ((before, left), (~before, right)):
             if k:
-                chosen |= choose_edges(flat_damage, flat_allowed & side, k)
+                chosen |= choose_edges(damage, allowed & where, k)
     else:
-        chosen = choose_edges(flat_damage, flat_allowed, r)
-    chosen = chosen.view(b, t, 3)
-    removed = torch.zeros(b, t + 1, dtype=torch.long, device=dev)
-    dummy = torch.full_like(partner, t)  # unchosen edges write to a spare column
-    removed = removed.scatter_add_(1, torch.where(chosen, partner, dummy).flatten(1), chosen.flatten(1).long())
-    keep = removed[:, :t] == 0
-    index = torch.cat([keep.long().cumsum(1) - 1, removed.new_zeros(b, 1)], 1)
-    anchor_slot = index[:, :t, None].expand_as(partner)
-    index = index.scatter(1, torch.where(chosen, partner, dummy).flatten(1), anchor_slot.flatten(1))
-    return Plan(index[:, :t], weight, keep, t - r)
+        chosen = choose_edges(damage, allowed, r)
+    keep = ~chosen
+    slot = keep.long().cumsum(1) - 1
+    return Plan(torch.where(chosen, slot.gather(1, first), slot), weight, keep, t - r)

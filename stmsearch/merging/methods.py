@@ -14,9 +14,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from . import fast
 from . import features as ft
 from . import functions as fn
-from .capacity import block_offset, eligible, side_capacity, sides, split_sides, symmetric_capacity, worst_split
+from .capacity import (block_offset, cell_capacity, cells_2d, eligible, side_capacity, sides, split_sides,
+                       symmetric_capacity, worst_split)
 
 # Ops every merge traces (routing tokens into slots): no MACs under fvcore's convention.
 MERGE_OPS = ("aten::scatter", "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::sort",
@@ -28,10 +30,10 @@ class Method:
     """One token-reduction method.
 
     ``plan(step)`` returns a :class:`~stmsearch.merging.functions.Plan` for a
-    :class:`~stmsearch.merging.features.MergeStep`. ``capacity(cfg, tokens, cls, layer)`` is
+    :class:`~stmsearch.merging.features.MergeStep`. ``capacity(cfg, tokens, cls, layer, patches)`` is
     the most tokens it can remove before ``layer`` (``cls``: the class-token index, exact when
     ``cls_shift(cfg, r, layer)`` says how far removing ``r`` tokens moves it, else the rule must
-    hold wherever it sits).
+    hold wherever it sits; ``patches``: the model's patch count, for rules that depend on the grid).
     ``knobs`` maps the MergeConfig fields the method reads to default search ranges.
     ``example`` is a small valid config the tests run for every method.
     """
@@ -43,7 +45,7 @@ class Method:
 
     name: str
     plan: Callable[[ft.MergeStep], fn.Plan] | None
-    capacity: Callable[[Any, int, int, int], int]
+    capacity: Callable[[Any, int, int, int, int], int]
     default_window: int = 0
     defaults: Mapping[str, Any] = field(default_factory=dict)  # knob values when a config leaves them out
     knobs: Mapping[str, Any] = field(default_factory=dict)
@@ -88,28 +90,32 @@ def searchable_methods() -> list[str]:
 # --- default search ranges, in search-space syntax -------------------------------------------------------
 WINDOW = {"type": "int", "low": 0, "high": 16, "step": 2}
 SIZE_AWARE = {"type": "categorical", "choices": [False, True]}
-WEIGHTS = {"type": "categorical", "choices": ["size", "mean", "dt"]}
+WEIGHTS = {"type": "categorical", "choices": ["size", "mean", "dt", "norm"]}
 METRIC = {"type": "categorical", "choices": ["hidden", "x", "B", "dt"]}
 
 
 # --- stm ---------------------------------------------------------------------------------------------------
 def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
+    if cfg.neighbourhood == "1d" and fast.enabled(step.residual):
+        return fast.stm_1d(step)
     args = (ft.metric(step), step.cls)
+    scale = {} if cfg.importance == "none" else {"importance": ft.importance(step), "importance_kind": cfg.importance}
     if cfg.neighbourhood == "2d":
         return fn.stm_2d(*args, step.state["rep"], step.state["grid"], step.r, step.window, cfg.runs, step.layer,
-                         cfg.symmetric, ft.fading(step), ft.weights(step), cfg.damage)
+                         cfg.symmetric, ft.fading(step), ft.weights(step), cfg.damage, **scale)
     return fn.stm_1d(*args, step.r, step.window, cfg.runs, step.layer, cfg.symmetric, ft.fading(step),
-                     ft.weights(step), cfg.damage)
+                     ft.weights(step), cfg.damage, **scale)
 
 
-def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
-    off = block_offset(layer, cfg.runs)
-
-    def cap(n: int) -> int:
-        c = side_capacity(n, cfg.runs, off)
-        return min(c, (cfg.runs - 1) * n // 4) if cfg.neighbourhood == "2d" else c  # one 4-token cell per anchor
-
+def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> int:
+    if cfg.neighbourhood == "2d":
+        left, right = cells_2d(patches, layer)
+        if cfg.symmetric:
+            return symmetric_capacity(*sides(tokens, cls, cfg.protect), layer, lambda n: cell_capacity(n, left, cfg.runs),
+                                      lambda n: cell_capacity(n, right, cfg.runs))
+        return cell_capacity(eligible(tokens, cfg.protect), left + right, cfg.runs)
+    cap = lambda n: side_capacity(n, cfg.runs, block_offset(layer, cfg.runs))  # noqa: E731
     if cfg.symmetric:
         return symmetric_capacity(*sides(tokens, cls, cfg.protect), layer, cap)
     return worst_split(eligible(tokens, cfg.protect), cap)
@@ -123,14 +129,16 @@ STM_DEFAULTS = {"metric": "dt", "runs": 4, "fading": "fixed", "symmetric": False
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
-    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow"),
+    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce"),
+    # importance is left out: one norm over the tokens, no measurable cost (shipped latency tables stay valid)
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
            "runs": {"type": "categorical", "choices": [2, 3, 4]},
            "fading": {"type": "categorical", "choices": ["estimated", "layer", "fixed", "none"]},
            "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE,
-           "damage": {"type": "categorical", "choices": ["cosine", "ward"]}},
+           "damage": {"type": "categorical", "choices": ["cosine", "ward"]},
+           "importance": {"type": "categorical", "choices": ["none", "min", "max", "mean"]}},
     example={"schedule": [0] + [6] * 4},
     description="Sequential Token Merging: adjacent runs in scan order, symmetric about the class token"))
 
@@ -138,7 +146,7 @@ register_method(Method(
 # --- tome --------------------------------------------------------------------------------------------------
 register_method(Method(
     "tome", lambda step: fn.tome_plan(ft.metric(step), step.cls, step.r, step.window, ft.weights(step)),
-    lambda cfg, tokens, cls, layer: max(0, (eligible(tokens, cfg.protect) - 1) // 2),
+    lambda cfg, tokens, cls, layer, patches: max(0, (eligible(tokens, cfg.protect) - 1) // 2),
     records=lambda cfg: cfg.metric != "hidden" or cfg.weights == "dt",
     flop_ops=MERGE_OPS + ("aten::max", "aten::masked_fill"), cost_knobs=("metric", "weights"),
     knobs={"window": WINDOW, "metric": METRIC, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE},
@@ -147,9 +155,14 @@ register_method(Method(
 
 
 # --- prune -------------------------------------------------------------------------------------------------
+def _prune_plan(step: ft.MergeStep) -> fn.Plan:
+    plan = fn.prune_plan(ft.importance(step), step.cls, step.r, step.window)
+    return fast.with_segments(plan) if fast.enabled(step.residual) else plan
+
+
 register_method(Method(
-    "prune", lambda step: fn.prune_plan(step.hidden.float().norm(dim=-1), step.cls, step.r, step.window),
-    lambda cfg, tokens, cls, layer: eligible(tokens, cfg.protect),
+    "prune", _prune_plan,
+    lambda cfg, tokens, cls, layer, patches: eligible(tokens, cfg.protect),
     flop_ops=MERGE_OPS + ("aten::linalg_vector_norm",),
     knobs={"window": WINDOW, "size_aware_decay": SIZE_AWARE},
     example={"schedule": [4] * 4},
@@ -157,13 +170,28 @@ register_method(Method(
 
 
 # --- random ------------------------------------------------------------------------------------------------
+def _random_draw(step: ft.MergeStep) -> torch.Tensor:
+    """The layer's random numbers, one per edge: drawn once per model, layer and device and kept,
+    so later forwards (and CUDA graph captures, which cannot make generators) reuse them."""
+    edges, dev = step.residual.shape[1] - 1, step.residual.device
+    draws = step.state.setdefault("draws", {})
+    key = (step.layer, edges, str(dev))
+    if key not in draws:
+        g = torch.Generator(device=dev)
+        g.manual_seed(step.config.seed * 100_003 + step.layer)
+        draws[key] = torch.rand(edges, generator=g, device=dev)
+    return draws[key]
+
+
 def _random_plan(step: ft.MergeStep) -> fn.Plan:
-    g = torch.Generator(device=step.residual.device)
-    g.manual_seed(step.config.seed * 100_003 + step.layer)
-    return fn.random_plan(step.cls, step.residual.shape[1], step.r, step.window, step.layer, ft.weights(step), g)
+    args = (step.cls, step.residual.shape[1])
+    if fast.enabled(step.residual):
+        weight = None if step.config.weights == "mean" else ft.weights(step)
+        return fast.chain(fn.random_score(*args, step.window, step.layer, _random_draw(step)), step.r, weight)
+    return fn.random_plan(*args, step.r, step.window, step.layer, ft.weights(step), _random_draw(step))
 
 
-def _pairs_capacity(cfg: Any, tokens: int, cls: int, layer: int) -> int:
+def _pairs_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> int:
     return worst_split(eligible(tokens, cfg.protect), lambda n: side_capacity(n, 2, block_offset(layer, 2)))
 
 
@@ -177,5 +205,5 @@ register_method(Method(
 
 
 # --- none --------------------------------------------------------------------------------------------------
-register_method(Method("none", None, lambda cfg, tokens, cls, layer: 0, searchable=False,
+register_method(Method("none", None, lambda cfg, tokens, cls, layer, patches: 0, searchable=False,
                        description="no token reduction (the reference)"))

@@ -50,7 +50,7 @@ def walk(cfg: Any, depth: int, num_tokens: int = 197, clip: bool = False) -> Wal
     schedule, capped, tokens, cls = [], [], num_tokens, (num_tokens - 1) // 2
     for layer, r in enumerate(asked):
         if r:
-            cap = method.capacity(cfg, tokens, cls, layer)
+            cap = method.capacity(cfg, tokens, cls, layer, num_tokens - 1)
             if r > cap and not clip:
                 source = getattr(cfg, "_source", None)
                 raise ConfigError(

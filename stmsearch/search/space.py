@@ -465,7 +465,7 @@ def most_removable(space: SearchSpace, tokens: int) -> tuple[int, str]:
                 cfg = MergeConfig(method=m.name, **dict(zip(knobs, combo)))
             except ValueError:
                 continue
-            cap = max(method.capacity(cfg, tokens, (tokens - 1) // 2, layer) for layer in range(8))
+            cap = max(method.capacity(cfg, tokens, (tokens - 1) // 2, layer, tokens - 1) for layer in range(8))
             if cap > best:
                 best, who = cap, m.name
     return best, who

@@ -1,0 +1,73 @@
+"""The GPU fast path of a merge step (kernels in :mod:`stmsearch.ops.merge_triton`).
+
+Plans come out the same as the torch functions' (:mod:`stmsearch.merging.functions`), so a
+method's result does not depend on the path; only the number of launches does. Used where
+:func:`enabled` holds: CUDA tensors with triton installed, not under a trace (FLOP counting
+sees the torch ops), and ``STMSEARCH_FAST_MERGE`` not ``0``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..ops import merge_triton as mt
+from . import features as ft
+from . import functions as fn
+from .capacity import block_offset, split_sides
+
+SHORTAGE = "fewer than {} mergeable neighbour pairs left; lower the schedule"
+
+
+def enabled(x: torch.Tensor) -> bool:
+    """Whether merges of ``x`` take the fast path."""
+    return os.environ.get("STMSEARCH_FAST_MERGE", "1") != "0" and mt.fast_merge_available(x)
+
+
+def chain(score: torch.Tensor, r: int, weight: torch.Tensor | None, sides: tuple[torch.Tensor, int, int] | None = None
+          ) -> fn.Plan:
+    """Merge along the ``r`` least-scored edges of ``score`` (B, T-1), ``BIG`` = not allowed.
+
+    ``sides`` (before, left, right): pick ``left`` edges where ``before`` and ``right`` elsewhere.
+    """
+    if sides is None:
+        top = score.topk(r, dim=-1, largest=False).indices
+    else:
+        before, left, right = sides
+        big = torch.full_like(score, mt.BIG)
+        top = torch.cat([torch.where(side, score, big).topk(k, dim=-1, largest=False).indices
+                         for side, k in ((before, left), (~before, right)) if k], dim=1)
+    index, keep, first, ok = mt.chain_plan(top, score)
+    fn._check(ok.all(), SHORTAGE.format(r))
+    return fn.Plan(index, weight, keep, score.shape[1] + 1 - r, first)
+
+
+def stm_1d(step: ft.MergeStep) -> fn.Plan:
+    """:func:`functions.stm_1d` for ``step``: damage, fading and blocks in one kernel."""
+    cfg = step.config
+    feat, channels_first, bias = ft.metric_source(step)
+    weight = None if cfg.weights == "mean" else ft.weights(step)
+    importance = None if cfg.importance == "none" else ft.importance(step)
+    score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
+                           weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
+    sides = None
+    if cfg.symmetric:
+        left, right = split_sides(step.r, step.layer)
+        sides = (fn.positions(score.shape[0], score.shape[1], score.device) < step.cls[:, None], left, right)
+    return chain(score, step.r, weight, sides)
+
+
+def with_segments(plan: fn.Plan) -> fn.Plan:
+    """``plan`` with each slot's first token, for a plan whose slot index never decreases along the sequence."""
+    b = plan.index.shape[0]
+    slots = torch.arange(plan.out_len + 1, device=plan.index.device, dtype=plan.index.dtype).expand(b, -1)
+    first = torch.searchsorted(plan.index, slots.contiguous()).to(torch.int32)
+    return fn.Plan(plan.index, plan.weight, plan.keep, plan.out_len, first)
+
+
+def reduce(info: dict, residual: torch.Tensor, plan: fn.Plan) -> torch.Tensor:
+    """:func:`patch.reduce_tokens`' state update and merge for a plan of runs, in one kernel."""
+    info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
+    out, info["sizes"], info["rep"] = mt.merge_segments(residual, plan.weight, plan.first, plan.keep,
+                                                        info["sizes"], info["rep"])
+    return out

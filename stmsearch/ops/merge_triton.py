@@ -1,0 +1,239 @@
+"""Token merging in a few Triton kernels: the GPU fast path of :mod:`stmsearch.merging.functions`.
+
+A merge step in plain torch is some sixty small launches (masks, fading, top-k bookkeeping,
+scatters); on a fast model the launches, not the bytes, are its cost. Here it is three:
+
+- :func:`edge_scores`: for every adjacent pair, the damage of merging it (Ward or cosine, over
+  the similarity features read once in whatever layout they lie, with the softplus of a
+  step-size metric applied on the fly), times distance fading, or +BIG where STM's blocks do
+  not allow the edge. Replaces pair_damage + fading + block_edges.
+- :func:`chain_plan`: from the chosen edges (a torch top-k), the plan's slot of every token,
+  its kept flags and each slot's first token; plus a per-row flag that every chosen edge was
+  allowed. Replaces choose_edges' bookkeeping and chain_plan.
+- :func:`merge_segments`: for plans whose slots are runs of consecutive tokens (STM, random,
+  pruning), the weighted mean of each run, the run's patch count and its kept token's grid
+  anchor, in one pass over the residual stream, with no atomics. Replaces apply_plan,
+  reduce_sum and kept_positions.
+
+Each equals its torch reference up to float summation order (tests/test_merge_fast.py).
+``import triton`` is guarded as in :mod:`stmsearch.ops.scan_triton`.
+"""
+from __future__ import annotations
+
+import torch
+
+from .scan_triton import _HAVE_TRITON, _interpreting, triton, tl
+
+BIG = 1e9  # the torch path's "never choose" score (stmsearch.merging.functions._BIG)
+IMPORTANCE_KINDS = ("min", "max", "mean")  # stmsearch.merging.functions.importance_scale
+
+
+def fast_merge_available(x: torch.Tensor) -> bool:
+    """True where the kernels run on ``x``: a CUDA tensor (or the interpreter), triton, no trace."""
+    return _HAVE_TRITON and (x.is_cuda or _interpreting()) and not torch.jit.is_tracing()
+
+
+def _pow2(n: int, floor: int = 16) -> int:
+    return max(floor, 1 << max(0, (n - 1).bit_length()))
+
+
+if _HAVE_TRITON:
+
+    @triton.jit
+    def _edge_scores_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, imp_ptr, out_ptr, gamma, C, E,
+                            sf_b, sf_t, sf_c, sw_b, s_gamma, s_imp, window, runs, offset,
+                            SOFTPLUS: tl.constexpr, WARD: tl.constexpr, UNIT_W: tl.constexpr,
+                            FADE: tl.constexpr, IMPORTANCE: tl.constexpr, BLOCKED: tl.constexpr,
+                            BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
+        b = tl.program_id(0)
+        e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
+        m_e = e < E
+        base = f_ptr + b * sf_b
+        sq = tl.zeros((BLOCK_E,), tl.float32)
+        dot = tl.zeros((BLOCK_E,), tl.float32)
+        na = tl.zeros((BLOCK_E,), tl.float32)
+        nb = tl.zeros((BLOCK_E,), tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            m = m_e[:, None] & (c < C)[None, :]
+            a = tl.load(base + e[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+            n = tl.load(base + (e + 1)[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+            if SOFTPLUS:  # a step-size metric: softplus(delta + bias), torch's threshold of 20
+                bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+                a, n = a + bias, n + bias
+                a = tl.where(m, tl.where(a > 20.0, a, tl.log(1.0 + tl.exp(a))), 0.0)
+                n = tl.where(m, tl.where(n > 20.0, n, tl.log(1.0 + tl.exp(n))), 0.0)
+            if WARD:
+                d = a - n
+                sq += tl.sum(d * d, axis=1)
+            else:
+                dot += tl.sum(a * n, axis=1)
+                na += tl.sum(a * a, axis=1)
+                nb += tl.sum(n * n, axis=1)
+        if WARD:
+            if UNIT_W:
+                damage = sq * 0.5
+            else:
+                wa = tl.load(w_ptr + b * sw_b + e, mask=m_e, other=1.0).to(tl.float32)
+                wb = tl.load(w_ptr + b * sw_b + e + 1, mask=m_e, other=1.0).to(tl.float32)
+                damage = sq * (wa * wb / (wa + wb))
+        else:
+            damage = 1.0 - dot / (tl.maximum(tl.sqrt(na), 1e-12) * tl.maximum(tl.sqrt(nb), 1e-12))
+        if IMPORTANCE > 0:  # functions.importance_scale: 1 min, 2 max, 3 mean of the pair's importance
+            ia = tl.load(imp_ptr + b * s_imp + e, mask=m_e, other=1.0).to(tl.float32)
+            ib = tl.load(imp_ptr + b * s_imp + e + 1, mask=m_e, other=1.0).to(tl.float32)
+            if IMPORTANCE == 1:
+                damage = damage * tl.minimum(ia, ib)
+            elif IMPORTANCE == 2:
+                damage = damage * tl.maximum(ia, ib)
+            else:
+                damage = damage * ((ia + ib) / 2)
+        cls = tl.load(cls_ptr + b)
+        rel = e - cls  # edge (e, e+1) relative to the class token
+        if FADE == 1:
+            damage = damage * tl.exp2(tl.abs(rel).to(tl.float32) * tl.log2(gamma))
+        if FADE == 2:
+            g = tl.load(gamma_ptr + b * s_gamma).to(tl.float32)
+            damage = damage * tl.exp2(tl.abs(rel).to(tl.float32) * tl.log2(g))
+        # STM's blocks (functions.block_edges): counted outwards from the window on each side
+        d0 = tl.abs(rel) - window - 1
+        d1 = tl.abs(rel + 1) - window - 1
+        ok = m_e & (d0 >= 0) & (d1 >= 0) & ((rel < 0) == (rel + 1 < 0)) & (rel != 0) & (rel + 1 != 0)
+        if BLOCKED:
+            ok = ok & ((d0 + offset) // runs == (d1 + offset) // runs)
+        tl.store(out_ptr + b * E + e, tl.where(ok, damage, 1e9), mask=m_e)
+
+    @triton.jit
+    def _chain_plan_kernel(top_ptr, score_ptr, index_ptr, keep_ptr, first_ptr, ok_ptr, T, R, OUT,
+                           BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+        b = tl.program_id(0)
+        t = tl.arange(0, BLOCK_T)
+        m_t = t < T
+        keep_row = keep_ptr + b * T
+        tl.store(keep_row + t, tl.full((BLOCK_T,), 1, tl.int8), mask=m_t)
+        tl.debug_barrier()
+        j = tl.arange(0, BLOCK_R)
+        edge = tl.load(top_ptr + b * R + j, mask=j < R, other=0)
+        score = tl.load(score_ptr + b * (T - 1) + edge, mask=j < R, other=0.0)
+        tl.store(ok_ptr + b, (tl.max(tl.where(j < R, score, 0.0), axis=0) < 5e8).to(tl.int8))
+        # edge e chosen: token e + 1 joins the token before it, so it starts no slot
+        tl.store(keep_row + edge + 1, tl.zeros((BLOCK_R,), tl.int8), mask=j < R)
+        tl.debug_barrier()
+        starts = tl.load(keep_row + t, mask=m_t, other=0).to(tl.int32)
+        index = tl.cumsum(starts, axis=0) - 1
+        tl.store(index_ptr + b * T + t, index.to(tl.int64), mask=m_t)
+        tl.store(first_ptr + b * (OUT + 1) + index, t, mask=m_t & (starts == 1))
+        tl.store(first_ptr + b * (OUT + 1) + OUT, T)
+
+    @triton.jit
+    def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, out_ptr, osizes_ptr,
+                               orep_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
+                               UNIT_W: tl.constexpr, BLOCK_C: tl.constexpr):
+        j = tl.program_id(0)
+        b = tl.program_id(1)
+        lo = tl.load(first_ptr + b * s_first + j)
+        hi = tl.load(first_ptr + b * s_first + j + 1)
+        c = tl.arange(0, BLOCK_C)
+        m_c = c < C
+        acc = tl.zeros((BLOCK_C,), tl.float32)
+        wsum = lo.to(tl.float32) * 0.0  # scalars typed as the loop carries them
+        size = lo.to(tl.float32) * 0.0
+        rep = lo.to(tl.int64) * 0
+        for t in range(lo, hi):
+            if UNIT_W:
+                w = 1.0
+            else:
+                w = tl.load(w_ptr + b * sw_b + t).to(tl.float32)
+            acc += w * tl.load(x_ptr + b * sx_b + t * sx_t + c, mask=m_c, other=0.0).to(tl.float32)
+            wsum += w
+            size += tl.load(sizes_ptr + b * T + t).to(tl.float32)
+            kept = tl.load(keep_ptr + b * T + t).to(tl.int64)
+            rep += kept * tl.load(rep_ptr + b * T + t)
+        out = acc / tl.maximum(wsum, 1e-12)
+        tl.store(out_ptr + b * so_b + j * so_t + c, out.to(out_ptr.dtype.element_ty), mask=m_c)
+        tl.store(osizes_ptr + b * OUT + j, size)
+        tl.store(orep_ptr + b * OUT + j, rep)
+
+
+def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, window: int, runs: int | None,
+                offset: int, weight: torch.Tensor | None, ward: bool,
+                fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
+                importance: torch.Tensor | None = None, importance_kind: str = "none") -> torch.Tensor:
+    """(B, T-1) score of merging each adjacent token pair; ``BIG`` where the edge is not allowed.
+
+    ``feat``: (B, C, T) if ``channels_first`` else (B, T, C), any strides. ``softplus_bias``
+    (C,): the features are pre-activation steps, softplus(feat + bias) is compared.
+    ``weight`` (B, T) or None (all 1). ``fading``: gamma (a float, or a tensor of 1 or B
+    values) or None. ``runs`` None: no blocks (any pair outside the window on one side).
+    ``importance`` (B, T): the damage is scaled by the pair's ``importance_kind`` (min, max, mean).
+    """
+    if channels_first:
+        bsz, chans, t = feat.shape
+        sf_b, sf_c, sf_t = feat.stride()
+    else:
+        bsz, t, chans = feat.shape
+        sf_b, sf_t, sf_c = feat.stride()
+    edges = t - 1
+    out = torch.empty(bsz, edges, device=feat.device, dtype=torch.float32)
+    fade, gamma, gamma_t, s_gamma = 0, 1.0, cls, 0
+    if isinstance(fading, torch.Tensor):
+        fade, gamma_t = 2, fading.reshape(-1).float()
+        s_gamma = 0 if gamma_t.numel() == 1 else 1
+    elif fading is not None:
+        fade, gamma = 1, float(fading)
+    w = weight if weight is not None else cls
+    imp = importance if importance is not None else cls
+    imp_mode = 0 if importance is None else IMPORTANCE_KINDS.index(importance_kind) + 1
+    block_e = 32 if not _interpreting() else 16
+    block_c = min(64, _pow2(chans))
+    grid = (bsz, triton.cdiv(edges, block_e))
+    _edge_scores_kernel[grid](feat, softplus_bias if softplus_bias is not None else cls, w, cls, gamma_t, imp, out,
+                              gamma, chans, edges, sf_b, sf_t, sf_c, w.stride(0) if weight is not None else 0,
+                              s_gamma, imp.stride(0) if importance is not None else 0, window, runs or 1, offset,
+                              SOFTPLUS=softplus_bias is not None, WARD=ward, UNIT_W=weight is None, FADE=fade,
+                              IMPORTANCE=imp_mode, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c)
+    return out
+
+
+def chain_plan(top: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                               torch.Tensor]:
+    """Merge along the chosen edges ``top`` (B, R) of a (B, T-1) ``score``.
+
+    Returns (index (B, T) int64, keep (B, T) bool, first (B, T-R+1) int32: each slot's first
+    token and T at the end, ok (B,) bool: every chosen edge had a score below BIG).
+    """
+    bsz, edges = score.shape
+    t, r = edges + 1, top.shape[1]
+    index = torch.empty(bsz, t, device=score.device, dtype=torch.long)
+    keep = torch.empty(bsz, t, device=score.device, dtype=torch.bool)
+    first = torch.empty(bsz, t - r + 1, device=score.device, dtype=torch.int32)
+    ok = torch.empty(bsz, device=score.device, dtype=torch.bool)
+    _chain_plan_kernel[(bsz,)](top.contiguous(), score, index, keep.view(torch.int8), first, ok.view(torch.int8),
+                               t, r, t - r, BLOCK_T=_pow2(t), BLOCK_R=_pow2(max(r, 1)))
+    return index, keep, first, ok
+
+
+def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Tensor, keep: torch.Tensor,
+                   sizes: torch.Tensor, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge runs of consecutive tokens: slot j holds tokens first[:, j] .. first[:, j+1] - 1.
+
+    x (B, T, C) (unit stride in C), weight (B, T) or None (all 1), keep (B, T) bool (one kept
+    token per slot), sizes (B, T) float, rep (B, T) int64. Returns the weighted mean (B, OUT, C)
+    in x's dtype, the slots' summed sizes and their kept token's rep.
+    """
+    bsz, t, chans = x.shape
+    out_len = first.shape[1] - 1
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    sizes, rep, keep = sizes.contiguous(), rep.contiguous(), keep.contiguous()
+    out = torch.empty(bsz, out_len, chans, device=x.device, dtype=x.dtype)
+    osizes = torch.empty(bsz, out_len, device=x.device, dtype=sizes.dtype)
+    orep = torch.empty(bsz, out_len, device=x.device, dtype=rep.dtype)
+    w = weight if weight is not None else sizes
+    block_c = _pow2(chans, 32)
+    _merge_segments_kernel[(out_len, bsz)](x, w, first, keep.view(torch.int8), sizes, rep, out, osizes, orep,
+                                           t, out_len, chans, x.stride(0), x.stride(1),
+                                           w.stride(0) if weight is not None else 0, out.stride(0), out.stride(1),
+                                           first.stride(0), UNIT_W=weight is None, BLOCK_C=block_c,
+                                           num_warps=1 if block_c <= 256 else 4)
+    return out, osizes, orep

@@ -1,0 +1,153 @@
+"""The GPU fast path of merging (stmsearch.merging.fast, stmsearch.ops.merge_triton) equals the torch path.
+
+Three places run the kernels: CUDA (tests marked ``gpu``), and Triton's CPU interpreter, which
+the CPU machines reach through :func:`test_interpreter_parity`: it runs this module's
+``interp`` tests in a subprocess with ``TRITON_INTERPRET=1`` (the variable must be set before
+triton is imported). The torch-only helpers are tested directly.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import stmsearch
+from stmsearch.merging import fast
+from stmsearch.merging import functions as fn
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+interp = pytest.mark.skipif(not (INTERPRET and HAS_TRITON),
+                            reason="runs inside test_interpreter_parity's subprocess (TRITON_INTERPRET=1)")
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
+                                reason="needs a CUDA GPU and triton")
+
+# one config per code path of the kernels: features and their layouts, damage, fading, weights, blocks, sides
+CASES = [
+    {"method": "stm"},
+    {"method": "stm", "symmetric": True, "window": 2},
+    {"method": "stm", "metric": "x", "damage": "cosine", "fading": "none"},
+    {"method": "stm", "metric": "B", "fading": "estimated", "weights": "size"},
+    {"method": "stm", "metric": "hidden", "fading": "layer", "weights": "dt", "runs": 3, "importance": "min"},
+    {"method": "stm", "weights": "norm", "importance": "mean", "symmetric": True},
+    {"method": "stm", "importance": "max", "damage": "cosine"},
+    {"method": "random"},
+    {"method": "prune", "window": 1},
+]
+
+
+def _compare(model: torch.nn.Module, images: torch.Tensor, case: dict, schedule: list[int]) -> None:
+    """Logits and per-layer trace of the fast path against the torch path, same model and images."""
+    stmsearch.apply(model, stmsearch.MergeConfig(schedule=schedule, **case))
+    outs, traces = [], []
+    for flag in ("0", "1"):
+        os.environ["STMSEARCH_FAST_MERGE"] = flag
+        try:
+            with torch.no_grad():
+                outs.append(model(images).float())
+            traces.append(stmsearch.trace(model))
+        finally:
+            os.environ.pop("STMSEARCH_FAST_MERGE", None)
+    stmsearch.apply(model, None)
+    assert traces[0] == traces[1]  # same tokens, class-token index and patch counts at every layer
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-4)
+
+
+@interp
+@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(f"{k}={v}" for k, v in c.items()))
+def test_fast_equals_torch_interp(case: dict) -> None:
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_proxy").eval()
+    images = torch.randn(2, 1, 28, 28)
+    _compare(model, images, case, [0, 0, 9, 0, 0, 7] + [0] * 6)
+
+
+@interp
+def test_kernels_are_used_interp(monkeypatch) -> None:
+    """The parity above means something only if the fast path ran."""
+    from stmsearch.ops import merge_triton as mt
+
+    calls = []
+    for name in ("edge_scores", "chain_plan", "merge_segments"):
+        original = getattr(mt, name)
+        monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    model = stmsearch.create_model("vim_proxy").eval()
+    stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[0, 0, 6]))
+    with torch.no_grad():
+        model(torch.randn(1, 1, 28, 28))
+    assert calls == ["edge_scores", "chain_plan", "merge_segments"]
+
+
+def test_interpreter_parity() -> None:
+    """Run the ``interp`` tests of this module on the CPU through Triton's interpreter."""
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed (the dev extra installs it)")
+    if INTERPRET:
+        pytest.skip("already inside the interpreter run")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    here = Path(__file__)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
+                          cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"{len(CASES) + 1} passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_segments_of_a_prune_plan() -> None:
+    """with_segments finds each slot's first token: slot j holds exactly the tokens first[j]..first[j+1]-1."""
+    torch.manual_seed(1)
+    b, t, r = 3, 21, 6
+    plan = fn.prune_plan(torch.rand(b, t), torch.full((b,), 10), r, window=1)
+    first = fast.with_segments(plan).first
+    assert first.shape == (b, t - r + 1)
+    pos = torch.arange(t)
+    for i in range(b):
+        for j in range(t - r):
+            members = pos[plan.index[i] == j]
+            assert members.tolist() == list(range(int(first[i, j]), int(first[i, j + 1])))
+    assert (first[:, -1] == t).all()
+
+
+def test_fixed_fading_is_a_float() -> None:
+    """Fixed fading is a host float (a tensor made per layer would copy to the GPU and stall it),
+    and fading it equals fading by the same gamma as a tensor."""
+    dist = torch.arange(6).float()
+    damage = torch.rand(2, 6)
+    torch.testing.assert_close(fn.fade(damage, 0.9, dist), fn.fade(damage, torch.tensor(0.9), dist))
+    torch.testing.assert_close(fn.fade(damage, torch.tensor([0.9, 0.8]), dist),
+                               damage * torch.tensor([[0.9], [0.8]]) ** dist)
+    assert fn.fade(damage, None, dist) is damage
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("case", CASES + [{"method": "tome"}, {"method": "stm", "runs": 2}],
+                         ids=lambda c: " ".join(f"{k}={v}" for k, v in c.items()))
+def test_fast_equals_torch_gpu(case: dict) -> None:
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_tiny").cuda().eval()
+    images = torch.randn(4, 3, 224, 224, device="cuda")
+    _compare(model, images, case, [0, 0] + [8, 0] * 11)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("case", CASES + [{"method": "tome"}], ids=lambda c: " ".join(f"{k}={v}" for k, v in c.items()))
+def test_merged_forward_never_syncs(case: dict) -> None:
+    """A merged forward queues its work without waiting for the GPU (a wait per layer starves it)."""
+    model = stmsearch.create_model("vim_tiny").cuda().eval()
+    stmsearch.apply(model, stmsearch.MergeConfig(schedule=[0, 0] + [8, 0] * 11, **case))
+    images = torch.randn(4, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        model(images)  # compile and autotune first
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model(images)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
