@@ -186,3 +186,22 @@ def test_random_runs_longer_and_seeds_can_start_later(tiny, tmp_path):
     ref = reference_point(list(table.space.objectives), table.reference)
     assert saved["samplers"]["tpe-s5"]["hv"][0] == pytest.approx(bench_search.hv_curve(
         bench_search.run(table, bench_search.SAMPLERS["tpe-s5"], 3, 6), ref), abs=1e-5)
+
+
+def test_a_table_built_before_a_config_field_existed_still_finds_its_rows(tiny, tmp_path):
+    # rows written before MergeConfig had `damage` (a field added later, at its old behaviour's default)
+    with gzip.open(tiny, "rt") as f:
+        data = json.load(f)
+    for row in data["rows"]:
+        if row["config"] is not None:
+            del row["config"]["damage"]
+            key = json.loads(row["key"])
+            del key["damage"]
+            row["key"] = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    old = tmp_path / "old.json.gz"
+    with gzip.open(old, "wt") as f:
+        json.dump(data, f)
+    before, now = load_table(old), load_table(tiny)
+    assert before.space.methods[0].knobs["damage"] == now.space.methods[0].knobs["damage"]
+    for p in all_params(now.space):
+        assert before.metrics(p) == now.metrics(p)
