@@ -10,7 +10,7 @@ tells them. Hypervolumes share the objectives' reference point (stmsearch.object
     PYTHONPATH=$PWD python bench/bench_search.py --quick         # <= 5 minutes on 2 CPU cores
     PYTHONPATH=$PWD python bench/bench_search.py --table /tmp/dev.json.gz --samplers random,tpe
 
-Prints a table (hypervolume as a fraction of the best known: the union front of every run),
+Prints a table (hypervolume as a fraction of the best known: the table's whole front),
 writes results.json and hypervolume.html under --out, and prints as its last line one JSON
 object: {"default": NAME, "samplers": {NAME: {"trials_to_95": N or null, "hv_at": {...}}}}.
 """
@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:  # bench.tabular, when run as a script
 from bench.tabular.table import Table, TableError, load_table  # noqa: E402
 from stmsearch.objectives import normalised, reference_point  # noqa: E402
 from stmsearch.pareto import hypervolume  # noqa: E402
+from stmsearch.search.ladder import warm_start  # noqa: E402
 from stmsearch.search.params import project, reference_params, seed_config, suggest  # noqa: E402
 from stmsearch.search.record import constraint_values  # noqa: E402
 from stmsearch.search.runner import build_sampler  # noqa: E402
@@ -43,13 +44,13 @@ from stmsearch.search.space import SamplerSpec, Seed  # noqa: E402
 DEFAULT_TABLE = ROOT / "bench" / "tabular" / "demo_table.json.gz"
 TARGET = 0.95  # of the best-known hypervolume
 MARKS = (25, 50, 100)
-RANDOM_LONGER = 4  # random search runs 4x the trials (it costs nothing), so its trials to 95 % is known
-# The demo space's warm start: light, medium and heavy STM schedules across the speed axis (not tuned to the
-# table); the STM knobs are the ones the table was built with, so each is a grid point of it.
+RANDOM_LONGER = 20  # random search runs 20x the trials (it costs nothing), so its trials to 95 % is known
+# The demo's warm start before seed_ladder: light, medium and heavy STM schedules by hand (start 2, interval 2);
+# the STM knobs are the ones the table was built with, so each is a grid point of it.
 _TABLE_STM = {"window": 0, "runs": 2, "fading": "estimated", "metric": "hidden", "symmetric": True, "weights": "size",
               "damage": "cosine", "size_aware_decay": False}
-SPEED_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": c},
-                                               **_TABLE_STM}} for c in (6, 14, 22)]
+HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": c},
+                                              **_TABLE_STM}} for c in (6, 14, 22)]
 # benchmark name -> the space's sampler block (as a search space writes it)
 SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {"name": "random"},
@@ -59,12 +60,17 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe": {"name": "tpe"},  # multivariate, 10 random trials first
     "tpe-group": {"name": "tpe", "options": {"group": True}},
     "tpe-s5": {"name": "tpe", "n_startup_trials": 5},
-    "tpe-s5-warm": {"name": "tpe", "n_startup_trials": 5, "seeds": SPEED_SEEDS},  # what the demo space ships
+    "tpe-s5-warm": {"name": "tpe", "n_startup_trials": 5, "seeds": HAND_SEEDS},  # the demo's before seed_ladder
+    "tpe-s5-ladder4": {"name": "tpe", "n_startup_trials": 5, "seed_ladder": 4},  # what the demo space ships
+    "tpe-s5-ladder6": {"name": "tpe", "n_startup_trials": 5, "seed_ladder": 6},
+    "tpe-s10-ladder4": {"name": "tpe", "seed_ladder": 4},
+    "random-ladder4": {"name": "random", "seed_ladder": 4},
     "gp": {"name": "gp"},
     "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
 }
-# warm starts (a space's ``seeds:``) are entries too, e.g. "tpe-warm": {"name": "tpe", "seeds": [{"name": "a",
-# "config": {...}}]}; a seed's config must be in the table (a grid point)
+# warm starts are entries too, as a space writes them: "seed_ladder": N (made from the table's space, so its
+# rungs are grid points) or "seeds": [{"name": "a", "config": {...}}] (a seed's config must be a grid point)
+WARM = ("seeds", "seed_ladder")
 SLOW = {"gp", "botorch"}  # seconds a trial (GP: about 6 minutes a 100-trial run on 2 cores): left out of --quick
 
 
@@ -77,12 +83,13 @@ def available(name: str) -> bool:
 
 
 def run(table: Table, sampler: dict[str, Any], seed: int, trials: int) -> list[tuple[float, ...] | None]:
-    """One search of ``trials`` trials (the reference first, then any warm-start ``seeds`` of the entry, as a
-    space's seeds: their own configs, shown to the sampler at their projected parameters): each trial's
+    """One search of ``trials`` trials (the reference first, then the entry's warm start as a study has it: its
+    seeds, then its ladder; their own configs, shown to the sampler at their projected parameters): each trial's
     normalised objectives, None if infeasible."""
-    warm = [Seed.model_validate(s) for s in sampler.get("seeds", [])]
-    spec = SamplerSpec.model_validate({**{k: v for k, v in sampler.items() if k != "seeds"}, "seed": seed})
-    space = table.space.model_copy(update={"sampler": spec, "seeds": warm})
+    spec = SamplerSpec.model_validate({**{k: v for k, v in sampler.items() if k not in WARM}, "seed": seed})
+    space = table.space.model_copy(update={"sampler": spec, "seed_ladder": sampler.get("seed_ladder", 0),
+                                           "seeds": [Seed.model_validate(s) for s in sampler.get("seeds", [])]})
+    warm = warm_start(space)
     objectives = list(space.objectives)
     study = optuna.create_study(directions=space.directions, sampler=build_sampler(space))
     study.enqueue_trial(reference_params(space))  # as a study: the unreduced model first, at the least reduction
@@ -139,6 +146,11 @@ def summarise(curves: dict[str, list[list[float]]], best: float) -> dict[str, di
     return out
 
 
+def _rounded(values: list[float]) -> list[float]:
+    """Curves as saved: 5 decimals (figures are read to 3), so 30 seeds of random's thousands of trials stay small."""
+    return [round(v, 5) for v in values]
+
+
 def write_plot(summary: dict[str, dict[str, Any]], path: Path, title: str, trials: int) -> None:
     """Mean hypervolume fraction against trials, a band of +- one sd, in the dashboard's look."""
     import plotly.graph_objects as go
@@ -169,10 +181,12 @@ def default_name(table: Table, names: list[str]) -> str:
 
     demo = load_space(ROOT / "search_spaces" / "demo.yaml")
     shipped = demo.sampler.model_dump(exclude={"seed"}, exclude_defaults=True)
-    matches = [n for n in names if SamplerSpec.model_validate({k: v for k, v in SAMPLERS[n].items() if k != "seeds"})
+    matches = [n for n in names if SamplerSpec.model_validate({k: v for k, v in SAMPLERS[n].items() if k not in WARM})
                .model_dump(exclude={"seed"}, exclude_defaults=True) == shipped]
-    # the demo's warm start: its entry carries seeds when the shipped space does (the table's grid points)
-    matches.sort(key=lambda n: ("seeds" in SAMPLERS[n]) != bool(demo.seeds))
+    # the demo's warm start: the entry with its ladder, and seeds when the shipped space has some of its own
+    # (an entry's seeds are the table's grid points, so they stand for the demo's and cannot equal them)
+    matches.sort(key=lambda n: (SAMPLERS[n].get("seed_ladder", 0) != demo.seed_ladder,
+                                ("seeds" in SAMPLERS[n]) != bool(demo.seeds)))
     return matches[0] if matches else "(not benchmarked)"
 
 
@@ -191,11 +205,16 @@ def goal_met(summary: dict[str, dict[str, Any]], name: str) -> bool | None:
 @click.command()
 @click.option("--table", "table_path", default=str(DEFAULT_TABLE), show_default=True, help="gzip JSON table")
 @click.option("--samplers", default=",".join(SAMPLERS), show_default=True)
-@click.option("--seeds", default=5, show_default=True, help="seeds per sampler (0..N-1)")
+@click.option("--seeds", default=5, show_default=True, help="seeds per sampler (--first-seed .. +N-1)")
+@click.option("--first-seed", default=0, show_default=True,
+              help="the first seed: settings chosen on seeds 0..9 are reported on fresh ones (e.g. 10..39)")
 @click.option("--trials", default=100, show_default=True, help="trials per run, the reference included")
+@click.option("--random-longer", default=RANDOM_LONGER, show_default=True,
+              help="random search runs this many times --trials (it costs nothing), so its trials to 95 % is known")
 @click.option("--quick", is_flag=True, help="fit 5 minutes on 2 CPU cores: the slow samplers (gp, botorch) are left out")
 @click.option("--out", default=str(ROOT / "bench" / "results" / "search"), show_default=True)
-def main(table_path: str, samplers: str, seeds: int, trials: int, quick: bool, out: str) -> None:
+def main(table_path: str, samplers: str, seeds: int, first_seed: int, trials: int, random_longer: int, quick: bool,
+         out: str) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -222,22 +241,24 @@ def main(table_path: str, samplers: str, seeds: int, trials: int, quick: bool, o
     start = time.perf_counter()
     points: dict[str, list[list]] = {}
     for name in names:
-        n = trials * RANDOM_LONGER if name == "random" else trials
-        for seed in range(seeds):
+        n = trials * random_longer if name == "random" else trials
+        for seed in range(first_seed, first_seed + seeds):
             t0 = time.perf_counter()
             points.setdefault(name, []).append(run(table, SAMPLERS[name], seed, n))
             print(f"{name:10s} seed {seed}: {n} trials in {time.perf_counter() - t0:.1f}s", flush=True)
     union = [p for runs in points.values() for r in runs for p in r if p is not None]
-    best = hypervolume(union, ref)
     everything = [normalised(m, objectives, table.reference) for m in table.rows.values()
                   if all(c <= 0 for c in constraint_values(m, space.constraints, m["speedup"]).values())]
     optimum = hypervolume(everything, ref)
+    # the table holds every config, so its whole front is the best known, whichever samplers ran
+    found = hypervolume(union, ref)
+    best = max(found, optimum)
     curves = {name: [hv_curve(r, ref) for r in runs] for name, runs in points.items()}
     summary = summarise(curves, best)
     default = default_name(table, names)
 
     print(f"\n{len(table.rows)} configs in {table_path} ({table.n} digits); objectives {', '.join(objectives)}; "
-          f"best-known hypervolume {best:.4f} (union of all runs; the table's whole front: {optimum:.4f})")
+          f"best-known hypervolume {best:.4f} (the table's whole front; the union of all runs: {found:.4f})")
     head = f"{'sampler':11s} {'seeds':>5s} {'to 95%':>7s} {'per seed (median, reached)':>27s}" + "".join(
         f"{'HV@' + str(k):>15s}" for k in MARKS)
     print(head)
@@ -253,15 +274,18 @@ def main(table_path: str, samplers: str, seeds: int, trials: int, quick: bool, o
     goal = goal_met(summary, default)
     if goal is not None:
         print(f"goal (95 % in <= 1/4 of random's trials, or HV@25 >= random's HV@100): "
-              f"{'met' if goal else 'not met'} by {default}")
+              f"{'met' if goal else 'not met'} by {default} on seeds {first_seed}-{first_seed + seeds - 1}")
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"table": str(table_path), "table_meta": table.meta, "trials": trials, "quick": quick, "target": TARGET,
-              "best_known_hv": best, "table_front_hv": optimum, "reference_point": ref, "default": default,
-              "samplers": {n: {"spec": SAMPLERS[n], **summary[n], "hv": curves[n]} for n in summary},
+              "best_known_hv": best, "table_front_hv": optimum, "runs_front_hv": found, "reference_point": ref,
+              "default": default,
+              "samplers": {n: {"spec": SAMPLERS[n], **summary[n], "mean": _rounded(summary[n]["mean"]),
+                               "sd": _rounded(summary[n]["sd"]), "hv": [_rounded(c) for c in curves[n]]}
+                           for n in summary},
               "skipped": skipped, "goal_met": goal}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(result, separators=(",", ":")) + "\n")  # curves: compact
     write_plot(summary, out_dir / "hypervolume.html",
                f"Hypervolume against trials, {len(table.rows)}-config tabular demo space", trials)
     print(f"wrote {out_dir / 'results.json'} and {out_dir / 'hypervolume.html'}")

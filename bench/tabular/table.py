@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stmsearch.merging import MergeConfig
 from stmsearch.search.space import SearchSpace, model_geometry, parse_space
 
 from .grid import row_key
@@ -71,11 +72,31 @@ def _pin_unsearched(space: dict, rows: list[dict]) -> dict:
             built.setdefault(row["config"]["method"], row["config"])
     out = json.loads(json.dumps(space))
     for m in out["methods"]:
-        cfg = built.get(m["name"], {})
+        cfg = built.get(m["name"])
+        if cfg is None:
+            continue
+        cfg = _as_built(cfg)
         for knob in get_method(m["name"]).knobs:
-            if knob not in m["knobs"] and knob in cfg:
+            if knob not in m["knobs"]:
                 m["knobs"][knob] = cfg[knob]
     return out
+
+
+def _as_built(config: dict) -> dict:
+    """A row's config with the MergeConfig fields added since the table was built, at their field defaults.
+
+    A field a row lacks did not exist when it was measured, so the model ran as that field's default
+    (the project keeps a new field's default at the old behaviour, as ``importance: none`` did).
+    """
+    added = {k: f.default for k, f in MergeConfig.model_fields.items() if k not in config}
+    return {**added, **config}
+
+
+def _key(row: dict, geometry: tuple[int, int]) -> str:
+    """A row's key under today's MergeConfig (stored keys miss the fields added since the build)."""
+    if row["config"] is None:
+        return row_key(None, *geometry)
+    return row_key(MergeConfig.model_validate(_as_built(row["config"])), *geometry)
 
 
 def from_json(data: dict, source: str = "table") -> Table:
@@ -88,9 +109,11 @@ def from_json(data: dict, source: str = "table") -> Table:
     ref_ms = data["rows"][0]["ms"]  # the builder writes the unreduced model first
     if data["rows"][0]["config"] is not None:
         raise TableError(f"{source}: the first row is not the unreduced model")
-    rows = {r["key"]: {"accuracy": max(r["correct"], 0) / n, "speedup": ref_ms / r["ms"]} for r in data["rows"]}
+    geometry = model_geometry(space.model)
+    keys = [_key(r, geometry) for r in data["rows"]]
+    rows = {k: {"accuracy": max(r["correct"], 0) / n, "speedup": ref_ms / r["ms"]} for k, r in zip(keys, data["rows"])}
     meta = {k: v for k, v in data.items() if k not in ("rows", "space")}
-    return Table(space, n, rows, rows[data["rows"][0]["key"]], meta, source)
+    return Table(space, n, rows, rows[keys[0]], meta, source)
 
 
 def load_table(path: str | Path) -> Table:

@@ -109,10 +109,13 @@ def seed_config(space: SearchSpace, name: str) -> MergeConfig:
     """The config of a named seed; ``reference`` is the unreduced model."""
     if name == REFERENCE:
         return MergeConfig(method="none")
-    seed = next((s for s in space.seeds if s.name == name), None)
+    from .ladder import warm_start  # ladder builds seeds from a space; it needs nothing of this module
+
+    seeds = warm_start(space)
+    seed = next((s for s in seeds if s.name == name), None)
     if seed is None:
         raise KeyError(f"seed config {name!r} is not in the search space (seeds: "
-                       f"{', '.join(s.name for s in space.seeds) or 'none'})")
+                       f"{', '.join(s.name for s in seeds) or 'none'})")
     return config_from_dict(seed.config, f"seeds.{name}")
 
 

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .objective import TrialOutcome, trial_config
+from .ladder import warm_start
 from .params import distributions, project, reference_params, seed_config
 from .space import REFERENCE, Constraints, SearchSpace
 
@@ -193,11 +194,11 @@ def reap_stale(study: optuna.Study) -> int:
 
 
 def enqueue_seeds(study: optuna.Study, space: SearchSpace) -> list[str]:
-    """Enqueue the space's seed configs not yet tried (an interrupted one is tried again)."""
+    """Enqueue the space's seed configs (its own, then its ladder's) not yet tried (an interrupted one is tried again)."""
     tried = {t.user_attrs.get("seed_config") for t in study.get_trials(deepcopy=False)
              if not t.user_attrs.get("interrupted")}
     added = []
-    for seed in space.seeds:
+    for seed in warm_start(space):
         if seed.name not in tried:
             study.enqueue_trial(project(space, seed_config(space, seed.name)), user_attrs={"seed_config": seed.name})
             added.append(seed.name)

@@ -15,6 +15,7 @@ import optuna
 from ..evaluation.latency import LatencyError
 from .calibration import ensure_table
 from .executor import SearchError, get_executor
+from .ladder import warm_start
 from .params import grid_size
 from .progress import SearchProgress
 from .record import finished, reap_stale
@@ -89,7 +90,7 @@ def run_search(space: SearchSpace, space_path: str | Path, *, trials: int | None
     reaped = reap_stale(the_study)
     budget = trials or space.budget.trials
     if isinstance(the_study.sampler, optuna.samplers.GridSampler):
-        budget = min(budget, grid_size(space) + 1 + len(space.seeds))
+        budget = min(budget, grid_size(space) + 1 + len(warm_start(space)))
     mine: list[int] = []
     if budget > len(finished(the_study)):
         if space.estimator() == "model" and space.evaluator is None:

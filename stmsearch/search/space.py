@@ -24,6 +24,7 @@ from ..merging.methods import get_method, searchable_methods
 from ..yamlfile import read_yaml
 
 REFERENCE = "reference"  # seed name of the unreduced model, always evaluated first
+LADDER_PREFIX = "ladder-"  # seed_ladder's seeds are ladder-1 (lightest) .. ladder-N (heaviest)
 _TAGS = {"categorical", "int", "float", "fixed", "parametric", "free"}
 
 
@@ -198,6 +199,13 @@ def knob_values(knob: Any) -> list[Any]:
     return [knob]
 
 
+def schedule_counts(schedule: "ParametricSpace | FreeSpace") -> list[int]:
+    """The non-zero per-layer counts a schedule space can take, lowest first (0 is the unreduced model)."""
+    values = (range(schedule.min_per_layer, schedule.max_per_layer + 1, schedule.step)
+              if isinstance(schedule, FreeSpace) else knob_values(schedule.count))
+    return sorted({v for v in values if v > 0})
+
+
 class SamplerSpec(Strict):
     """The Optuna sampler: a short name (``nsga2``, ``tpe``, ``random``, ``grid``, ``gp``, ``qmc``, ...), any
     Optuna sampler class name (``NSGAIIISampler``) or ``module.Class``; ``options`` are its constructor's
@@ -259,7 +267,7 @@ class ThroughputSpec(Strict):
 
 
 _LATER_OPTIONS = {("skip_bad_images",): False, ("verify",): False, ("throughput", "estimator"): None,
-                  ("throughput", "table"): None, ("sampler", "options"): {}}
+                  ("throughput", "table"): None, ("sampler", "options"): {}, ("seed_ladder",): 0}
 
 
 class SearchSpace(Strict):
@@ -281,6 +289,7 @@ class SearchSpace(Strict):
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     budget: Budget
     seeds: list[Seed] = Field(default_factory=list)
+    seed_ladder: int = Field(0, ge=0)  # seeds spanning the speed axis, made by rule (stmsearch.search.ladder)
     throughput: ThroughputSpec = Field(default_factory=ThroughputSpec)
     evaluator: str | None = Field(None, pattern=r"^[\w.]+:\w+$")  # module:function, default evaluate()
 
@@ -300,6 +309,14 @@ class SearchSpace(Strict):
         seeds = [s.name for s in self.seeds]
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds: names must be unique")
+        if self.seed_ladder:
+            counts = schedule_counts(self.schedule)
+            if not 2 <= self.seed_ladder <= len(counts):
+                raise ValueError(f"seed_ladder: {self.seed_ladder} rungs; a ladder takes 2 up to the schedule's "
+                                 f"{len(counts)} non-zero counts ({counts})")
+            clash = [s for s in seeds if s.startswith(LADDER_PREFIX)]
+            if clash:
+                raise ValueError(f"seeds: the name {clash[0]!r} is kept for seed_ladder's ({LADDER_PREFIX}1, ...)")
         return self
 
     def estimator(self) -> str:

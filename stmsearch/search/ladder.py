@@ -1,0 +1,75 @@
+"""Seeds made from the space itself: a ladder of schedules from the least to the most reduction.
+
+A search's hypervolume is mostly decided by how early it finds points along the whole speed
+axis, the fast end especially (bench/SEARCH.md). ``seed_ladder: N`` in a space adds N seed
+configs that span that axis by rule, not by hand: the unreduced reference's parameters (the
+space's first method, lowest start and interval, first shape: the densest schedule it has)
+with the per-layer count stepped evenly across its range, lowest to highest. Each ranged knob
+takes the method's default where the space's range holds it (the defaults are chosen for
+fidelity, bench/bench_fidelity.py), else its least value; fixed knobs keep their value. So
+every ladder config is a point of the space (a tabular benchmark holds it), and a heavy rung
+that asks for more than a layer can remove is capped like any trial.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..merging.config import MergeConfig
+from .space import (LADDER_PREFIX, Categorical, FloatRange, FreeSpace, IntRange, SearchSpace, Seed, knob_values,
+                    model_geometry, schedule_counts)
+
+def ladder_names(size: int) -> list[str]:
+    return [f"{LADDER_PREFIX}{i}" for i in range(1, size + 1)]
+
+
+def rungs(values: list[int], size: int) -> list[int]:
+    """``size`` of ``values`` evenly spaced by position, both ends included (the space checks that
+    2 <= size <= len(values), so no rung repeats)."""
+    return [values[round(i * (len(values) - 1) / (size - 1))] for i in range(size)]
+
+
+def _least(knob: Any) -> Any:
+    """The value the unreduced reference's parameters take: the first choice, the low end, or the fixed value."""
+    if isinstance(knob, Categorical):
+        return knob.choices[0]
+    if isinstance(knob, (IntRange, FloatRange)):
+        return knob.low
+    return knob
+
+
+def _holds(knob: Any, value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(knob, FloatRange):
+        return knob.low <= value <= knob.high and (knob.step is None or value in knob_values(knob))
+    return value in knob_values(knob)
+
+
+def _knobs(space: SearchSpace) -> dict[str, Any]:
+    method = space.methods[0]
+    defaults = MergeConfig(method=method.name)  # the method table's defaults filled in
+    return {name: (getattr(defaults, name) if _holds(spec, getattr(defaults, name, None)) else _least(spec))
+            for name, spec in method.knobs.items()}
+
+
+def ladder_seeds(space: SearchSpace) -> list[Seed]:
+    """The space's ``seed_ladder`` rungs as seeds (none when it is 0)."""
+    if not space.seed_ladder:
+        return []
+    sched = space.schedule
+    knobs = _knobs(space)
+    out = []
+    for name, count in zip(ladder_names(space.seed_ladder), rungs(schedule_counts(sched), space.seed_ladder)):
+        if isinstance(sched, FreeSpace):
+            schedule: Any = [count if layer in sched.layers else 0 for layer in range(model_geometry(space.model)[0])]
+        else:
+            schedule = {k: _least(getattr(sched, k)) for k in ("start", "interval", "shape", "steps")
+                        if getattr(sched, k) is not None}
+            schedule["count"] = count
+        out.append(Seed(name=name, config={"method": space.methods[0].name, "schedule": schedule, **knobs}))
+    return out
+
+
+def warm_start(space: SearchSpace) -> list[Seed]:
+    """Every seed a study evaluates after the reference, in order: the space's own, then the ladder."""
+    return [*space.seeds, *ladder_seeds(space)]

@@ -1,0 +1,158 @@
+"""seed_ladder: seeds made from the space, spanning the speed axis, evaluated like the space's own seeds."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from stmsearch.merging.config import MergeConfig
+from stmsearch.merging.schedule import token_reduction, walk
+from stmsearch.search.ladder import ladder_seeds, rungs, warm_start
+from stmsearch.search.params import config_from_params, project, reference_params, seed_config
+from stmsearch.search.record import enqueue_seeds
+from stmsearch.search.space import SpaceError, knob_values, load_space, model_geometry
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+BASE = {
+    "model": "vim_proxy", "dataset": "mnist5k", "subset": 64, "objectives": ["accuracy", "speedup"],
+    "methods": [{"name": "stm", "knobs": {"window": {"type": "int", "low": 0, "high": 8, "step": 4},
+                                          "runs": {"type": "categorical", "choices": [2, 3, 4]},
+                                          "fading": {"type": "categorical", "choices": ["estimated", "fixed"]},
+                                          "metric": "hidden"}},
+                {"name": "tome", "knobs": {"window": 0}}],
+    "schedule": {"form": "parametric", "start": {"type": "int", "low": 1, "high": 3},
+                 "interval": {"type": "int", "low": 1, "high": 3},
+                 "count": {"type": "int", "low": 2, "high": 24, "step": 2},
+                 "shape": {"type": "categorical", "choices": ["decreasing", "constant"]}},
+    "budget": {"trials": 12},
+    "seeds": [{"name": "hand", "config": {"method": "stm", "schedule": {"start": 1, "interval": 2, "count": 8}}}],
+    "seed_ladder": 4,
+}
+
+
+def space_of(tmp_path: Path, data: dict, name: str = "space.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return load_space(path)
+
+
+def test_rungs_are_evenly_spread_and_keep_both_ends():
+    values = list(range(2, 25, 2))
+    got = rungs(values, 4)
+    assert got[0] == values[0] and got[-1] == values[-1] and got == sorted(set(got))
+    gaps = [values.index(b) - values.index(a) for a, b in zip(got, got[1:])]
+    assert max(gaps) - min(gaps) <= 1
+    assert rungs([3, 7], 2) == [3, 7] and rungs([2, 4, 6], 3) == [2, 4, 6]
+
+
+def test_ladder_is_the_reference_schedule_stepped_across_the_speed_axis(tmp_path):
+    space = space_of(tmp_path, BASE)
+    ladder = ladder_seeds(space)
+    assert [s.name for s in ladder] == ["ladder-1", "ladder-2", "ladder-3", "ladder-4"]
+    ref = reference_params(space)
+    defaults = MergeConfig(method="stm")
+    depth, tokens = model_geometry(space.model)
+    reductions = []
+    for seed in ladder:
+        cfg = seed_config(space, seed.name)
+        assert cfg.method == space.methods[0].name
+        sched = cfg.schedule
+        assert (sched.start, sched.interval, sched.shape) == (ref["start"], ref["interval"], ref["shape"])
+        # a knob takes the method's default where the space's range holds it, else its least value
+        for knob in ("runs", "fading", "window"):
+            values = knob_values(space.methods[0].knobs[knob])
+            want = getattr(defaults, knob) if getattr(defaults, knob) in values else values[0]
+            assert getattr(cfg, knob) == want
+        assert cfg.metric == "hidden"  # a fixed knob keeps the space's value
+        # every rung is a point of the space: its projection gives the same config back
+        assert config_from_params(space, {**ref, **project(space, cfg)}) == cfg
+        reductions.append(token_reduction(walk(cfg, depth, tokens, clip=True).tokens, tokens))
+    counts = [seed_config(space, s.name).schedule.count for s in ladder]
+    assert counts[0] == min(knob_values(space.schedule.count)) and counts[-1] == max(knob_values(space.schedule.count))
+    assert all(b > a for a, b in zip(reductions, reductions[1:]))  # light to heavy
+
+
+def test_a_default_outside_the_range_gives_the_least_value(tmp_path):
+    data = copy.deepcopy(BASE)
+    default_runs = MergeConfig(method="stm").runs
+    data["methods"][0]["knobs"]["runs"] = {"type": "categorical", "choices": [r for r in (3, 5, 6) if r != default_runs]}
+    space = space_of(tmp_path, data)
+    least = data["methods"][0]["knobs"]["runs"]["choices"][0]
+    assert {seed_config(space, s.name).runs for s in ladder_seeds(space)} == {least}
+
+
+def test_free_schedule_ladder_sets_every_listed_layer(tmp_path):
+    data = {**BASE, "schedule": {"form": "free", "layers": [0, 2, 5], "min_per_layer": 0, "max_per_layer": 12,
+                                 "step": 4}, "seed_ladder": 3}
+    space = space_of(tmp_path, data)
+    depth, _ = model_geometry(space.model)
+    schedules = [seed_config(space, s.name).schedule for s in ladder_seeds(space)]
+    assert all(len(s) == depth for s in schedules)
+    assert [s[0] for s in schedules] == [4, 8, 12]  # 0 would be the unreduced reference again
+    assert all(s[0] == s[2] == s[5] and sum(s) == 3 * s[0] for s in schedules)
+
+
+def test_no_ladder_by_default_and_old_identities_hold(tmp_path):
+    plain = {k: v for k, v in BASE.items() if k != "seed_ladder"}
+    a = space_of(tmp_path, plain, "a.yaml")
+    b = space_of(tmp_path, {**plain, "seed_ladder": 0}, "b.yaml")
+    c = space_of(tmp_path, BASE, "c.yaml")
+    assert ladder_seeds(a) == [] and [s.name for s in warm_start(a)] == ["hand"]
+    assert a.identity() == b.identity() != c.identity()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(seed_ladder=13), "seed_ladder: 13 rungs; a ladder takes 2 up to the schedule's 12 non-zero"),
+    (lambda d: d.update(seed_ladder=1), "seed_ladder: 1 rungs; a ladder takes 2 up to"),
+    (lambda d: d.update(seed_ladder=-1), "seed_ladder: Input should be greater than or equal to 0"),
+    (lambda d: d["seeds"].append({"name": "ladder-2", "config": {"method": "stm", "schedule": [2]}}),
+     "seeds: the name 'ladder-2' is kept for seed_ladder's"),
+])
+def test_bad_ladder_fails_in_one_line_naming_the_file(tmp_path, edit, message):
+    data = copy.deepcopy(BASE)
+    edit(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpaceError) as exc:
+        load_space(path)
+    assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_study_enqueues_the_space_seeds_then_the_ladder_once(tmp_path):
+    space = space_of(tmp_path, BASE)
+    study = optuna.create_study(directions=space.directions)
+    assert enqueue_seeds(study, space) == ["hand", "ladder-1", "ladder-2", "ladder-3", "ladder-4"]
+    waiting = study.get_trials(deepcopy=False)
+    assert [t.user_attrs["seed_config"] for t in waiting] == ["hand", "ladder-1", "ladder-2", "ladder-3", "ladder-4"]
+    assert waiting[-1].system_attrs["fixed_params"] == project(space, seed_config(space, "ladder-4"))
+    assert enqueue_seeds(study, space) == []  # already waiting: not twice
+
+
+def test_shipped_demo_space_uses_the_ladder():
+    space = load_space(SPACES / "demo.yaml")
+    assert space.seed_ladder >= 2 and len(warm_start(space)) == len(space.seeds) + space.seed_ladder
+    assert len(warm_start(space)) < space.budget.trials // 2
+
+
+def test_a_search_runs_the_ladder_after_the_reference_and_caps_a_heavy_rung(tmp_path, monkeypatch):
+    from stmsearch.search import run_search
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))  # fake_evaluators
+    data = {**BASE, "seeds": [], "seed_ladder": 3, "device": "cpu", "objectives": ["accuracy", "flops"],
+            "schedule": {"form": "parametric", "start": 0, "count": {"type": "int", "low": 4, "high": 60, "step": 4}},
+            "budget": {"trials": 5}, "evaluator": "fake_evaluators:fake_evaluate"}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run_search(load_space(path), path, executor="local", runs=tmp_path / "runs", progress=False)
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage_url)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.user_attrs.get("seed_config") for t in trials[:4]] == ["reference", "ladder-1", "ladder-2", "ladder-3"]
+    heaviest = trials[3]
+    depth, tokens = model_geometry("vim_proxy")
+    asked = seed_config(load_space(path), "ladder-3")
+    # the heaviest rung asks 60 tokens a layer on every layer: more than fits, so it runs capped, as any trial
+    assert walk(asked, depth, tokens, clip=True).capped and heaviest.user_attrs["capped_layers"]
+    assert heaviest.state == optuna.trial.TrialState.COMPLETE
