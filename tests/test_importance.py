@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import stmsearch
+from stmsearch.merging.methods import STM_DEFAULTS
 from stmsearch import ConfigError, MergeConfig
 from stmsearch.merging import functions as fn
 from stmsearch.merging.config import config_from_dict
@@ -74,4 +75,6 @@ def test_importance_knobs_are_validated_and_searchable():
         config_from_dict({"method": "stm", "weights": "importance"})
     knobs = stmsearch.merging.get_method("stm").knobs
     assert knobs["importance"]["choices"][0] == "none" and "norm" in knobs["weights"]["choices"]
-    assert MergeConfig(method="stm").importance == "none"  # off unless chosen
+    # STM's defaults (bench_fidelity's choice) turn it on; the baselines' configs keep the field off
+    assert MergeConfig(method="stm").importance == STM_DEFAULTS["importance"] == "mean"
+    assert MergeConfig(method="tome").importance == "none"
