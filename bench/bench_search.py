@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench.tabular, when run as a script
     sys.path.insert(0, str(ROOT))
 
+from bench.tabular.grid import PINNED_STM  # noqa: E402
 from bench.tabular.table import Table, TableError, load_table  # noqa: E402
 from stmsearch.objectives import normalised, reference_point  # noqa: E402
 from stmsearch.pareto import hypervolume  # noqa: E402
@@ -47,8 +48,7 @@ MARKS = (25, 50, 100)
 RANDOM_LONGER = 20  # random search runs 20x the trials (it costs nothing), so its trials to 95 % is known
 # The demo's warm start before seed_ladder: light, medium and heavy STM schedules by hand (start 2, interval 2);
 # the STM knobs are the ones the table was built with, so each is a grid point of it.
-_TABLE_STM = {"window": 0, "runs": 2, "fading": "estimated", "metric": "hidden", "symmetric": True, "weights": "size",
-              "damage": "cosine", "size_aware_decay": False}
+_TABLE_STM = {"window": 0, "runs": 2, "fading": "estimated", **PINNED_STM}
 HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": c},
                                               **_TABLE_STM}} for c in (6, 14, 22)]
 # benchmark name -> the space's sampler block (as a search space writes it)

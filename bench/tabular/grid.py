@@ -28,7 +28,8 @@ DEMO = ROOT / "search_spaces" / "demo.yaml"
 # every second start layer, counts every 4 tokens, the STM window every 4 (see SEARCH.md).
 # STM's other knobs are fixed at the values the shipped table was built with (STM's defaults then; they
 # have changed since), so a rebuild reproduces its rows and the shipped latency table covers them.
-PINNED_STM = {"metric": "hidden", "symmetric": True, "weights": "size", "damage": "cosine", "size_aware_decay": False}
+PINNED_STM = {"metric": "hidden", "symmetric": True, "weights": "size", "damage": "cosine", "size_aware_decay": False,
+              "importance": "none"}
 PIN_SETS = tuple(f"stm.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in PINNED_STM.items())
 DEFAULT_SETS = ("schedule.start={step: 2}", "schedule.count={step: 4}", "stm.window={step: 4}", *PIN_SETS)
 
