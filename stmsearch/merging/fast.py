@@ -16,9 +16,6 @@ from . import features as ft
 from . import functions as fn
 from .capacity import block_offset, split_sides
 
-SHORTAGE = "fewer than {} mergeable neighbour pairs left; lower the schedule"
-
-
 def enabled(x: torch.Tensor) -> bool:
     """Whether merges of ``x`` take the fast path."""
     return os.environ.get("STMSEARCH_FAST_MERGE", "1") != "0" and mt.fast_merge_available(x)
@@ -38,7 +35,7 @@ def chain(score: torch.Tensor, r: int, weight: torch.Tensor | None, sides: tuple
         top = torch.cat([torch.where(side, score, big).topk(k, dim=-1, largest=False).indices
                          for side, k in ((before, left), (~before, right)) if k], dim=1)
     index, keep, first, ok = mt.chain_plan(top, score)
-    fn._check(ok.all(), SHORTAGE.format(r))
+    fn._check(ok.all(), fn.SHORTAGE.format(r))
     return fn.Plan(index, weight, keep, score.shape[1] + 1 - r, first)
 
 
@@ -65,9 +62,8 @@ def with_segments(plan: fn.Plan) -> fn.Plan:
     return fn.Plan(plan.index, plan.weight, plan.keep, plan.out_len, first)
 
 
-def reduce(info: dict, residual: torch.Tensor, plan: fn.Plan) -> torch.Tensor:
-    """:func:`patch.reduce_tokens`' state update and merge for a plan of runs, in one kernel."""
-    info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
+def merge(info: dict, residual: torch.Tensor, plan: fn.Plan) -> torch.Tensor:
+    """:func:`patch.reduce_tokens`' merge and its patch-count and grid-anchor update for a plan of runs, in one kernel."""
     out, info["sizes"], info["rep"] = mt.merge_segments(residual, plan.weight, plan.first, plan.keep,
                                                         info["sizes"], info["rep"])
     return out

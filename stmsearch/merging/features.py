@@ -5,6 +5,7 @@ parameters, so a merged model gives an image the same answer whatever else is in
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,13 @@ class MergeStep:
     def recorded(self) -> Any:
         return self.state["mixer"]
 
+    @functools.cached_property
+    def importance(self) -> torch.Tensor:
+        """(B, T) how much each token carries: the norm of the previous mixer's output (what pruning
+        ranks by; small on empty or cluttered background, large on the object). Kept: `norm` weights
+        and importance-scaled damage both read it in one merge."""
+        return self.hidden.float().norm(dim=-1)
+
 
 def step_sizes(d: Any) -> torch.Tensor:
     """Positive step sizes (B, D, L) of a recorded direction."""
@@ -74,9 +82,8 @@ def metric(step: MergeStep) -> torch.Tensor:
 
 
 def importance(step: MergeStep) -> torch.Tensor:
-    """(B, T) how much each token carries: the norm of the previous mixer's output (what pruning
-    ranks by; small on empty or cluttered background, large on the object)."""
-    return step.hidden.float().norm(dim=-1)
+    """(B, T) :attr:`MergeStep.importance`."""
+    return step.importance
 
 
 def weights(step: MergeStep) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .capacity import block_offset, cell_of, split_sides
 
 _BIG = 1e9  # "never choose": finite, so topk order stays defined
+SHORTAGE = "fewer than {} mergeable neighbour pairs left; lower the schedule"
 
 
 @dataclass
@@ -125,7 +126,7 @@ def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.T
     score = torch.where(allowed, damage, torch.full_like(damage, _BIG))
     top = score.topk(r, dim=-1, largest=False).indices
     chosen = torch.zeros_like(allowed).scatter_(1, top, True)
-    _check((chosen <= allowed).all(), f"fewer than {r} mergeable neighbour pairs left; lower the schedule")
+    _check((chosen <= allowed).all(), SHORTAGE.format(r))
     return chosen
 
 

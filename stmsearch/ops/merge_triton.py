@@ -98,7 +98,7 @@ if _HAVE_TRITON:
         # STM's blocks (functions.block_edges): counted outwards from the window on each side
         d0 = tl.abs(rel) - window - 1
         d1 = tl.abs(rel + 1) - window - 1
-        ok = m_e & (d0 >= 0) & (d1 >= 0) & ((rel < 0) == (rel + 1 < 0)) & (rel != 0) & (rel + 1 != 0)
+        ok = m_e & (d0 >= 0) & (d1 >= 0) & ((rel < 0) == (rel + 1 < 0))  # d >= 0 keeps the class token out
         if BLOCKED:
             ok = ok & ((d0 + offset) // runs == (d1 + offset) // runs)
         tl.store(out_ptr + b * E + e, tl.where(ok, damage, 1e9), mask=m_e)
