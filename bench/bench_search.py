@@ -65,6 +65,7 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe-s5-ladder6": {"name": "tpe", "n_startup_trials": 5, "seed_ladder": 6},
     "tpe-s10-ladder4": {"name": "tpe", "seed_ladder": 4},
     "random-ladder4": {"name": "random", "seed_ladder": 4},
+    "pls-s5-ladder4": {"name": "pls", "n_startup_trials": 5, "seed_ladder": 4},  # TPE + Pareto local search
     "gp": {"name": "gp"},
     "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
 }

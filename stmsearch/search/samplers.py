@@ -28,6 +28,8 @@ SHORT_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "gp": ("GPSampler", {}),
     "qmc": ("QMCSampler", {}),
     "bruteforce": ("BruteForceSampler", {}),
+    # TPE with Pareto local search mixed in (stmsearch/search/pls.py; opt-in: bench/SEARCH.md)
+    "pls": ("stmsearch.search.pls.ParetoLocalSampler", {"n_startup_trials": 10, "multivariate": True}),
 }
 
 
