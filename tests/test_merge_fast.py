@@ -39,6 +39,8 @@ CASES = [
     {"method": "stm", "importance": "max", "damage": "cosine"},
     {"method": "random"},
     {"method": "prune", "window": 1},
+    {"method": "tome"},
+    {"method": "tome", "metric": "x", "weights": "size", "window": 2},
 ]
 
 
@@ -68,20 +70,25 @@ def test_fast_equals_torch_interp(case: dict) -> None:
     _compare(model, images, case, [0, 0, 9, 0, 0, 7] + [0] * 6)
 
 
+KERNELS = {"stm": ["edge_scores", "chain_plan", "merge_segments"], "random": ["chain_plan", "merge_segments"],
+           "prune": ["merge_segments"], "tome": ["tome_plan", "merge_segments"]}
+
+
 @interp
-def test_kernels_are_used_interp(monkeypatch) -> None:
+@pytest.mark.parametrize("method", KERNELS)
+def test_kernels_are_used_interp(monkeypatch, method: str) -> None:
     """The parity above means something only if the fast path ran."""
     from stmsearch.ops import merge_triton as mt
 
     calls = []
-    for name in ("edge_scores", "chain_plan", "merge_segments"):
+    for name in ("edge_scores", "chain_plan", "tome_plan", "merge_segments"):
         original = getattr(mt, name)
         monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     model = stmsearch.create_model("vim_proxy").eval()
-    stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[0, 0, 6]))
+    stmsearch.apply(model, stmsearch.MergeConfig(method=method, schedule=[0, 0, 6]))
     with torch.no_grad():
         model(torch.randn(1, 1, 28, 28))
-    assert calls == ["edge_scores", "chain_plan", "merge_segments"]
+    assert calls == KERNELS[method]
 
 
 def test_interpreter_parity() -> None:
@@ -95,7 +102,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + 1} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 1} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_segments_of_a_prune_plan() -> None:
@@ -113,6 +120,31 @@ def test_segments_of_a_prune_plan() -> None:
     assert (first[:, -1] == t).all()
 
 
+@interp
+def test_tome_kernel_equals_torch_plan_interp() -> None:
+    """The one-launch ToMe plan: the torch plan's slots and kept tokens, with its slots listed as
+    runs of ``order`` (each holding exactly its tokens, in sequence order), for features in either
+    layout, odd and even lengths, a protected window and a shortage flagged."""
+    from stmsearch.ops import merge_triton as mt
+
+    torch.manual_seed(2)
+    for b, t, r, window, cls in ((3, 21, 7, 1, 10), (2, 40, 12, 0, 20), (2, 37, 5, 3, 18)):
+        feat = torch.randn(b, 16, t).transpose(1, 2) if t % 2 else torch.randn(b, t, 16)
+        cls_t = torch.full((b,), cls)
+        ref = fn.tome_plan(feat, cls_t, r, window, None)
+        index, keep, first, order, ok = mt.tome_plan(feat, cls_t, r, window)
+        assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep) and ok.all()
+        assert first.shape == (b, t - r + 1) and order.shape == (b, t)
+        pos = torch.arange(t)
+        for i in range(b):
+            assert sorted(order[i].tolist()) == list(range(t))
+            for j in range(t - r):
+                members = order[i, int(first[i, j]):int(first[i, j + 1])].tolist()
+                assert members == pos[index[i] == j].tolist()
+    *_, ok = mt.tome_plan(torch.randn(1, 9, 4), torch.tensor([4]), 3, 2)  # 2 sources left outside the window
+    assert not ok.any()
+
+
 def test_fixed_fading_is_a_float() -> None:
     """Fixed fading is a host float (a tensor made per layer would copy to the GPU and stall it),
     and fading it equals fading by the same gamma as a tensor."""
@@ -126,7 +158,7 @@ def test_fixed_fading_is_a_float() -> None:
 
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("case", CASES + [{"method": "tome"}, {"method": "stm", "runs": 2}],
+@pytest.mark.parametrize("case", CASES + [{"method": "stm", "runs": 2}],
                          ids=lambda c: " ".join(f"{k}={v}" for k, v in c.items()))
 def test_fast_equals_torch_gpu(case: dict) -> None:
     torch.manual_seed(0)
@@ -137,7 +169,7 @@ def test_fast_equals_torch_gpu(case: dict) -> None:
 
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("case", CASES + [{"method": "tome"}], ids=lambda c: " ".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(f"{k}={v}" for k, v in c.items()))
 def test_merged_forward_never_syncs(case: dict) -> None:
     """A merged forward queues its work without waiting for the GPU (a wait per layer starves it)."""
     model = stmsearch.create_model("vim_tiny").cuda().eval()

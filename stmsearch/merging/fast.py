@@ -43,7 +43,7 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     """:func:`functions.stm_1d` for ``step``: damage, fading and blocks in one kernel."""
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
-    weight = None if cfg.weights == "mean" else ft.weights(step)
+    weight = ft.weights_or_none(step)
     importance = None if cfg.importance == "none" else ft.importance(step)
     score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
                            weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
@@ -62,8 +62,16 @@ def with_segments(plan: fn.Plan) -> fn.Plan:
     return fn.Plan(plan.index, plan.weight, plan.keep, plan.out_len, first)
 
 
+def tome(step: ft.MergeStep) -> fn.Plan:
+    """:func:`functions.tome_plan` for ``step`` with its segments, in one kernel."""
+    feat = ft.metric(step)
+    index, keep, first, order, ok = mt.tome_plan(feat, step.cls, step.r, step.window)
+    fn._check(ok.all(), fn.BIPARTITE_SHORTAGE.format(step.r))
+    return fn.Plan(index, ft.weights_or_none(step), keep, feat.shape[1] - step.r, first, order)
+
+
 def merge(info: dict, residual: torch.Tensor, plan: fn.Plan) -> torch.Tensor:
     """:func:`patch.reduce_tokens`' merge and its patch-count and grid-anchor update for a plan of runs, in one kernel."""
     out, info["sizes"], info["rep"] = mt.merge_segments(residual, plan.weight, plan.first, plan.keep,
-                                                        info["sizes"], info["rep"])
+                                                        info["sizes"], info["rep"], plan.order)
     return out

@@ -98,6 +98,11 @@ def weights(step: MergeStep) -> torch.Tensor:
     return sizes
 
 
+def weights_or_none(step: MergeStep) -> torch.Tensor | None:
+    """:func:`weights`, or None where they are all 1 (plans and kernels then skip them)."""
+    return None if step.config.weights == "mean" else weights(step)
+
+
 def _decay(dt: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """Mean per-step decay exp(dt * A) over channels and states; dt (..., D), A (D, N) -> (...)."""
     return torch.exp(dt.unsqueeze(-1) * a).mean((-2, -1))

@@ -16,6 +16,7 @@ from .capacity import block_offset, cell_of, split_sides
 
 _BIG = 1e9  # "never choose": finite, so topk order stays defined
 SHORTAGE = "fewer than {} mergeable neighbour pairs left; lower the schedule"
+BIPARTITE_SHORTAGE = "fewer than {} tokens left for bipartite merging; lower the schedule"
 
 
 @dataclass
@@ -23,13 +24,16 @@ class Plan:
     """Where each token goes. index: (B, T) output slot; weight: (B, T) feature weight (None: all
     1); keep: (B, T) the one token per slot whose place (sequence position) the slot takes.
     first: (B, out_len + 1) each slot's first token and T, where every slot is a run of
-    consecutive tokens (the GPU merges such plans without atomics); None otherwise."""
+    consecutive tokens (the GPU merges such plans without atomics); None otherwise. order:
+    (B, T) the tokens listed slot by slot, where slots are runs of it rather than of the
+    sequence (then ``first`` indexes ``order``)."""
 
     index: torch.Tensor
     weight: torch.Tensor | None
     keep: torch.Tensor
     out_len: int  # known from the schedule, so no device sync is needed to size outputs
     first: torch.Tensor | None = None
+    order: torch.Tensor | None = None
 
 
 def apply_plan(x: torch.Tensor, plan: Plan) -> torch.Tensor:
@@ -180,7 +184,7 @@ def random_plan(cls: torch.Tensor, t: int, r: int, window: int, layer: int, weig
     return chain_plan(choose_edges(score, score < _BIG / 2, r), weight, r)
 
 
-def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weight: torch.Tensor) -> Plan:
+def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weight: torch.Tensor | None) -> Plan:
     """ToMe bipartite matching: even tokens merge into their most similar odd token.
 
     Order is restored: kept tokens stay in sequence order and a merged token takes its
@@ -193,7 +197,7 @@ def tome_plan(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, weig
     sim = src @ dst.transpose(1, 2)
     sim = sim.masked_fill(prot[:, 0::2, None] | prot[:, None, 1::2], -_BIG)
     best, best_dst = sim.max(-1)
-    _check((best > -_BIG / 2).sum(-1).min() >= r, f"fewer than {r} tokens left for bipartite merging; lower the schedule")
+    _check((best > -_BIG / 2).sum(-1).min() >= r, BIPARTITE_SHORTAGE.format(r))
     top = best.topk(r, dim=-1).indices  # (B, r) source rows
     removed = torch.zeros(b, t, dtype=torch.bool, device=metric.device)
     removed[:, 0::2] = torch.zeros_like(best, dtype=torch.bool).scatter_(1, top, True)

@@ -144,8 +144,14 @@ register_method(Method(
 
 
 # --- tome --------------------------------------------------------------------------------------------------
+def _tome_plan(step: ft.MergeStep) -> fn.Plan:
+    if fast.enabled(step.residual):
+        return fast.tome(step)
+    return fn.tome_plan(ft.metric(step), step.cls, step.r, step.window, ft.weights_or_none(step))
+
+
 register_method(Method(
-    "tome", lambda step: fn.tome_plan(ft.metric(step), step.cls, step.r, step.window, ft.weights(step)),
+    "tome", _tome_plan,
     lambda cfg, tokens, cls, layer, patches: max(0, (eligible(tokens, cfg.protect) - 1) // 2),
     records=lambda cfg: cfg.metric != "hidden" or cfg.weights == "dt",
     flop_ops=MERGE_OPS + ("aten::max", "aten::masked_fill"), cost_knobs=("metric", "weights"),
@@ -186,8 +192,8 @@ def _random_draw(step: ft.MergeStep) -> torch.Tensor:
 def _random_plan(step: ft.MergeStep) -> fn.Plan:
     args = (step.cls, step.residual.shape[1])
     if fast.enabled(step.residual):
-        weight = None if step.config.weights == "mean" else ft.weights(step)
-        return fast.chain(fn.random_score(*args, step.window, step.layer, _random_draw(step)), step.r, weight)
+        return fast.chain(fn.random_score(*args, step.window, step.layer, _random_draw(step)), step.r,
+                          ft.weights_or_none(step))
     return fn.random_plan(*args, step.r, step.window, step.layer, ft.weights(step), _random_draw(step))
 
 

@@ -1,7 +1,7 @@
 """Token merging in a few Triton kernels: the GPU fast path of :mod:`stmsearch.merging.functions`.
 
 A merge step in plain torch is some sixty small launches (masks, fading, top-k bookkeeping,
-scatters); on a fast model the launches, not the bytes, are its cost. Here it is three:
+scatters); on a fast model the launches, not the bytes, are its cost. Here it is two or three:
 
 - :func:`edge_scores`: for every adjacent pair, the damage of merging it (Ward or cosine, over
   the similarity features read once in whatever layout they lie, with the softplus of a
@@ -10,10 +10,13 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
 - :func:`chain_plan`: from the chosen edges (a torch top-k), the plan's slot of every token,
   its kept flags and each slot's first token; plus a per-row flag that every chosen edge was
   allowed. Replaces choose_edges' bookkeeping and chain_plan.
+- :func:`tome_plan`: ToMe's whole plan (cosine similarities of every source to every
+  destination, the best match of each, the top r, slot indices) and its segments, in one launch
+  per batch. Replaces tome_plan's thirty-odd launches.
 - :func:`merge_segments`: for plans whose slots are runs of consecutive tokens (STM, random,
-  pruning), the weighted mean of each run, the run's patch count and its kept token's grid
-  anchor, in one pass over the residual stream, with no atomics. Replaces apply_plan,
-  reduce_sum and kept_positions.
+  pruning), or runs of a listed order (ToMe), the weighted mean of each run, the run's patch
+  count and its kept token's grid anchor, in one pass over the residual stream, with no
+  atomics. Replaces apply_plan, reduce_sum and kept_positions.
 
 Each equals its torch reference up to float summation order (tests/test_merge_fast.py).
 ``import triton`` is guarded as in :mod:`stmsearch.ops.scan_triton`.
@@ -126,9 +129,71 @@ if _HAVE_TRITON:
         tl.store(first_ptr + b * (OUT + 1) + OUT, T)
 
     @triton.jit
-    def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, out_ptr, osizes_ptr,
-                               orep_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
-                               UNIT_W: tl.constexpr, BLOCK_C: tl.constexpr):
+    def _tome_plan_kernel(f_ptr, cls_ptr, index_ptr, keep_ptr, first_ptr, order_ptr, ok_ptr, T, C, R, OUT,
+                          sf_b, sf_t, sf_c, window, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+                          BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+        b = tl.program_id(0)
+        i = tl.arange(0, BLOCK_S)  # source i is token 2i, destination i is token 2i + 1
+        src_in, dst_in = 2 * i < T, 2 * i + 1 < T
+        base = f_ptr + b * sf_b
+        dot = tl.zeros((BLOCK_S, BLOCK_S), tl.float32)
+        ns = tl.zeros((BLOCK_S,), tl.float32)
+        nd = tl.zeros((BLOCK_S,), tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            a = tl.load(base + (2 * i)[:, None] * sf_t + c[None, :] * sf_c,
+                        mask=src_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
+            d = tl.load(base + (2 * i + 1)[:, None] * sf_t + c[None, :] * sf_c,
+                        mask=dst_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
+            dot += tl.dot(a, tl.trans(d), input_precision="ieee")
+            ns += tl.sum(a * a, axis=1)
+            nd += tl.sum(d * d, axis=1)
+        # cosine similarity as F.normalize's (norms floored at 1e-12); protected tokens take no part
+        sim = dot / (tl.maximum(tl.sqrt(ns), 1e-12)[:, None] * tl.maximum(tl.sqrt(nd), 1e-12)[None, :])
+        cls = tl.load(cls_ptr + b)
+        src_ok = src_in & (tl.abs(2 * i - cls) > window)
+        dst_ok = dst_in & (tl.abs(2 * i + 1 - cls) > window)
+        sim = tl.where(src_ok[:, None] & dst_ok[None, :], sim, -1e9)
+        best = tl.max(sim, axis=1)
+        best_dst = tl.argmax(sim, axis=1)
+        best = tl.where(src_in, best, -3e9)  # rows past the sequence rank below every real one
+        tl.store(ok_ptr + b, (tl.sum((best > -5e8).to(tl.int32), axis=0) >= R).to(tl.int8))
+        # the R best sources (ties to the earlier one): their rank among all sources
+        ahead = (best[None, :] > best[:, None]) | ((best[None, :] == best[:, None]) & (i[None, :] < i[:, None]))
+        chosen = src_in & (tl.sum(ahead.to(tl.int32), axis=1) < R)
+        row = b * T
+        t = tl.arange(0, BLOCK_T)
+        m_t = t < T
+        tl.store(keep_ptr + row + t, tl.full((BLOCK_T,), 1, tl.int8), mask=m_t)
+        tl.debug_barrier()
+        tl.store(keep_ptr + row + 2 * i, tl.zeros((BLOCK_S,), tl.int8), mask=chosen)
+        tl.debug_barrier()
+        kept = tl.load(keep_ptr + row + t, mask=m_t, other=0).to(tl.int32)
+        tl.store(index_ptr + row + t, (tl.cumsum(kept, axis=0) - 1).to(tl.int64), mask=m_t)
+        tl.debug_barrier()
+        # a chosen source takes its destination's slot
+        slot = tl.load(index_ptr + row + 2 * best_dst + 1, mask=chosen, other=0)
+        tl.store(index_ptr + row + 2 * i, slot, mask=chosen)
+        tl.debug_barrier()
+        # listed slot by slot, in sequence order within a slot (a stable sort of index), and each
+        # slot's first place in that list: counts of smaller (and equal earlier) slot indices
+        idx = tl.load(index_ptr + row + t, mask=m_t, other=0).to(tl.int32)
+        place = tl.zeros((BLOCK_T,), tl.int32)
+        first = tl.zeros((BLOCK_T,), tl.int32)
+        for u0 in range(0, T, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            other = tl.load(index_ptr + row + u, mask=u < T, other=0).to(tl.int32)
+            m_u = (u < T)[None, :]
+            before = (other[None, :] < idx[:, None]) | ((other[None, :] == idx[:, None]) & (u[None, :] < t[:, None]))
+            place += tl.sum((m_u & before).to(tl.int32), axis=1)
+            first += tl.sum((m_u & (other[None, :] < t[:, None])).to(tl.int32), axis=1)
+        tl.store(order_ptr + row + place, t, mask=m_t)
+        tl.store(first_ptr + b * (OUT + 1) + t, first, mask=t <= OUT)
+
+    @triton.jit
+    def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, order_ptr, out_ptr,
+                               osizes_ptr, orep_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
+                               UNIT_W: tl.constexpr, ORDER: tl.constexpr, BLOCK_C: tl.constexpr):
         j = tl.program_id(0)
         b = tl.program_id(1)
         lo = tl.load(first_ptr + b * s_first + j)
@@ -139,7 +204,11 @@ if _HAVE_TRITON:
         wsum = lo.to(tl.float32) * 0.0  # scalars typed as the loop carries them
         size = lo.to(tl.float32) * 0.0
         rep = lo.to(tl.int64) * 0
-        for t in range(lo, hi):
+        for p in range(lo, hi):
+            if ORDER:  # slots are runs of ``order``, not of the sequence (ToMe's cross-set merges)
+                t = tl.load(order_ptr + b * T + p)
+            else:
+                t = p
             if UNIT_W:
                 w = 1.0
             else:
@@ -213,9 +282,34 @@ def chain_plan(top: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, to
     return index, keep, first, ok
 
 
+def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ToMe's bipartite plan (:func:`stmsearch.merging.functions.tome_plan`) over ``feat`` (B, T, C),
+    any strides, with its segments: the similarities, the matching and the bookkeeping in one launch.
+
+    Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32, order (B, T) int32, as
+    :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge).
+    """
+    bsz, t, chans = feat.shape
+    out_len = t - r
+    index = torch.empty(bsz, t, device=feat.device, dtype=torch.long)
+    keep = torch.empty(bsz, t, device=feat.device, dtype=torch.bool)
+    first = torch.empty(bsz, out_len + 1, device=feat.device, dtype=torch.int32)
+    order = torch.empty(bsz, t, device=feat.device, dtype=torch.int32)
+    ok = torch.empty(bsz, device=feat.device, dtype=torch.bool)
+    block_s = _pow2((t + 1) // 2)
+    _tome_plan_kernel[(bsz,)](feat, cls, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, chans,
+                              r, out_len, *feat.stride(), window, BLOCK_S=block_s,
+                              BLOCK_C=32 if block_s <= 64 else 16, BLOCK_T=_pow2(t), BLOCK_U=16,
+                              num_warps=4 if block_s <= 64 else 8)
+    return index, keep, first, order, ok
+
+
 def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Tensor, keep: torch.Tensor,
-                   sizes: torch.Tensor, rep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Merge runs of consecutive tokens: slot j holds tokens first[:, j] .. first[:, j+1] - 1.
+                   sizes: torch.Tensor, rep: torch.Tensor, order: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge runs of tokens: slot j holds tokens first[:, j] .. first[:, j+1] - 1 (of ``order``
+    (B, T) int32 when given: the tokens listed slot by slot, else of the sequence).
 
     x (B, T, C) (unit stride in C), weight (B, T) or None (all 1), keep (B, T) bool (one kept
     token per slot), sizes (B, T) float, rep (B, T) int64. Returns the weighted mean (B, OUT, C)
@@ -231,9 +325,11 @@ def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Te
     orep = torch.empty(bsz, out_len, device=x.device, dtype=rep.dtype)
     w = weight if weight is not None else sizes
     block_c = _pow2(chans, 32)
-    _merge_segments_kernel[(out_len, bsz)](x, w, first, keep.view(torch.int8), sizes, rep, out, osizes, orep,
-                                           t, out_len, chans, x.stride(0), x.stride(1),
+    order = order.contiguous() if order is not None else first
+    _merge_segments_kernel[(out_len, bsz)](x, w, first, keep.view(torch.int8), sizes, rep, order, out, osizes,
+                                           orep, t, out_len, chans, x.stride(0), x.stride(1),
                                            w.stride(0) if weight is not None else 0, out.stride(0), out.stride(1),
-                                           first.stride(0), UNIT_W=weight is None, BLOCK_C=block_c,
+                                           first.stride(0), UNIT_W=weight is None, ORDER=order is not first,
+                                           BLOCK_C=block_c,
                                            num_warps=1 if block_c <= 256 else 4)
     return out, osizes, orep
