@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import stmsearch
+from stmsearch.ops.layout import pitch
 from stmsearch.ops.conv import conv_pair, depthwise_conv_silu
 from stmsearch.ops.scan import bidirectional_scan
 
@@ -66,6 +67,7 @@ def _check_pair(device: str, dtype: torch.dtype, dim: int, length: int) -> None:
     tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: one output rounding (2**-8 relative)
     for got, want in ((u_f, r_f), (u_b, r_b)):
         assert got.dtype == dtype and got.shape == want.shape
+        assert got.stride(-1) == 1 and got.stride(1) == pitch(length)  # rows padded for the GEMMs after it
         err = ((got.float() - want).abs().max() / want.abs().max()).item()
         assert err <= tol, f"rel err {err:.2e}"
 

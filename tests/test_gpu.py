@@ -62,3 +62,37 @@ def test_merges_run_on_cuda_in_bf16(method):
         out = model(torch.randn(4, 3, 224, 224, device="cuda"))
     assert torch.isfinite(out.float()).all()
     assert [t["tokens"] for t in stmsearch.trace(model)] == [197, 177, 157, 137]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_odd_lengths_keep_padded_rows_without_copies(monkeypatch, dtype):
+    """At token counts that are no multiple of 8, every (B, C, L) tensor of a layer keeps rows at the
+    padded pitch (ops.layout), so the scan never copies an input to re-pitch it; logits as the
+    reference backend's."""
+    from stmsearch.ops import scan_triton
+
+    copies = []
+    original = scan_triton.with_pitch
+
+    def counting(x, p):
+        out = original(x, p)
+        if out is not x:
+            copies.append(tuple(x.shape))
+        return out
+
+    monkeypatch.setattr(scan_triton, "with_pitch", counting)
+    monkeypatch.setenv("STMSEARCH_SCAN", "triton")
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_tiny", depth=4).cuda().eval()
+    stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[101, 3, 5, 1]))  # 96, 93, 88, 87 tokens
+    img = torch.randn(4, 3, 224, 224, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        out = model(img).float()
+    assert [t["tokens"] for t in stmsearch.trace(model)] == [96, 93, 88, 87]
+    assert copies == []
+    monkeypatch.setenv("STMSEARCH_SCAN", "reference")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        ref = model(img).float()
+    tol = 1e-3 if dtype == "fp32" else 5e-2
+    assert ((out - ref).norm() / ref.norm()).item() <= tol

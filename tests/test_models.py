@@ -1,5 +1,6 @@
 """ViM runtime: official key/shape table, parameter counts, class token, determinism, checkpoints."""
 import argparse
+import copy
 import builtins
 import math
 import os
@@ -370,3 +371,37 @@ def test_missing_default_checkpoint_warns_and_keeps_random_weights(tmp_path, mon
     torch.save({"model": src.state_dict()}, absent)
     loaded = create_model("vim_proxy_clutter")
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_derived_parameters_follow_in_place_changes(monkeypatch):
+    """Casts and transforms of parameters kept between gradient-free forwards are made once, and
+    made again when a parameter changes in place (a checkpoint load) or a forward needs autograd."""
+    from stmsearch.models.vim import BiMamba
+
+    torch.manual_seed(0)
+    model = create_model("vim_tiny", depth=2).eval()
+    img = torch.randn(1, 3, 224, 224)
+    made = []
+    original = BiMamba.derived
+
+    def counting(self, key, source, make):
+        return original(self, key, source, lambda v: made.append(key) or make(v))
+
+    monkeypatch.setattr(BiMamba, "derived", counting)
+    with torch.inference_mode():
+        model(img)
+        first = len(made)
+        model(img)
+        assert first > 0 and len(made) == first  # the second forward made none
+        with torch.no_grad():
+            model.layers[0].mixer.A_log.add_(0.5)
+    with torch.inference_mode():
+        out = model(img)
+    assert len(made) == first + 1  # only A of the changed layer
+    fresh = copy.deepcopy(model)
+    fresh.layers[0].mixer._derived.clear()
+    with torch.inference_mode():
+        torch.testing.assert_close(out, fresh(img))
+    out = model(img)  # with autograd: every op runs, and the graph reaches the parameters
+    out.sum().backward()
+    assert model.layers[0].mixer.A_log.grad is not None

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stmsearch.ops.layout import pitch
 from stmsearch.ops.scan import Direction, bidirectional_scan
 from stmsearch.ops.scan_reference import selective_scan_reference
 from stmsearch.ops.scan_triton import MODES, bidirectional_scan_triton, triton_available
@@ -155,3 +156,26 @@ def test_parity_interpreter_bf16(mode: str) -> None:
 @interpreter
 def test_parity_interpreter_long() -> None:
     check(1, 4, 197, 16, torch.float32, "cpu", True, "atomic")
+
+
+def _padded(x: torch.Tensor, p: int) -> torch.Tensor:
+    """x's values in a (B, R, p) buffer (garbage in the padding), as a view of its first L columns."""
+    out = torch.full((*x.shape[:2], p), float("nan"), dtype=x.dtype, device=x.device)[..., :x.shape[-1]]
+    return out.copy_(x)
+
+
+@interpreter
+@pytest.mark.parametrize("mode", MODES)
+def test_padded_rows_interpreter(mode: str) -> None:
+    """Rows at a padded pitch (ops.layout): read and written in place, NaN padding never read, and
+    inputs at another pitch than z's are copied to it. The output keeps z's pitch."""
+    length = 13
+    fwd, bwd, z, dt_scale = make_inputs(2, 6, length, 8, torch.float32, "cpu")
+    ref = reference(fwd, bwd, z, dt_scale)
+    p = pitch(length)
+    pad = lambda d: Direction(_padded(d.u, p), _padded(d.delta, p), d.A, _padded(d.B, p), d.C,  # noqa: E731
+                              d.D, d.delta_bias)  # C stays packed: copied to the pitch
+    out = bidirectional_scan_triton(pad(fwd), pad(bwd), _padded(z, p), dt_scale, mode=mode)
+    assert rel_err(out, ref) <= TOL[torch.float32]
+    if mode != "split":
+        assert out.stride(1) == p

@@ -8,6 +8,7 @@ the ``cls_index`` the model reads its features from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.conv import conv_pair, depthwise_conv_silu
+from ..ops.layout import gemm_width, padded_empty, padded_tokens, widened
 from ..ops.scan import Direction, bidirectional_scan, resolve_backend
 
 
@@ -53,10 +55,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``out``: where to write the result (its dtype and layout), else a new tensor of x's dtype."""
         xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(x.dtype)
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        if out is not None:
+            return torch.mul(normed, self.weight.float(), out=out)
+        return (normed * self.weight.float()).to(x.dtype)
 
 
 class PatchEmbed(nn.Module):
@@ -70,16 +75,49 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def _padded_layout(x: torch.Tensor) -> bool:
+    """Whether a layer's tensors take the padded layout of ops.layout: on CUDA, outside a trace
+    (fvcore's FLOP count needs the plain ops)."""
+    return x.is_cuda and not torch.jit.is_tracing()
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a GEMM of x in (the out= forms used here skip autocast)."""
+    return torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+
+
 def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """weight (O, I) applied to x (B, I, L) -> (B, O, L).
 
     Channel-major memory on CUDA (what the scan kernels read), token-major on the CPU
     (what the reference scan's time-major loop reads without transposing copies).
     """
+    if _padded_layout(x):
+        # torch.matmul would fold the batch into rows, copying x and the output
+        dtype = _compute_dtype(x)
+        x, weight = x.to(dtype), weight.to(dtype)
+        batch, length = x.shape[0], x.shape[2]
+        out = padded_empty(batch, weight.shape[0], length, device=x.device, dtype=dtype)
+        width = gemm_width(length)
+        wide = widened(x, width)
+        if wide is None:
+            return torch.bmm(weight.expand(batch, -1, -1), x, out=out)
+        return torch.bmm(weight.expand(batch, -1, -1), wide, out=widened(out, width))[..., :length]
     weight = weight.to(x.dtype)
-    if x.is_cuda:  # torch.matmul would fold the batch into rows, copying x and the output
+    if x.is_cuda:
         return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
     return F.linear(x.transpose(1, 2), weight).transpose(1, 2)
+
+
+def _out_proj(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y (B, C, L) channel-major times weight (C, D) -> (B, L, D); on CUDA over y's padded tokens."""
+    batch, length = y.shape[0], y.shape[2]
+    weight = weight.expand(batch, -1, -1)
+    wide = widened(y, gemm_width(length)) if _padded_layout(y) else None
+    if wide is None:
+        return torch.bmm(y.transpose(1, 2), weight)
+    out = torch.empty(batch, wide.shape[2], weight.shape[2], device=y.device, dtype=y.dtype)
+    return torch.bmm(wide.transpose(1, 2), weight, out=out)[:, :length]
 
 
 class BiMamba(nn.Module):
@@ -100,6 +138,24 @@ class BiMamba(nn.Module):
             self._init_dt(getattr(self, "dt_proj" + sfx))
         self.A_log = nn.Parameter(a_init.clone())
         self.A_b_log = nn.Parameter(a_init.clone())
+        self._derived: dict[str, tuple] = {}
+
+    def derived(self, key: str, source: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``make(source)``: a cast or transform of a parameter, kept between gradient-free
+        forwards until the parameter changes (in place: its version; or its storage or the GEMM
+        dtype), as each costs a kernel launch per layer and forward, and launches are what a
+        fast GPU waits for. Autograd and traces (FLOP counts) see the ops every time."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
+            return make(source)
+        stamp = (source._version, source.data_ptr(), _compute_dtype(source))
+        hit = self._derived.get(key)
+        if hit is None or hit[0] != stamp:
+            hit = self._derived[key] = (stamp, make(source))
+        return hit[1]
+
+    def gemm_weight(self, key: str, w: torch.Tensor) -> torch.Tensor:
+        """Parameter ``w`` in the dtype GEMMs run in (autocast's, on CUDA), kept as :meth:`derived` says."""
+        return self.derived(key, w, lambda v: v.to(_compute_dtype(v)) if v.is_cuda else v)
 
     @staticmethod
     def _init_dt(proj: nn.Linear, dt_min: float = 1e-3, dt_max: float = 0.1) -> None:
@@ -112,11 +168,13 @@ class BiMamba(nn.Module):
         """x_proj and dt_proj of one direction over its conv output u (B, d_inner, L)."""
         sfx = "_b" if reverse else ""
         x_proj, dt_proj = getattr(self, "x_proj" + sfx), getattr(self, "dt_proj" + sfx)
-        dt, b, c = _matmul(x_proj.weight, u).split([self.dt_rank, self.d_state, self.d_state], dim=1)
-        a = -torch.exp((self.A_b_log if reverse else self.A_log).float())
+        dt, b, c = _matmul(self.gemm_weight("x_proj" + sfx, x_proj.weight), u).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=1)
+        a = self.derived("A" + sfx, self.A_b_log if reverse else self.A_log, lambda v: -torch.exp(v.float()))
         d_skip = (self.D_b if reverse else self.D).float()
         if u.is_cuda:  # the scan kernels add dt_proj's bias inside the softplus
-            return Direction(u, _matmul(dt_proj.weight, dt), a, b, c, d_skip, dt_proj.bias.float())
+            return Direction(u, _matmul(self.gemm_weight("dt_proj" + sfx, dt_proj.weight), dt), a, b, c, d_skip,
+                             dt_proj.bias.float())
         # on the CPU an addmm with the bias costs less than the bare mm plus a separate add
         delta = F.linear(dt.transpose(1, 2), dt_proj.weight.to(u.dtype), dt_proj.bias.to(u.dtype))
         return Direction(u, delta.transpose(1, 2), a, b, c, d_skip, None)
@@ -142,15 +200,16 @@ class BiMamba(nn.Module):
         Inside, activations are (B, C, L)-shaped, laid out in memory as ``_matmul`` says.
         """
         ht = h.transpose(1, 2)
-        x = _matmul(self.in_proj.weight[:self.d_inner], ht)
-        z = _matmul(self.in_proj.weight[self.d_inner:], ht)
+        w_in = self.gemm_weight("in_proj", self.in_proj.weight)
+        x = _matmul(w_in[:self.d_inner], ht)
+        z = _matmul(w_in[self.d_inner:], ht)
         # a trace (fvcore's FLOP count) must see plain torch ops, not Triton or extension kernels
         backend = "reference" if torch.jit.is_tracing() else resolve_backend(x.device)
         fwd, bwd, flipped = self.directions(x, backend)
         y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped)
         # "divide out" (on for all published models) folded into the small weight
-        w = (self.out_proj.weight * 0.5).to(y.dtype).t()
-        return torch.bmm(y.transpose(1, 2), w.expand(y.shape[0], -1, -1))
+        w_out = self.derived("out_proj", self.out_proj.weight, lambda v: (v * 0.5).to(_compute_dtype(v)).t())
+        return _out_proj(y, w_out.to(y.dtype))
 
 
 class Block(nn.Module):
@@ -172,7 +231,11 @@ class Block(nn.Module):
 
     def mix(self, residual: torch.Tensor, dt_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Norm and mixer over the residual stream."""
-        return self.mixer(self.norm(residual.to(self.norm.weight.dtype)), dt_scale)
+        x = residual.to(self.norm.weight.dtype)
+        out = None
+        if _padded_layout(x):  # the in_proj GEMMs then run over the padded tokens (ops.layout)
+            out = padded_tokens(*x.shape, device=x.device, dtype=_compute_dtype(x))
+        return self.mixer(self.norm(x, out), dt_scale)
 
 
 class VisionMamba(nn.Module):

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import torch
 
+from .layout import padded_empty, widened
 from .scan_triton import _HAVE_TRITON, triton, tl
 
 
 if _HAVE_TRITON:
 
     @triton.jit
-    def _conv_pair_kernel(x_ptr, wf_ptr, bf_ptr, wb_ptr, bb_ptr, uf_ptr, ub_ptr, dim, length,
+    def _conv_pair_kernel(x_ptr, wf_ptr, bf_ptr, wb_ptr, bb_ptr, uf_ptr, ub_ptr, dim, length, x_len, u_len,
                           sx_b, sx_c, su_b, su_c, K: tl.constexpr, BLOCK_C: tl.constexpr,
                           BLOCK_L: tl.constexpr):
+        # x_len, u_len (>= length): how far a row of x may be read and of u written. At a padded
+        # pitch (a multiple of 16) the masks are uniform over 16 lanes, so Triton vectorises the
+        # accesses; an odd ``length`` there would make every one scalar (twice the time).
         pid_l, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -31,11 +35,13 @@ if _HAVE_TRITON:
         for j in tl.static_range(K):
             shift = K - 1 - j  # tap j reads `shift` steps back (forward) and ahead (backward)
             back, ahead = t - shift, t + shift
-            x_back = tl.load(x_row + back[None, :], c_ok[:, None] & (back >= 0)[None, :], 0.0).to(tl.float32)
-            x_ahead = tl.load(x_row + ahead[None, :], c_ok[:, None] & (ahead < length)[None, :], 0.0).to(tl.float32)
+            x_back = tl.load(x_row + back[None, :], c_ok[:, None] & ((back >= 0) & (back < x_len))[None, :],
+                             0.0).to(tl.float32)
+            x_ahead = tl.load(x_row + ahead[None, :], c_ok[:, None] & (ahead < x_len)[None, :], 0.0).to(tl.float32)
+            x_ahead = tl.where((ahead < length)[None, :], x_ahead, 0.0)  # the sequence ends at length
             acc_f += tl.load(wf_ptr + c * K + j, c_ok, 0.0).to(tl.float32)[:, None] * x_back
             acc_b += tl.load(wb_ptr + c * K + j, c_ok, 0.0).to(tl.float32)[:, None] * x_ahead
-        ok = c_ok[:, None] & (t < length)[None, :]
+        ok = c_ok[:, None] & (t < u_len)[None, :]
         out = b * su_b + c[:, None] * su_c + t[None, :]
         tl.store(uf_ptr + out, (acc_f * tl.sigmoid(acc_f)).to(uf_ptr.dtype.element_ty), ok)
         tl.store(ub_ptr + out, (acc_b * tl.sigmoid(acc_b)).to(ub_ptr.dtype.element_ty), ok)
@@ -43,7 +49,8 @@ if _HAVE_TRITON:
 
 def conv_pair_triton(x: torch.Tensor, w_f: torch.Tensor, b_f: torch.Tensor, w_b: torch.Tensor,
                      b_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``silu(causal conv(x))`` and ``silu(anti-causal conv(x))``, each (B, C, L) contiguous.
+    """``silu(causal conv(x))`` and ``silu(anti-causal conv(x))``, each (B, C, L) with padded rows
+    (:mod:`stmsearch.ops.layout`).
 
     x: (B, C, L) with unit stride along L (channel-major, what the CUDA path produces).
     """
@@ -54,11 +61,11 @@ def conv_pair_triton(x: torch.Tensor, w_f: torch.Tensor, b_f: torch.Tensor, w_b:
     batch, dim, length = x.shape
     k = w_f.shape[-1]
     w_f, w_b = w_f.reshape(dim, k).contiguous(), w_b.reshape(dim, k).contiguous()
-    u_f, u_b = torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(
-        x, memory_format=torch.contiguous_format)
+    u_f, u_b = (padded_empty(batch, dim, length, device=x.device, dtype=x.dtype) for _ in range(2))
     block_c, block_l = 16, 128
     grid = (triton.cdiv(length, block_l), triton.cdiv(dim, block_c), batch)
-    _conv_pair_kernel[grid](x, w_f, b_f.contiguous(), w_b, b_b.contiguous(), u_f, u_b, dim, length,
-                            x.stride(0), x.stride(1), u_f.stride(0), u_f.stride(1),
+    x_len = x.stride(1) if widened(x, x.stride(1)) is not None else length
+    _conv_pair_kernel[grid](x, w_f, b_f.contiguous(), w_b, b_b.contiguous(), u_f, u_b, dim, length, x_len,
+                            u_f.stride(1), x.stride(0), x.stride(1), u_f.stride(0), u_f.stride(1),
                             K=k, BLOCK_C=block_c, BLOCK_L=block_l)
     return u_f, u_b

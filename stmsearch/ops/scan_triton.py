@@ -29,6 +29,7 @@ import os
 import torch
 
 from .direction import Direction
+from .layout import padded_empty, row_pitch, with_pitch
 
 
 def _interpreting() -> bool:
@@ -72,7 +73,7 @@ if _HAVE_TRITON:
 
     @triton.jit
     def _scan_direction(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, Dv_ptr, bias_ptr, z_ptr, scale_ptr, y_ptr,
-                        su_b, sdt_b, sB_b, sC_b, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                        su_b, sdt_b, sB_b, sC_b, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
                         N: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr,
                         REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, ATOMIC: tl.constexpr,
                         HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_SCALE: tl.constexpr):
@@ -92,7 +93,7 @@ if _HAVE_TRITON:
             bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
         if HAS_D:
             Dv = tl.load(Dv_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        row = offs_d[:, None] * L  # (d, t) rows are contiguous in t (checked on the host)
+        row = offs_d[:, None] * P  # (d, t) rows are contiguous in t and P apart (set on the host)
         h = tl.zeros((N, BLOCK_D), dtype=tl.float32)
         for c in range(0, tl.cdiv(L, T_CHUNK)):
             j = c * T_CHUNK + offs_j
@@ -112,7 +113,7 @@ if _HAVE_TRITON:
                 s = tl.load(scale_ptr + pid_b * ss_b + t, mask=mask_t, other=0.0).to(tl.float32)
                 dt = dt * s[None, :]
             dt = tl.where(m2, dt, 0.0)  # padding steps: decay 1, drive 0
-            tn = offs_n[None, :] * L + t[:, None]  # (T_CHUNK, N)
+            tn = offs_n[None, :] * P + t[:, None]  # (T_CHUNK, N)
             Bt = tl.load(B_ptr + pid_b * sB_b + tn, mask=mask_t[:, None], other=0.0).to(tl.float32)
             Ct = tl.load(C_ptr + pid_b * sC_b + tn, mask=mask_t[:, None], other=0.0).to(tl.float32)
             dt_td = tl.trans(dt)  # (T_CHUNK, BLOCK_D)
@@ -140,7 +141,7 @@ if _HAVE_TRITON:
     @triton.jit
     def _bidir_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
                       z_ptr, scale_ptr, y_ptr,
-                      fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, sy_dir, D, L, L_BUCKET,
+                      fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, sy_dir, D, L, P, L_BUCKET,
                       N: tl.constexpr, MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
                       HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr):
         """MODE 0 atomic, 1 split, 2 fused; see the module docstring."""
@@ -149,36 +150,27 @@ if _HAVE_TRITON:
         mask_d = offs_d < D
         if MODE == 2:
             _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
-                            fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
                             N, BLOCK_D, T_CHUNK, False, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
             # the backward pass reads y_fwd that other threads of this CTA stored
             tl.debug_barrier()
             _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr,
-                            bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
                             N, BLOCK_D, T_CHUNK, True, True, False, HAS_BIAS, HAS_D, HAS_SCALE)
         elif tl.program_id(2) == 0:
             _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
-                            fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
                             N, BLOCK_D, T_CHUNK, False, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE)
         else:
             _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr + sy_dir,
-                            bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L,
+                            bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
                             N, BLOCK_D, T_CHUNK, True, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """x (batch, R, L) with rows contiguous in L and packed (stride(1) == L); copy only if not.
-
-    Views like ``xz.chunk(2, dim=1)`` already qualify, so the common case copies nothing.
-    """
-    if x.stride(-1) == 1 and (x.shape[1] == 1 or x.stride(1) == x.shape[-1]):
-        return x
-    return x.contiguous()
-
-
-def _prepare(d: "Direction", n_state: int) -> tuple[list[torch.Tensor | None], list[int]]:
-    """Kernel pointers (u, delta, A, B, C, D, bias) and batch strides (u, delta, B, C) of a direction."""
-    u, delta, B, C = _rows(d.u), _rows(d.delta), _rows(d.B), _rows(d.C)
+def _prepare(d: "Direction", n_state: int, p: int) -> tuple[list[torch.Tensor | None], list[int]]:
+    """Kernel pointers (u, delta, A, B, C, D, bias) and batch strides (u, delta, B, C) of a direction,
+    every (B, R, L) input with rows ``p`` apart (a copy only where they are not)."""
+    u, delta, B, C = (with_pitch(v, p) for v in (d.u, d.delta, d.B, d.C))
     A = d.A.float().contiguous()
     if A.shape[1] != n_state:
         raise ValueError(f"both directions need the same state size, got {A.shape[1]} and {n_state}")
@@ -236,9 +228,10 @@ def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tenso
         mode = "split"  # native bf16/fp16 atomic adds need sm_90
     batch, dim, length = z.shape
     n_state = fwd.A.shape[1]
-    f_ptrs, f_strides = _prepare(fwd, n_state)
-    b_ptrs, b_strides = _prepare(bwd, n_state)
-    z = _rows(z)
+    p = row_pitch(z)  # z comes from the in_proj GEMM, padded on CUDA (ops.layout); the others follow it
+    f_ptrs, f_strides = _prepare(fwd, n_state, p)
+    b_ptrs, b_strides = _prepare(bwd, n_state, p)
+    z = with_pitch(z, p)
     has_scale = dt_scale is not None
     scale = dt_scale.contiguous() if has_scale else z  # z stands in for absent pointers, never read
     f_ptrs = [p if p is not None else z for p in f_ptrs]
@@ -247,19 +240,19 @@ def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tenso
     l_bucket = 1 << max(0, math.ceil(math.log2(length)))
     out_dtype = fwd.u.dtype
     if mode == "split":
-        y = torch.empty((2, batch, dim, length), device=z.device, dtype=torch.float32)
+        y = torch.empty((2, batch, dim, p), device=z.device, dtype=torch.float32)[..., :length]
     elif mode == "atomic":
-        y = torch.zeros((batch, dim, length), device=z.device, dtype=out_dtype)
+        y = torch.zeros((batch, dim, p), device=z.device, dtype=out_dtype)[..., :length]
     else:
-        y = torch.empty((batch, dim, length), device=z.device, dtype=out_dtype)
+        y = torch.empty((batch, dim, p), device=z.device, dtype=out_dtype)[..., :length]
     sy_dir = y.stride(0) if mode == "split" else 0
     sy_b = y.stride(1) if mode == "split" else y.stride(0)
     n_dirs = 1 if mode == "fused" else 2
     grid = lambda meta: (batch, triton.cdiv(dim, meta["BLOCK_D"]), n_dirs)  # noqa: E731
     _bidir_kernel[grid](*f_ptrs, *b_ptrs, z, scale, y, *f_strides, *b_strides, z.stride(0),
-                        scale.stride(0) if has_scale else 0, sy_b, sy_dir, dim, length, l_bucket,
+                        scale.stride(0) if has_scale else 0, sy_b, sy_dir, dim, length, p, l_bucket,
                         N=n_state, MODE=MODES.index(mode), HAS_BIAS=fwd.delta_bias is not None,
                         HAS_D=fwd.D is not None, HAS_SCALE=has_scale)
     if mode == "split":
-        return (y[0] + y[1]).to(out_dtype)
+        return torch.add(y[0], y[1], out=padded_empty(batch, dim, length, device=z.device, dtype=out_dtype))
     return y
