@@ -102,9 +102,11 @@ def seconds(fns, rounds: int, batch: int) -> list[float]:
 
 
 def pair(model_name: str):
-    """Two copies of one model: the unreduced reference and the one each config patches."""
-    model = stmsearch.create_model(model_name).to(DEV).eval()
-    return model, copy.deepcopy(model)
+    """Two copies of one model: the unreduced reference and the one each config patches (made
+    outside inference mode, as a user's model is, so the model keeps its parameter casts)."""
+    with torch.inference_mode(False):
+        model = stmsearch.create_model(model_name).to(DEV).eval()
+        return model, copy.deepcopy(model)
 
 
 def schedules(names: list[str], levels: list[float], depth: int) -> dict:
@@ -154,7 +156,7 @@ def profile(model_name: str, batch: int, dtype: str, name: str, level: float, to
 
     activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if sort.startswith("cpu") else [])
 
-    model = stmsearch.create_model(model_name).to(DEV).eval()
+    model = pair(model_name)[0]
     cfg = for_reduction(stmsearch.MergeConfig(**VARIANTS[name]), level, len(model.layers))
     x = torch.randn(batch, 3, 224, 224, device=DEV)
     stmsearch.apply(model, cfg)

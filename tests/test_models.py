@@ -402,6 +402,13 @@ def test_derived_parameters_follow_in_place_changes(monkeypatch):
     fresh.layers[0].mixer._derived.clear()
     with torch.inference_mode():
         torch.testing.assert_close(out, fresh(img))
+    with torch.inference_mode():  # parameters made under inference mode keep no version: no cache
+        made.clear()
+        made_here = create_model("vim_tiny", depth=1).eval()
+        made_here(img)
+        once = list(made)
+        made_here(img)
+        assert {"in_proj", "A", "A_b", "out_proj"} <= set(once) and made == once + once
     out = model(img)  # with autograd: every op runs, and the graph reaches the parameters
     out.sum().backward()
     assert model.layers[0].mixer.A_log.grad is not None

@@ -144,8 +144,9 @@ class BiMamba(nn.Module):
         """``make(source)``: a cast or transform of a parameter, kept between gradient-free
         forwards until the parameter changes (in place: its version; or its storage or the GEMM
         dtype), as each costs a kernel launch per layer and forward, and launches are what a
-        fast GPU waits for. Autograd and traces (FLOP counts) see the ops every time."""
-        if torch.is_grad_enabled() or torch.jit.is_tracing():
+        fast GPU waits for. Autograd and traces (FLOP counts) see the ops every time, and so do
+        parameters made under inference mode (they keep no version to see a change by)."""
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or source.is_inference():
             return make(source)
         stamp = (source._version, source.data_ptr(), _compute_dtype(source))
         hit = self._derived.get(key)
