@@ -33,8 +33,9 @@ def padded_empty(batch: int, rows: int, length: int, **kw) -> torch.Tensor:
 
 
 def with_pitch(x: torch.Tensor, p: int) -> torch.Tensor:
-    """x (B, R, L) with unit stride in L and rows ``p`` apart; a padded copy only if it is not."""
-    if x.stride(-1) == 1 and (x.shape[1] == 1 or x.stride(1) == p):
+    """x (B, R, L) with unit stride in L and rows ``p`` apart (whole rows of ``p`` readable: the
+    scan reads its forward direction's up to the pitch); a padded copy only if it is not."""
+    if x.stride(-1) == 1 and x.stride(1) == p and (p == x.shape[-1] or x.shape[1] > 1):
         return x
     out = torch.empty(x.shape[0], x.shape[1], p, device=x.device, dtype=x.dtype)[..., :x.shape[-1]]
     return out.copy_(x)

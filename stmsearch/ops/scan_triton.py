@@ -103,8 +103,16 @@ if _HAVE_TRITON:
             else:
                 t = j
             m2 = mask_d[:, None] & mask_t[None, :]
-            u = tl.load(u_ptr + pid_b * su_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
-            dt = tl.load(dt_ptr + pid_b * sdt_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            # forwards, whole padded rows are read and written (up to the pitch P, a multiple of 16
+            # in the padded layout): masks uniform over 16 steps let Triton vectorise. The padding
+            # steps come after every real one, so their garbage reaches only padding.
+            if REVERSE:
+                mask_io = mask_t
+            else:
+                mask_io = j < P
+            m2_io = mask_d[:, None] & mask_io[None, :]
+            u = tl.load(u_ptr + pid_b * su_b + row + t[None, :], mask=m2_io, other=0.0).to(tl.float32)
+            dt = tl.load(dt_ptr + pid_b * sdt_b + row + t[None, :], mask=m2_io, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 dt = dt + bias[:, None]
             # softplus with torch's threshold of 20
@@ -114,8 +122,8 @@ if _HAVE_TRITON:
                 dt = dt * s[None, :]
             dt = tl.where(m2, dt, 0.0)  # padding steps: decay 1, drive 0
             tn = offs_n[None, :] * P + t[:, None]  # (T_CHUNK, N)
-            Bt = tl.load(B_ptr + pid_b * sB_b + tn, mask=mask_t[:, None], other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + pid_b * sC_b + tn, mask=mask_t[:, None], other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptr + pid_b * sB_b + tn, mask=mask_io[:, None], other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + pid_b * sC_b + tn, mask=mask_io[:, None], other=0.0).to(tl.float32)
             dt_td = tl.trans(dt)  # (T_CHUNK, BLOCK_D)
             dtu_td = tl.trans(dt * u)
             decay = tl.exp2(dt_td[:, None, :] * A[None, :, :])  # (T_CHUNK, N, BLOCK_D)
@@ -127,15 +135,15 @@ if _HAVE_TRITON:
             h = tl.sum(tl.where(offs_j[:, None, None] == T_CHUNK - 1, hs, 0.0), axis=0)
             if HAS_D:
                 y = y + u * Dv[:, None]
-            zv = tl.load(z_ptr + pid_b * sz_b + row + t[None, :], mask=m2, other=0.0).to(tl.float32)
+            zv = tl.load(z_ptr + pid_b * sz_b + row + t[None, :], mask=m2_io, other=0.0).to(tl.float32)
             y = y * (zv / (1.0 + tl.exp(-zv)))
             y_addr = y_ptr + pid_b * sy_b + row + t[None, :]
             if ATOMIC:
-                tl.atomic_add(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2, sem="relaxed")
+                tl.atomic_add(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2_io, sem="relaxed")
             else:
                 if ACCUMULATE:
-                    y = y + tl.load(y_addr, mask=m2, other=0.0).to(tl.float32)
-                tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2)
+                    y = y + tl.load(y_addr, mask=m2_io, other=0.0).to(tl.float32)
+                tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2_io)
 
     @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N", "MODE"], reset_to_zero=["y_ptr"])
     @triton.jit
