@@ -398,6 +398,12 @@ def test_derived_parameters_follow_in_place_changes(monkeypatch):
     with torch.inference_mode():
         out = model(img)
     assert len(made) == first + 1  # only A of the changed layer
+    with torch.no_grad():  # a replaced parameter (as load_state_dict(assign=True) does) is seen too
+        mixer = model.layers[1].mixer
+        mixer.A_log = torch.nn.Parameter(mixer.A_log.detach() + 0.25)
+    with torch.inference_mode():
+        out = model(img)
+    assert len(made) == first + 2
     fresh = copy.deepcopy(model)
     fresh.layers[0].mixer._derived.clear()
     with torch.inference_mode():

@@ -148,11 +148,13 @@ class BiMamba(nn.Module):
         parameters made under inference mode (they keep no version to see a change by)."""
         if torch.is_grad_enabled() or torch.jit.is_tracing() or source.is_inference():
             return make(source)
+        # the tensor itself is kept and compared by identity: a replaced parameter's memory may
+        # be reused by its successor at the same address and version
         stamp = (source._version, source.data_ptr(), _compute_dtype(source))
         hit = self._derived.get(key)
-        if hit is None or hit[0] != stamp:
-            hit = self._derived[key] = (stamp, make(source))
-        return hit[1]
+        if hit is None or hit[0] is not source or hit[1] != stamp:
+            hit = self._derived[key] = (source, stamp, make(source))
+        return hit[2]
 
     def gemm_weight(self, key: str, w: torch.Tensor) -> torch.Tensor:
         """Parameter ``w`` in the dtype GEMMs run in (autocast's, on CUDA), kept as :meth:`derived` says."""
