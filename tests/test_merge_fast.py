@@ -71,7 +71,7 @@ def test_fast_equals_torch_interp(case: dict) -> None:
 
 
 KERNELS = {"stm": ["edge_scores", "chain_plan", "merge_segments"], "random": ["chain_plan", "merge_segments"],
-           "prune": ["merge_segments"], "tome": ["tome_plan", "merge_segments"]}
+           "prune": ["prune_plan", "merge_segments"], "tome": ["tome_plan", "merge_segments"]}
 
 
 @interp
@@ -81,7 +81,7 @@ def test_kernels_are_used_interp(monkeypatch, method: str) -> None:
     from stmsearch.ops import merge_triton as mt
 
     calls = []
-    for name in ("edge_scores", "chain_plan", "tome_plan", "merge_segments"):
+    for name in ("edge_scores", "chain_plan", "prune_plan", "tome_plan", "merge_segments"):
         original = getattr(mt, name)
         monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     model = stmsearch.create_model("vim_proxy").eval()
@@ -102,22 +102,31 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 1} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 2} passed" in proc.stdout, proc.stdout[-2000:]
 
 
-def test_segments_of_a_prune_plan() -> None:
-    """with_segments finds each slot's first token: slot j holds exactly the tokens first[j]..first[j+1]-1."""
+@interp
+def test_prune_kernel_equals_torch_plan_interp() -> None:
+    """The one-launch pruning plan: the torch plan's slots, weights and kept tokens, and each slot's
+    first token (slot j holds exactly tokens first[j]..first[j+1]-1), with the class token near
+    either end, and a shortage of unprotected tokens flagged."""
+    from stmsearch.ops import merge_triton as mt
+
     torch.manual_seed(1)
-    b, t, r = 3, 21, 6
-    plan = fn.prune_plan(torch.rand(b, t), torch.full((b,), 10), r, window=1)
-    first = fast.with_segments(plan).first
-    assert first.shape == (b, t - r + 1)
-    pos = torch.arange(t)
-    for i in range(b):
-        for j in range(t - r):
-            members = pos[plan.index[i] == j]
-            assert members.tolist() == list(range(int(first[i, j]), int(first[i, j + 1])))
-    assert (first[:, -1] == t).all()
+    for b, t, r, window, cls in ((3, 21, 6, 1, 10), (2, 40, 15, 0, 3), (2, 37, 9, 2, 33)):
+        magnitude = torch.rand(b, 2 * t)[:, ::2]  # a strided view, as a step's importance may be
+        cls_t = torch.full((b,), cls)
+        ref = fn.prune_plan(magnitude, cls_t, r, window)
+        index, weight, keep, first, ok = mt.prune_plan(magnitude, cls_t, r, window)
+        assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep) and ok.all()
+        torch.testing.assert_close(weight, ref.weight)
+        assert first.shape == (b, t - r + 1) and (first[:, -1] == t).all()
+        pos = torch.arange(t)
+        for i in range(b):
+            for j in range(t - r):
+                assert pos[index[i] == j].tolist() == list(range(int(first[i, j]), int(first[i, j + 1])))
+    *_, ok = mt.prune_plan(torch.rand(1, 9), torch.tensor([4]), 5, 2)  # 4 tokens outside the window
+    assert not ok.any()
 
 
 @interp

@@ -54,12 +54,11 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     return chain(score, step.r, weight, sides)
 
 
-def with_segments(plan: fn.Plan) -> fn.Plan:
-    """``plan`` with each slot's first token, for a plan whose slot index never decreases along the sequence."""
-    b = plan.index.shape[0]
-    slots = torch.arange(plan.out_len + 1, device=plan.index.device, dtype=plan.index.dtype).expand(b, -1)
-    first = torch.searchsorted(plan.index, slots.contiguous()).to(torch.int32)
-    return fn.Plan(plan.index, plan.weight, plan.keep, plan.out_len, first)
+def prune(step: ft.MergeStep) -> fn.Plan:
+    """:func:`functions.prune_plan` for ``step`` with its segments, in one kernel."""
+    index, weight, keep, first, ok = mt.prune_plan(ft.importance(step), step.cls, step.r, step.window)
+    fn._check(ok.all(), fn.PRUNE_SHORTAGE.format(step.r))
+    return fn.Plan(index, weight, keep, index.shape[1] - step.r, first)
 
 
 def tome(step: ft.MergeStep) -> fn.Plan:

@@ -17,6 +17,7 @@ from .capacity import block_offset, cell_of, split_sides
 _BIG = 1e9  # "never choose": finite, so topk order stays defined
 SHORTAGE = "fewer than {} mergeable neighbour pairs left; lower the schedule"
 BIPARTITE_SHORTAGE = "fewer than {} tokens left for bipartite merging; lower the schedule"
+PRUNE_SHORTAGE = "fewer than {} unprotected tokens to prune; lower the schedule"
 
 
 @dataclass
@@ -219,7 +220,7 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int) 
     prot = protected_mask(cls, t, window)
     score = magnitude.float().masked_fill(prot, _BIG)
     drop = torch.zeros_like(prot).scatter_(1, score.topk(r, dim=-1, largest=False).indices, True)
-    _check(~(drop & prot).any(), f"fewer than {r} unprotected tokens to prune; lower the schedule")
+    _check(~(drop & prot).any(), PRUNE_SHORTAGE.format(r))
     kept_upto = (~drop).long().cumsum(1)
     # for a dropped token: the kept slot before it and after it (the last slot if none after)
     prev, nxt = kept_upto - 1, kept_upto.clamp_max(t - r - 1)

@@ -162,8 +162,9 @@ register_method(Method(
 
 # --- prune -------------------------------------------------------------------------------------------------
 def _prune_plan(step: ft.MergeStep) -> fn.Plan:
-    plan = fn.prune_plan(ft.importance(step), step.cls, step.r, step.window)
-    return fast.with_segments(plan) if fast.enabled(step.residual) else plan
+    if fast.enabled(step.residual):
+        return fast.prune(step)
+    return fn.prune_plan(ft.importance(step), step.cls, step.r, step.window)
 
 
 register_method(Method(

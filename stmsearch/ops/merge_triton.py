@@ -10,6 +10,8 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
 - :func:`chain_plan`: from the chosen edges (a torch top-k), the plan's slot of every token,
   its kept flags and each slot's first token; plus a per-row flag that every chosen edge was
   allowed. Replaces choose_edges' bookkeeping and chain_plan.
+- :func:`prune_plan`: importance pruning's whole plan (the r smallest, where the dropped
+  tokens' patches go, each slot's first token) in one launch per batch.
 - :func:`tome_plan`: ToMe's whole plan (cosine similarities of every source to every
   destination, the best match of each, the top r, slot indices) and its segments, in one launch
   per batch. Replaces tome_plan's thirty-odd launches.
@@ -191,6 +193,41 @@ if _HAVE_TRITON:
         tl.store(first_ptr + b * (OUT + 1) + t, first, mask=t <= OUT)
 
     @triton.jit
+    def _prune_plan_kernel(mag_ptr, cls_ptr, index_ptr, keep_ptr, weight_ptr, first_ptr, ok_ptr, T, R, OUT,
+                           s_mag, s_mag_t, window, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+        b = tl.program_id(0)
+        t = tl.arange(0, BLOCK_T)
+        m_t = t < T
+        cls = tl.load(cls_ptr + b)
+        prot = tl.abs(t - cls) <= window
+        score = tl.where(prot, 1e9, tl.load(mag_ptr + b * s_mag + t * s_mag_t, mask=m_t, other=0.0).to(tl.float32))
+        # the R smallest scores (ties to the earlier token): each token's rank among all
+        rank = tl.zeros((BLOCK_T,), tl.int32)
+        for u0 in range(0, T, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            other = tl.load(mag_ptr + b * s_mag + u * s_mag_t, mask=u < T, other=0.0).to(tl.float32)
+            other = tl.where(tl.abs(u - cls) <= window, 1e9, other)
+            ahead = (other[None, :] < score[:, None]) | ((other[None, :] == score[:, None]) & (u[None, :] < t[:, None]))
+            rank += tl.sum(((u < T)[None, :] & ahead).to(tl.int32), axis=1)
+        drop = m_t & (rank < R)
+        tl.store(ok_ptr + b, (tl.sum((drop & prot).to(tl.int32), axis=0) == 0).to(tl.int8))
+        kept = m_t & ~drop
+        upto = tl.cumsum(kept.to(tl.int32), axis=0)
+        # a dropped token's patches go to the nearest kept token farther from the class token
+        # (nearer only if none is left), as functions.prune_plan books them
+        prev, nxt = upto - 1, tl.minimum(upto, OUT - 1)
+        outward = tl.where(t < cls, tl.where(prev >= 0, prev, nxt), nxt)
+        index = tl.where(drop, outward, upto - 1)
+        row = b * T
+        tl.store(index_ptr + row + t, index.to(tl.int64), mask=m_t)
+        tl.store(keep_ptr + row + t, kept.to(tl.int8), mask=m_t)
+        tl.store(weight_ptr + row + t, kept.to(tl.float32), mask=m_t)
+        tl.debug_barrier()
+        before = tl.load(index_ptr + row + t - 1, mask=m_t & (t > 0), other=-1)
+        tl.store(first_ptr + b * (OUT + 1) + index, t, mask=m_t & (index != before))
+        tl.store(first_ptr + b * (OUT + 1) + OUT, T)
+
+    @triton.jit
     def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, order_ptr, out_ptr,
                                osizes_ptr, orep_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
                                UNIT_W: tl.constexpr, ORDER: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -303,6 +340,27 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int
                               BLOCK_C=32 if block_s <= 64 else 16, BLOCK_T=_pow2(t), BLOCK_U=16,
                               num_warps=4 if block_s <= 64 else 8)
     return index, keep, first, order, ok
+
+
+def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Importance pruning's plan (:func:`stmsearch.merging.functions.prune_plan`) over ``magnitude``
+    (B, T) with its segments, in one launch per batch.
+
+    Returns (index (B, T) int64, weight (B, T) float32: 1 kept, 0 dropped, keep (B, T) bool,
+    first (B, T-r+1) int32, ok (B,) bool: no protected token had to go).
+    """
+    bsz, t = magnitude.shape
+    out_len = t - r
+    index = torch.empty(bsz, t, device=magnitude.device, dtype=torch.long)
+    keep = torch.empty(bsz, t, device=magnitude.device, dtype=torch.bool)
+    weight = torch.empty(bsz, t, device=magnitude.device, dtype=torch.float32)
+    first = torch.empty(bsz, out_len + 1, device=magnitude.device, dtype=torch.int32)
+    ok = torch.empty(bsz, device=magnitude.device, dtype=torch.bool)
+    _prune_plan_kernel[(bsz,)](magnitude, cls, index, keep.view(torch.int8), weight, first, ok.view(torch.int8), t,
+                               r, out_len, *magnitude.stride(), window, BLOCK_T=_pow2(t), BLOCK_U=16,
+                               num_warps=4)
+    return index, weight, keep, first, ok
 
 
 def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Tensor, keep: torch.Tensor,
