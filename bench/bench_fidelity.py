@@ -164,7 +164,8 @@ def neighbours(chosen: dict) -> dict[str, dict]:
              "window": 0 if cfg.protect else 8, "metric": "x" if cfg.metric == "hidden" else "hidden",
              "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine",
              "importance": "none" if cfg.importance != "none" else "mean",
-             "weights": "mean" if cfg.weights == "norm" else "norm"}
+             "weights": "mean" if cfg.weights == "norm" else "norm",
+             "importance_power": 1.0 if cfg.importance_power != 1 else 4.0}
     return {label({**chosen, k: v}): {**chosen, k: v} for k, v in flips.items()}
 
 

@@ -101,6 +101,9 @@ def test_bad_image_range_is_one_clear_error():
 def test_stage2_crosses_every_categorical_knob_or_the_ones_named(bench):
     """2d neighbours run every schedule validation accepts, so no knob is left out of the selection."""
     left = bench.stage2_knobs(bench.STAGE1)
-    assert {"neighbourhood", "importance", "weights", "symmetric", "size_aware_decay"} <= set(left)
+    assert {"neighbourhood", "importance", "weights", "symmetric", "size_aware_decay", "importance_power",
+            "weight_power"} <= set(left)
     assert bench.stage2_knobs(bench.STAGE1, ("importance", "weights")) == ["weights", "importance"]
     assert all(over["importance"] in ("none", "min", "max", "mean") for over in bench.grid(["importance"], {}))
+    powers = bench.grid(["importance_power"], {})
+    assert [o["importance_power"] for o in powers][0] == stmsearch.MergeConfig().importance_power and len(powers) == 4
