@@ -76,7 +76,7 @@ def test_importance_knobs_are_validated_and_searchable():
     knobs = stmsearch.merging.get_method("stm").knobs
     assert knobs["importance"]["choices"][0] == "none" and "norm" in knobs["weights"]["choices"]
     # STM's defaults (bench_fidelity's choice) turn it on; the baselines' configs keep the field off
-    assert MergeConfig(method="stm").importance == STM_DEFAULTS["importance"] == "mean"
+    assert MergeConfig(method="stm").importance == STM_DEFAULTS["importance"] == "min"
     assert MergeConfig(method="tome").importance == "none"
 
 
@@ -91,7 +91,7 @@ def _step(cfg: MergeConfig, norms: list[float], sizes: list[float]):
 def test_weight_power_raises_the_importance_in_norm_weights(power):
     from stmsearch.merging import features as ft
     norms, sizes = [1.0, 2.0, 4.0, 0.5], [1.0, 3.0, 1.0, 2.0]
-    base = ft.weights(_step(MergeConfig(method="stm", weights="norm"), norms, sizes))[0]
+    base = ft.weights(_step(MergeConfig(method="stm", weights="norm", weight_power=1.0), norms, sizes))[0]
     torch.testing.assert_close(base, torch.tensor(sizes) * torch.tensor(norms))
     w = ft.weights(_step(MergeConfig(method="stm", weights="norm", weight_power=power), norms, sizes))[0]
     # a merged token only reads weight ratios: sizes * importance ** power, up to one factor per image
@@ -116,7 +116,8 @@ def test_importance_power_steepens_the_damage_scale(kind):
     norms = [1.0, 2.0, 4.0, 0.5]
     assert ft.damage_importance(_step(MergeConfig(method="stm", importance="none", importance_power=4.0), norms,
                                       [1.0] * 4)) is None
-    plain = ft.damage_importance(_step(MergeConfig(method="stm", importance=kind), norms, [1.0] * 4))[0]
+    plain = ft.damage_importance(_step(MergeConfig(method="stm", importance=kind, importance_power=1.0), norms,
+                                       [1.0] * 4))[0]
     assert torch.equal(plain, torch.tensor(norms))  # q = 1: the importance itself, as before the knob
     steep = ft.damage_importance(_step(MergeConfig(method="stm", importance=kind, importance_power=4.0), norms,
                                        [1.0] * 4))[0]
@@ -134,7 +135,7 @@ def test_powers_change_a_merged_model_and_are_validated_and_searchable():
     model = stmsearch.create_model("vim_proxy")
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     outs = {}
-    for over in ({}, {"weight_power": 4.0}, {"importance_power": 8.0}):
+    for over in ({}, {"weight_power": 2.0}, {"importance_power": 8.0}):
         stmsearch.apply(model, MergeConfig(method="stm", weights="norm", importance="mean", **over,
                                            schedule=[0, 0] + [12] * 8))
         with torch.inference_mode():

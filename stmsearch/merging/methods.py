@@ -124,8 +124,9 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
 
 # STM's defaults, chosen by bench/bench_fidelity.py on held-out images 0-499 of both proxies (the README's
 # "STM's defaults"); reported on 500-999. The shared MergeConfig fields keep the baselines' defaults.
-STM_DEFAULTS = {"metric": "dt", "runs": 4, "fading": "fixed", "symmetric": False, "weights": "norm",
-                "damage": "ward", "size_aware_decay": True, "importance": "mean"}
+STM_DEFAULTS = {"metric": "dt", "runs": 3, "fading": "fixed", "symmetric": False, "weights": "norm",
+                "damage": "ward", "size_aware_decay": True, "importance": "min", "importance_power": 2.0,
+                "weight_power": 4.0}
 
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
