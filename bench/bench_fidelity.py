@@ -154,7 +154,8 @@ def best(variants: list[dict]) -> dict:
     pool = [v for v in variants if v["qualified"]] or [v for v in variants if v["mean"] == v["mean"]]
     if not pool:
         raise SystemExit("bench_fidelity: no variant could run at every level")
-    return max(pool, key=lambda v: v["mean"])  # max keeps the first of equal means
+    # max keeps the first of equal means; rounded, so means of equal counts summed in another order tie
+    return max(pool, key=lambda v: round(v["mean"], 7))  # float32 accuracies: errors near 1e-8
 
 
 def neighbours(chosen: dict) -> dict[str, dict]:
@@ -164,7 +165,8 @@ def neighbours(chosen: dict) -> dict[str, dict]:
              "window": 0 if cfg.protect else 8, "metric": "x" if cfg.metric == "hidden" else "hidden",
              "runs": 2 if cfg.runs != 2 else 4, "damage": "ward" if cfg.damage == "cosine" else "cosine",
              "importance": "none" if cfg.importance != "none" else "mean",
-             "weights": "mean" if cfg.weights == "norm" else "norm"}
+             "weights": "mean" if cfg.weights == "norm" else "norm",
+             "importance_power": 1.0 if cfg.importance_power != 1 else 4.0}
     return {label({**chosen, k: v}): {**chosen, k: v} for k, v in flips.items()}
 
 

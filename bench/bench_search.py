@@ -51,8 +51,9 @@ RANDOM_LONGER = 20  # random search runs 20x the trials (it costs nothing), so i
 _TABLE_STM = {"window": 0, "runs": 2, "fading": "estimated", **PINNED_STM}
 HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": c},
                                               **_TABLE_STM}} for c in (6, 14, 22)]
-# The 4-rung ladder's schedules (every layer from layer 0) in the decreasing shape, at STM's knobs of today (the
-# ladder's rule) and at those the table's STM was built with (window 8, runs 2, estimated: its defaults then):
+# The 4-rung ladder's schedules (every layer from layer 0) in the decreasing shape, at STM's knobs when these
+# entries were measured (the ladder's rule then, 2026-12-02; STM's default runs is 3 since issue 15's third
+# selection) and at those the table's STM was built with (window 8, runs 2, estimated: its defaults then):
 # they show how much of the front's fast end a ladder's knob values decide (bench/SEARCH.md); not a shipped rule.
 _NOW_STM = {"window": 0, "runs": 4, "fading": "fixed", **PINNED_STM}
 _BUILT_STM = {"window": 8, "runs": 2, "fading": "estimated", **PINNED_STM}

@@ -91,6 +91,14 @@ def test_select_follows_its_rule(bench, proxy):
     assert sel["evals"] == len(sel["variants"])  # one proxy, one level
 
 
+def test_equal_counts_tie_to_the_earlier_variant_whatever_the_float_rounding(bench):
+    # 3702 of 4000 right in both, summed per cell in another order (issue 15's third selection)
+    first = {"label": "a", "qualified": True, "mean": 0.9254999980330467}
+    later = {"label": "b", "qualified": True, "mean": 0.9255000054836273}
+    assert bench.best([first, later]) is first
+    assert bench.best([first, {**later, "mean": 0.926}])["label"] == "b"
+
+
 def test_bad_image_range_is_one_clear_error():
     assert parse_range("0:500") == range(0, 500)
     for bad in ("500", "5:2", "0:1001", "a:b"):
@@ -101,6 +109,9 @@ def test_bad_image_range_is_one_clear_error():
 def test_stage2_crosses_every_categorical_knob_or_the_ones_named(bench):
     """2d neighbours run every schedule validation accepts, so no knob is left out of the selection."""
     left = bench.stage2_knobs(bench.STAGE1)
-    assert {"neighbourhood", "importance", "weights", "symmetric", "size_aware_decay"} <= set(left)
+    assert {"neighbourhood", "importance", "weights", "symmetric", "size_aware_decay", "importance_power",
+            "weight_power"} <= set(left)
     assert bench.stage2_knobs(bench.STAGE1, ("importance", "weights")) == ["weights", "importance"]
     assert all(over["importance"] in ("none", "min", "max", "mean") for over in bench.grid(["importance"], {}))
+    powers = bench.grid(["importance_power"], {})
+    assert [o["importance_power"] for o in powers][0] == stmsearch.MergeConfig().importance_power and len(powers) == 4

@@ -37,6 +37,7 @@ CASES = [
     {"method": "stm", "metric": "hidden", "fading": "layer", "weights": "dt", "runs": 3, "importance": "min"},
     {"method": "stm", "weights": "norm", "importance": "mean", "symmetric": True},
     {"method": "stm", "importance": "max", "damage": "cosine"},
+    {"method": "stm", "weights": "norm", "weight_power": 2.0, "importance": "min", "importance_power": 4.0},
     {"method": "random"},
     {"method": "prune", "window": 1},
     {"method": "tome"},

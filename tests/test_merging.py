@@ -43,6 +43,8 @@ configs = st.builds(
     size_aware_decay=st.booleans(),
     damage=st.sampled_from(["cosine", "ward"]),
     importance=st.sampled_from(["none", "min", "max", "mean"]),
+    importance_power=st.sampled_from([1.0, 4.0, 8.0]),
+    weight_power=st.sampled_from([0.5, 1.0, 4.0]),
 )
 
 

@@ -17,7 +17,7 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 BASE = {
     "model": "vim_proxy", "dataset": "mnist5k", "subset": 64, "objectives": ["accuracy", "throughput"],
     "methods": [{"name": "stm", "knobs": {"window": {"type": "int", "low": 0, "high": 12, "step": 4},
-                                          "runs": {"type": "categorical", "choices": [2, 3]}}},
+                                          "runs": {"type": "categorical", "choices": [2, 4]}}},
                 {"name": "tome", "knobs": {"window": 0}}],
     "schedule": {"form": "parametric", "start": {"type": "int", "low": 0, "high": 3},
                  "count": {"type": "int", "low": 2, "high": 40, "step": 2}},
@@ -139,17 +139,17 @@ def test_params_round_trip_and_capacity_clipping(tmp_path):
 def test_seed_projection_and_reference_params(tmp_path):
     space = load_space(write(tmp_path, BASE))
     proj = project(space, seed_config(space, "hand"))
-    # STM's default runs (4) lies outside the space's choices (2, 3): the projection leaves it out and
+    # STM's default runs (3) lies outside the space's choices (2, 4): the projection leaves it out and
     # the sampler's own value stands in
     assert proj == {"method": "stm", "start": 1, "count": 8, "stm.window": 4}
-    inside = seed_config(space, "hand").model_copy(update={"runs": 3})
-    assert project(space, inside) == {**proj, "stm.runs": 3}
+    inside = seed_config(space, "hand").model_copy(update={"runs": 4})
+    assert project(space, inside) == {**proj, "stm.runs": 4}
     assert config_from_params(space, project(space, inside)) == inside
     ref = reference_params(space)
     assert set(ref) == set(distributions(space)) and ref["count"] == 2
     assert seed_config(space, "reference").method == "none"
     gridded = load_space(write(tmp_path, {**BASE, "sampler": {"name": "grid"}}, "g.yaml"))
-    assert grid(gridded)["count"][:3] == [2, 4, 6] and grid(gridded)["stm.runs"] == [2, 3]
+    assert grid(gridded)["count"][:3] == [2, 4, 6] and grid(gridded)["stm.runs"] == [2, 4]
 
 
 def test_skip_bad_images_reaches_the_evaluator_and_the_identity(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ DEMO = ROOT / "search_spaces" / "demo.yaml"
 # STM's other knobs are fixed at the values the shipped table was built with (STM's defaults then; they
 # have changed since), so a rebuild reproduces its rows and the shipped latency table covers them.
 PINNED_STM = {"metric": "hidden", "symmetric": True, "weights": "size", "damage": "cosine", "size_aware_decay": False,
-              "importance": "none"}
+              "importance": "none", "importance_power": 1.0, "weight_power": 1.0}
 PIN_SETS = tuple(f"stm.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in PINNED_STM.items())
 DEFAULT_SETS = ("schedule.start={step: 2}", "schedule.count={step: 4}", "stm.window={step: 4}", *PIN_SETS)
 

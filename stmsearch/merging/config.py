@@ -76,6 +76,11 @@ class MergeConfig(BaseModel):
     damage: Literal["cosine", "ward"] = "cosine"  # how a merge is scored: 1 - cosine, or Ward's squared error
     # damage scaled by the pair's importance (hidden-output norm): the lesser, greater or mean of the two
     importance: Literal["none", "min", "max", "mean"] = "none"
+    # ``weights: norm`` as size * importance ** weight_power: above 1 the important member of a merge
+    # dominates it more (towards pruning its faint partner), below 1 less
+    weight_power: float = Field(1.0, gt=0.0, le=8.0)
+    # ``importance`` as importance ** importance_power (over the image's mean): steeper above 1
+    importance_power: float = Field(1.0, gt=0.0, le=8.0)
     size_aware_decay: bool = False
     seed: int = 0  # random method
 

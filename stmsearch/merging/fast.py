@@ -44,7 +44,7 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
     weight = ft.weights_or_none(step)
-    importance = None if cfg.importance == "none" else ft.importance(step)
+    importance = ft.damage_importance(step)
     score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
                            weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
     sides = None

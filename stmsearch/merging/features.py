@@ -86,13 +86,30 @@ def importance(step: MergeStep) -> torch.Tensor:
     return step.importance
 
 
+def powered(imp: torch.Tensor, power: float) -> torch.Tensor:
+    """(B, T) importance ** ``power``, over each image's mean importance first (a factor per image, which
+    neither a weighted mean nor a choice of edges within the image sees), so fp32 neither overflows
+    nor underflows; ``imp`` itself at power 1."""
+    if power == 1:
+        return imp
+    imp = imp.clamp_min(1e-6)
+    return (imp / imp.mean(-1, keepdim=True)).pow(power).clamp(1e-12, 1e12)
+
+
+def damage_importance(step: MergeStep) -> torch.Tensor | None:
+    """(B, T) the importance that scales STM's merge damage (``importance``), raised to
+    ``importance_power`` (steeper: faint pairs merge first, more like pruning); None when off."""
+    cfg = step.config
+    return None if cfg.importance == "none" else powered(importance(step), cfg.importance_power)
+
+
 def weights(step: MergeStep) -> torch.Tensor:
     """(B, T) weight of each token's features in a merged token."""
     sizes, name = step.state["sizes"], step.config.weights
     if name == "mean":
         return torch.ones_like(sizes)
-    if name == "norm":
-        return sizes * importance(step).clamp_min(1e-6)  # Ward's damage divides by w_a + w_b
+    if name == "norm":  # Ward's damage divides by w_a + w_b: kept above 0
+        return sizes * powered(importance(step).clamp_min(1e-6), step.config.weight_power)
     if name == "dt" and step.recorded is not None:
         return sizes * step_sizes(step.recorded).mean(1)
     return sizes

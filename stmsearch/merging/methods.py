@@ -100,7 +100,8 @@ def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     if cfg.neighbourhood == "1d" and fast.enabled(step.residual):
         return fast.stm_1d(step)
     args = (ft.metric(step), step.cls)
-    scale = {} if cfg.importance == "none" else {"importance": ft.importance(step), "importance_kind": cfg.importance}
+    scale = {} if cfg.importance == "none" else {"importance": ft.damage_importance(step),
+                                                 "importance_kind": cfg.importance}
     if cfg.neighbourhood == "2d":
         return fn.stm_2d(*args, step.state["rep"], step.state["grid"], step.r, step.window, cfg.runs, step.layer,
                          cfg.symmetric, ft.fading(step), ft.weights(step), cfg.damage, **scale)
@@ -123,14 +124,16 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
 
 # STM's defaults, chosen by bench/bench_fidelity.py on held-out images 0-499 of both proxies (the README's
 # "STM's defaults"); reported on 500-999. The shared MergeConfig fields keep the baselines' defaults.
-STM_DEFAULTS = {"metric": "dt", "runs": 4, "fading": "fixed", "symmetric": False, "weights": "norm",
-                "damage": "ward", "size_aware_decay": True, "importance": "mean"}
+STM_DEFAULTS = {"metric": "dt", "runs": 3, "fading": "fixed", "symmetric": False, "weights": "norm",
+                "damage": "ward", "size_aware_decay": True, "importance": "min", "importance_power": 2.0,
+                "weight_power": 4.0}
 
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
-    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce"),
-    # importance is left out: one norm over the tokens, no measurable cost (shipped latency tables stay valid)
+    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum"),
+    # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
+    # measurable cost (shipped latency tables stay valid)
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
@@ -138,7 +141,9 @@ register_method(Method(
            "fading": {"type": "categorical", "choices": ["estimated", "layer", "fixed", "none"]},
            "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE,
            "damage": {"type": "categorical", "choices": ["cosine", "ward"]},
-           "importance": {"type": "categorical", "choices": ["none", "min", "max", "mean"]}},
+           "importance": {"type": "categorical", "choices": ["none", "min", "max", "mean"]},
+           "importance_power": {"type": "categorical", "choices": [1.0, 2.0, 4.0, 8.0]},
+           "weight_power": {"type": "categorical", "choices": [0.5, 1.0, 2.0, 4.0]}},
     example={"schedule": [0] + [6] * 4},
     description="Sequential Token Merging: adjacent runs in scan order, symmetric about the class token"))
 
