@@ -38,6 +38,8 @@ CASES = [
     {"method": "stm", "weights": "norm", "importance": "mean", "symmetric": True},
     {"method": "stm", "importance": "max", "damage": "cosine"},
     {"method": "stm", "weights": "norm", "weight_power": 2.0, "importance": "min", "importance_power": 4.0},
+    {"method": "stm", "weights": "norm", "weight_power": 1.0, "importance": "max", "importance_power": 1.0},
+    {"method": "stm", "weights": "mean", "importance": "none"},
     {"method": "random"},
     {"method": "prune", "window": 1},
     {"method": "tome"},
@@ -103,7 +105,26 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 2} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 3} passed" in proc.stdout, proc.stdout[-2000:]
+
+
+@interp
+def test_importance_vectors_equal_the_features_interp() -> None:
+    """One launch for STM's importance-derived vectors: features.powered's damage scale and norm
+    weights, at power 1 (raw) and above, over strided importance with tiny and huge values."""
+    from stmsearch.merging import features as ft
+    from stmsearch.ops import merge_triton as mt
+
+    torch.manual_seed(3)
+    imp = (torch.rand(3, 2 * 37) * 10)[:, ::2]
+    imp[0, :4] = torch.tensor([0.0, 1e-9, 1e4, 3e3])
+    sizes = torch.randint(1, 4, (3, 37)).float()
+    for q, p in ((2.0, 4.0), (1.0, 1.0), (8.0, 0.5)):
+        dmg, w = mt.importance_vectors(imp, sizes, q, p)
+        torch.testing.assert_close(dmg, ft.powered(imp, q), rtol=1e-5, atol=0)
+        torch.testing.assert_close(w, sizes * ft.powered(imp.clamp_min(1e-6), p), rtol=1e-5, atol=0)
+    dmg, w = mt.importance_vectors(imp, sizes, None, 2.0)
+    assert dmg is None and w is not None
 
 
 @interp

@@ -43,8 +43,7 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     """:func:`functions.stm_1d` for ``step``: damage, fading and blocks in one kernel."""
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
-    weight = ft.weights_or_none(step)
-    importance = ft.damage_importance(step)
+    importance, weight = _importance_vectors(step)
     score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
                            weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
     sides = None
@@ -52,6 +51,20 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
         left, right = split_sides(step.r, step.layer)
         sides = (fn.positions(score.shape[0], score.shape[1], score.device) < step.cls[:, None], left, right)
     return chain(score, step.r, weight, sides)
+
+
+def _importance_vectors(step: ft.MergeStep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(features.damage_importance, features.weights_or_none) of ``step``; one kernel for what
+    derives from the importance (the damage scale, ``norm`` weights), torch for other weights."""
+    cfg = step.config
+    damage = None if cfg.importance == "none" else cfg.importance_power
+    if cfg.weights not in ("norm", "mean"):
+        return (None if damage is None else mt.importance_vectors(ft.importance(step), step.state["sizes"], damage,
+                                                                  None)[0]), ft.weights(step)
+    weight_power = cfg.weight_power if cfg.weights == "norm" else None
+    if damage is None and weight_power is None:
+        return None, None
+    return mt.importance_vectors(ft.importance(step), step.state["sizes"], damage, weight_power)
 
 
 def prune(step: ft.MergeStep) -> fn.Plan:

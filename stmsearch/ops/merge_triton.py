@@ -1,12 +1,14 @@
 """Token merging in a few Triton kernels: the GPU fast path of :mod:`stmsearch.merging.functions`.
 
 A merge step in plain torch is some sixty small launches (masks, fading, top-k bookkeeping,
-scatters); on a fast model the launches, not the bytes, are its cost. Here it is two or three:
+scatters); on a fast model the launches, not the bytes, are its cost. Here it is two to four:
 
 - :func:`edge_scores`: for every adjacent pair, the damage of merging it (Ward or cosine, over
   the similarity features read once in whatever layout they lie, with the softplus of a
   step-size metric applied on the fly), times distance fading, or +BIG where STM's blocks do
   not allow the edge. Replaces pair_damage + fading + block_edges.
+- :func:`importance_vectors`: STM's importance-derived per-token vectors (the damage scale and
+  the ``norm`` weights, with their powers) in one launch. Replaces ten-odd elementwise launches.
 - :func:`chain_plan`: from the chosen edges (a torch top-k), the plan's slot of every token,
   its kept flags and each slot's first token; plus a per-row flag that every chosen edge was
   allowed. Replaces choose_edges' bookkeeping and chain_plan.
@@ -107,6 +109,31 @@ if _HAVE_TRITON:
         if BLOCKED:
             ok = ok & ((d0 + offset) // runs == (d1 + offset) // runs)
         tl.store(out_ptr + b * E + e, tl.where(ok, damage, 1e9), mask=m_e)
+
+    @triton.jit
+    def _importance_kernel(imp_ptr, sizes_ptr, dmg_ptr, w_ptr, T, s_imp, s_imp_t, s_sizes, q, p,
+                           DAMAGE: tl.constexpr, Q_ONE: tl.constexpr, WEIGHTS: tl.constexpr, P_ONE: tl.constexpr,
+                           BLOCK_T: tl.constexpr):
+        b = tl.program_id(0)
+        t = tl.arange(0, BLOCK_T)
+        m = t < T
+        imp = tl.load(imp_ptr + b * s_imp + t * s_imp_t, mask=m, other=1.0).to(tl.float32)
+        floor = tl.maximum(imp, 1e-6)
+        # features.powered: over the image's mean first, so neither power overflows fp32
+        rel = floor / (tl.sum(tl.where(m, floor, 0.0), axis=0) / T)
+        if DAMAGE:
+            if Q_ONE:
+                dmg = imp
+            else:
+                dmg = tl.minimum(tl.maximum(tl.exp2(q * tl.log2(rel)), 1e-12), 1e12)
+            tl.store(dmg_ptr + b * T + t, dmg, mask=m)
+        if WEIGHTS:
+            if P_ONE:
+                w = floor
+            else:
+                w = tl.minimum(tl.maximum(tl.exp2(p * tl.log2(rel)), 1e-12), 1e12)
+            sizes = tl.load(sizes_ptr + b * s_sizes + t, mask=m, other=0.0).to(tl.float32)
+            tl.store(w_ptr + b * T + t, sizes * w, mask=m)
 
     @triton.jit
     def _chain_plan_kernel(top_ptr, score_ptr, index_ptr, keep_ptr, first_ptr, ok_ptr, T, R, OUT,
@@ -299,6 +326,21 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
                               SOFTPLUS=softplus_bias is not None, WARD=ward, UNIT_W=weight is None, FADE=fade,
                               IMPORTANCE=imp_mode, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c)
     return out
+
+
+def importance_vectors(importance: torch.Tensor, sizes: torch.Tensor, damage_power: float | None,
+                       weight_power: float | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """STM's per-token vectors from a step's importance (B, T), in one launch:
+    ``features.damage_importance`` (importance ** damage_power over the image's mean) and the
+    ``norm`` weights (sizes x the same at weight_power). A power None: that vector is not wanted."""
+    bsz, t = importance.shape
+    dmg = torch.empty(bsz, t, device=importance.device, dtype=torch.float32) if damage_power is not None else None
+    w = torch.empty(bsz, t, device=importance.device, dtype=torch.float32) if weight_power is not None else None
+    _importance_kernel[(bsz,)](importance, sizes, dmg if dmg is not None else sizes, w if w is not None else sizes,
+                               t, *importance.stride(), sizes.stride(0), float(damage_power or 1.0),
+                               float(weight_power or 1.0), DAMAGE=dmg is not None, Q_ONE=damage_power == 1,
+                               WEIGHTS=w is not None, P_ONE=weight_power == 1, BLOCK_T=_pow2(t))
+    return dmg, w
 
 
 def chain_plan(top: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
