@@ -101,11 +101,17 @@ def seconds(fns, rounds: int, batch: int) -> list[float]:
     return [statistics.median(t) / repeat for t in times]
 
 
-def pair(model_name: str):
-    """Two copies of one model: the unreduced reference and the one each config patches (made
-    outside inference mode, as a user's model is, so the model keeps its parameter casts)."""
+def make_model(model_name: str):
+    """The model on DEV, made outside inference mode, as a user's model is, so it keeps its
+    parameter casts between forwards."""
     with torch.inference_mode(False):
-        model = stmsearch.create_model(model_name).to(DEV).eval()
+        return stmsearch.create_model(model_name).to(DEV).eval()
+
+
+def pair(model_name: str):
+    """Two copies of one model: the unreduced reference and the one each config patches."""
+    model = make_model(model_name)
+    with torch.inference_mode(False):
         return model, copy.deepcopy(model)
 
 
@@ -156,7 +162,7 @@ def profile(model_name: str, batch: int, dtype: str, name: str, level: float, to
 
     activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if sort.startswith("cpu") else [])
 
-    model = pair(model_name)[0]
+    model = make_model(model_name)
     cfg = for_reduction(stmsearch.MergeConfig(**VARIANTS[name]), level, len(model.layers))
     x = torch.randn(batch, 3, 224, 224, device=DEV)
     stmsearch.apply(model, cfg)

@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bf16,fp32")
     ap.add_argument("--top", type=int, default=8)
     args = ap.parse_args()
-    model = bm.pair(args.model)[0]
+    model = bm.make_model(args.model)
     x = torch.randn(args.batch, 3, 224, 224, device="cuda")
     full = model.cfg.num_patches + 1
     for dtype in args.dtypes.split(","):

@@ -54,17 +54,17 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
 
 
 def _importance_vectors(step: ft.MergeStep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(features.damage_importance, features.weights_or_none) of ``step``; one kernel for what
+    """(features.damage_importance, features.weights_or_none) of ``step``: one kernel for what
     derives from the importance (the damage scale, ``norm`` weights), torch for other weights."""
     cfg = step.config
-    damage = None if cfg.importance == "none" else cfg.importance_power
-    if cfg.weights not in ("norm", "mean"):
-        return (None if damage is None else mt.importance_vectors(ft.importance(step), step.state["sizes"], damage,
-                                                                  None)[0]), ft.weights(step)
+    damage_power = None if cfg.importance == "none" else cfg.importance_power
     weight_power = cfg.weight_power if cfg.weights == "norm" else None
-    if damage is None and weight_power is None:
-        return None, None
-    return mt.importance_vectors(ft.importance(step), step.state["sizes"], damage, weight_power)
+    damage, weight = None, None
+    if damage_power is not None or weight_power is not None:
+        damage, weight = mt.importance_vectors(ft.importance(step), step.state["sizes"], damage_power, weight_power)
+    if cfg.weights not in ("norm", "mean"):
+        weight = ft.weights(step)
+    return damage, weight
 
 
 def prune(step: ft.MergeStep) -> fn.Plan:
