@@ -51,15 +51,11 @@ RANDOM_LONGER = 20  # random search runs 20x the trials (it costs nothing), so i
 _TABLE_STM = {"window": 0, "runs": 2, "fading": "estimated", **PINNED_STM}
 HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": c},
                                               **_TABLE_STM}} for c in (6, 14, 22)]
-# The 4-rung ladder's schedules (every layer from layer 0) in the decreasing shape, at STM's knobs when these
-# entries were measured (the ladder's rule then, 2026-12-02; STM's default runs is 3 since issue 15's third
-# selection) and at those the table's STM was built with (window 8, runs 2, estimated: its defaults then):
-# they show how much of the front's fast end a ladder's knob values decide (bench/SEARCH.md); not a shipped rule.
-_NOW_STM = {"window": 0, "runs": 4, "fading": "fixed", **PINNED_STM}
-_BUILT_STM = {"window": 8, "runs": 2, "fading": "estimated", **PINNED_STM}
-DECREASING = {tag: [{"name": f"dec-{tag}-{c}", "config": {"method": "stm", "schedule": {
-    "start": 0, "interval": 1, "count": c, "shape": "decreasing"}, **knobs}} for c in (2, 10, 14, 22)]
-    for tag, knobs in (("now", _NOW_STM), ("built", _BUILT_STM))}
+# The 4-rung ladder's rule before 2026-12-03 (the first shape, constant, at every rung), at STM's defaults:
+# the ladder's rule now picks each rung's densest shape (stmsearch/search/ladder.py; decreasing in the demo).
+_DEFAULT_STM = {"window": 0, "runs": 3, "fading": "fixed", **PINNED_STM}
+CONSTANT_LADDER = [{"name": f"const-{c}", "config": {"method": "stm", "schedule": {
+    "start": 0, "interval": 1, "count": c, "shape": "constant"}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
 # benchmark name -> the space's sampler block (as a search space writes it)
 SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {"name": "random"},
@@ -75,9 +71,7 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe-s10-ladder4": {"name": "tpe", "seed_ladder": 4},
     "random-ladder4": {"name": "random", "seed_ladder": 4},
     "pls-s5-ladder4": {"name": "pls", "n_startup_trials": 5, "seed_ladder": 4},  # TPE + Pareto local search
-    "tpe-s5-dec": {"name": "tpe", "n_startup_trials": 5, "seeds": DECREASING["now"]},
-    "tpe-s5-dec-built": {"name": "tpe", "n_startup_trials": 5, "seeds": DECREASING["built"]},
-    "pls-s5-ladder4": {"name": "pls", "n_startup_trials": 5, "seed_ladder": 4},  # TPE + Pareto local search
+    "tpe-s5-const4": {"name": "tpe", "n_startup_trials": 5, "seeds": CONSTANT_LADDER},  # the ladder's former rule
     "gp": {"name": "gp"},
     "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
 }

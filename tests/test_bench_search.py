@@ -16,6 +16,7 @@ from bench import bench_search
 from bench.tabular.grid import PIN_SETS, discrete_space, distinct_configs, row_key
 from bench.tabular.table import TableError, load_table
 from stmsearch.evaluation.api import evaluate
+from stmsearch.merging.config import MergeConfig
 from stmsearch.search.params import clip_to_capacity, config_from_params, grid
 from stmsearch.search.space import model_geometry
 
@@ -189,20 +190,22 @@ def test_random_runs_longer_and_seeds_can_start_later(tiny, tmp_path):
 
 
 def test_a_table_built_before_a_config_field_existed_still_finds_its_rows(tiny, tmp_path):
-    # rows written before MergeConfig had `damage` (a field added later, at its old behaviour's default)
+    # rows written before MergeConfig had `neighbourhood` (as if a field added later, at its old behaviour's
+    # default: the rows ran with it)
+    field, default = "neighbourhood", MergeConfig.model_fields["neighbourhood"].default
     with gzip.open(tiny, "rt") as f:
         data = json.load(f)
     for row in data["rows"]:
         if row["config"] is not None:
-            del row["config"]["damage"]
+            assert row["config"].pop(field) == default
             key = json.loads(row["key"])
-            del key["damage"]
+            del key[field]
             row["key"] = json.dumps(key, sort_keys=True, separators=(",", ":"))
     old = tmp_path / "old.json.gz"
     with gzip.open(old, "wt") as f:
         json.dump(data, f)
     before, now = load_table(old), load_table(tiny)
-    assert before.space.methods[0].knobs["damage"] == now.space.methods[0].knobs["damage"]
+    assert before.space.methods[0].knobs[field] == now.space.methods[0].knobs[field]
     for p in all_params(now.space):
         assert before.metrics(p) == now.metrics(p)
 

@@ -2,9 +2,11 @@
 
 A search's hypervolume is mostly decided by how early it finds points along the whole speed
 axis, the fast end especially (bench/SEARCH.md). ``seed_ladder: N`` in a space adds N seed
-configs that span that axis by rule, not by hand: the unreduced reference's parameters (the
-space's first method, lowest start and interval, first shape: the densest schedule it has)
-with the per-layer count stepped evenly across its range, lowest to highest. Each ranged knob
+configs that span that axis by rule, not by hand: the space's first method at its lowest start
+and interval, with the per-layer count stepped evenly across its range, lowest to highest, each
+rung in the space's shape that removes the most token-layers at that count (after capping to
+capacity; the first such shape on a tie): the densest schedules the space has, so the heavy
+rungs reach the fast end (a constant shape stops short of it: bench/SEARCH.md). Each ranged knob
 takes the method's default where the space's range holds it (the defaults are chosen for
 fidelity, bench/bench_fidelity.py), else its least value; fixed knobs keep their value. So
 every ladder config is a point of the space (a tabular benchmark holds it), and a heavy rung
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..merging.config import MergeConfig
+from ..merging.schedule import token_reduction, walk
 from .space import (LADDER_PREFIX, Categorical, FloatRange, FreeSpace, IntRange, SearchSpace, Seed, knob_values,
                     model_geometry, schedule_counts)
 
@@ -52,11 +55,25 @@ def _knobs(space: SearchSpace) -> dict[str, Any]:
             for name, spec in method.knobs.items()}
 
 
+def _densest(space: SearchSpace, method: str, knobs: dict[str, Any], schedule: dict[str, Any]) -> dict[str, Any]:
+    """``schedule`` in the space's shape that removes the most token-layers (the first such on a tie)."""
+    shapes = knob_values(space.schedule.shape) if space.schedule.shape is not None else []
+    if len(shapes) < 2:
+        return schedule
+    depth, tokens = model_geometry(space.model)
+
+    def reduction(shape: Any) -> float:
+        cfg = MergeConfig(method=method, schedule={**schedule, "shape": shape}, **knobs)
+        return token_reduction(walk(cfg, depth, tokens, clip=True).tokens, tokens)
+
+    return {**schedule, "shape": max(shapes, key=reduction)}  # max keeps the first of equals
+
+
 def ladder_seeds(space: SearchSpace) -> list[Seed]:
     """The space's ``seed_ladder`` rungs as seeds (none when it is 0)."""
     if not space.seed_ladder:
         return []
-    sched = space.schedule
+    sched, method = space.schedule, space.methods[0].name
     knobs = _knobs(space)
     out = []
     for name, count in zip(ladder_names(space.seed_ladder), rungs(schedule_counts(sched), space.seed_ladder)):
@@ -65,8 +82,8 @@ def ladder_seeds(space: SearchSpace) -> list[Seed]:
         else:
             schedule = {k: _least(getattr(sched, k)) for k in ("start", "interval", "shape", "steps")
                         if getattr(sched, k) is not None}
-            schedule["count"] = count
-        out.append(Seed(name=name, config={"method": space.methods[0].name, "schedule": schedule, **knobs}))
+            schedule = _densest(space, method, knobs, {**schedule, "count": count})
+        out.append(Seed(name=name, config={"method": method, "schedule": schedule, **knobs}))
     return out
 
 
