@@ -139,7 +139,9 @@ register_method(Method(
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
     flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum"),
     # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
-    # measurable cost (shipped latency tables stay valid)
+    # measurable cost (shipped latency tables stay valid). So are edges and drop (one more top-k for drops;
+    # on the CPU the same torch plan), though on a GPU both take the torch plan instead of the fast one: the
+    # latency model prices them as blocks; time them measured where that matters
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
