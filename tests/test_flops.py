@@ -77,6 +77,8 @@ METHODS = {
     "stm-2d": dict(method="stm", neighbourhood="2d", schedule=[0] + [6] * 4, fading="fixed"),
     "stm-asym-dt": dict(method="stm", schedule=[0] + [6] * 4, symmetric=False, runs=3, metric="dt",
                         weights="dt", size_aware_decay=True),
+    "stm-free-drop": dict(method="stm", schedule=[0] + [6] * 4, edges="free", drop=0.5),
+    "stm-sym-drop": dict(method="stm", schedule=[0] + [6] * 4, symmetric=True, drop=0.25),
     "tome": dict(method="tome", metric="x", schedule=[4] * 4),
     "prune": dict(method="prune", schedule=[4] * 4),
     "random": dict(method="random", schedule=[4] * 4),

@@ -45,14 +45,16 @@ configs = st.builds(
     importance=st.sampled_from(["none", "min", "max", "mean"]),
     importance_power=st.sampled_from([1.0, 4.0, 8.0]),
     weight_power=st.sampled_from([0.5, 1.0, 4.0]),
+    edges=st.sampled_from(["blocks", "free"]),
+    drop=st.sampled_from([0.0, 0.5, 1.0]),
 )
 
 
 def valid(d):
-    cfg = MergeConfig(**d)
     try:
+        cfg = MergeConfig(**d)
         cfg.validate_for(DEPTH)
-    except ConfigError:
+    except ValueError:  # ConfigError, or a refused combination (free edges or drops with 2d cells)
         return None
     return cfg
 

@@ -81,6 +81,12 @@ class MergeConfig(BaseModel):
     weight_power: float = Field(1.0, gt=0.0, le=8.0)
     # ``importance`` as importance ** importance_power (over the image's mean): steeper above 1
     importance_power: float = Field(1.0, gt=0.0, le=8.0)
+    # STM's candidate pairs: ``blocks`` (inside fixed blocks of ``runs`` tokens, shifted each layer) or
+    # ``free`` (any adjacent pair on one side of the window, chains of any length); 1d only
+    edges: Literal["blocks", "free"] = "blocks"
+    # the share of each layer's STM merges that drop the faintest tokens (pruning's order) into their outward
+    # neighbour at weight 0, wherever they are; STM's damage chooses the rest (0: none); 1d only
+    drop: float = Field(0.0, ge=0.0, le=1.0)
     size_aware_decay: bool = False
     seed: int = 0  # random method
 
@@ -114,6 +120,8 @@ class MergeConfig(BaseModel):
                 raise ValueError(f"schedule[{bad[0]}]: negative token count {self.schedule[bad[0]]}")
         if self.neighbourhood == "2d" and self.runs > 4:
             raise ValueError("runs: a 2d cell holds at most 4 tokens, got runs=%d" % self.runs)
+        if self.neighbourhood == "2d" and (self.edges != "blocks" or self.drop):
+            raise ValueError("edges: free and drop are 1d neighbourhood knobs (2d merges within cells)")
         return self
 
     @property

@@ -141,30 +141,72 @@ def chain_plan(edges: torch.Tensor, weight: torch.Tensor, r: int) -> Plan:
     return Plan(starts.long().cumsum(1) - 1, weight, starts, starts.shape[1] - r)
 
 
+def free_edges(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
+    """(B, T-1) True where edge (i, i+1) joins two eligible tokens on one side of the class token
+    (no blocks: chains of any length)."""
+    pos = positions(cls.shape[0], t, cls.device)
+    rel = pos - cls[:, None]
+    dist = rel.abs() - window - 1
+    same_side = torch.sign(rel[:, :-1]) == torch.sign(rel[:, 1:])
+    return (dist[:, :-1] >= 0) & (dist[:, 1:] >= 0) & same_side
+
+
+def drop_edges(importance: torch.Tensor, cls: torch.Tensor, window: int, k: int,
+               where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pruning's choice in edge form: the ``k`` faintest eligible tokens (``importance`` (B, T)), each
+    joining its outward neighbour (the one farther from the class token). Returns (edges (B, T-1), dropped
+    (B, T)). Edge (i, i+1) drops its inner member (i + 1 before the class token, i after it), so each
+    token has one edge and the outermost token of any chain is never dropped: every merged token keeps a
+    member that was not dropped. ``where`` (B, T-1) restricts the edges (a side)."""
+    b, t = importance.shape
+    allowed = free_edges(cls, t, window) if where is None else free_edges(cls, t, window) & where
+    before = positions(b, t - 1, cls.device) < cls[:, None]
+    inner = torch.where(before, importance[:, 1:], importance[:, :-1]).float()
+    edges = choose_edges(inner, allowed, k) if k else torch.zeros_like(allowed)
+    dropped = torch.zeros(b, t, dtype=torch.bool, device=cls.device)
+    dropped[:, 1:] |= edges & before
+    dropped[:, :-1] |= edges & ~before
+    return edges, dropped
+
+
 def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: int, layer: int,
            symmetric: bool, fading: float | torch.Tensor | None, weight: torch.Tensor, damage_kind: str = "cosine",
-           importance: torch.Tensor | None = None, importance_kind: str = "min") -> Plan:
+           importance: torch.Tensor | None = None, importance_kind: str = "min", edges: str = "blocks",
+           drop: float = 0.0, magnitude: torch.Tensor | None = None) -> Plan:
     """STM with 1-D neighbours: runs of up to ``runs`` adjacent tokens in scan order.
 
     Damage of an edge = :func:`pair_damage` (``damage_kind``) * gamma^distance-to-class-token (if
     ``fading`` gamma is given: a float, or a tensor of one or one per image), * :func:`importance_scale`
     if ``importance`` (B, T) is given. Symmetric: ``split_sides`` merges on each side.
+    ``edges``: ``blocks`` (runs of up to ``runs`` inside fixed blocks) or ``free`` (any adjacent eligible
+    pair, chains of any length). ``drop``: this share of each side's merges (rounded down) drops the
+    faintest tokens (``magnitude`` (B, T), pruning's order) into their outward neighbour at weight 0,
+    anywhere outside the window; STM's damage chooses the rest.
     """
     b, t, _ = metric.shape
     damage = pair_damage(metric[:, :-1], metric[:, 1:], weight[:, :-1], weight[:, 1:], damage_kind)
     if importance is not None:
         damage = damage * importance_scale(importance[:, :-1].float(), importance[:, 1:].float(), importance_kind)
     damage = fade(damage, fading, (positions(b, t - 1, metric.device) - cls[:, None]).abs().float())
-    allowed = block_edges(cls, t, window, runs, layer)
-    if not symmetric:
-        return chain_plan(choose_edges(damage, allowed, r), weight, r)
-    before = positions(b, t - 1, metric.device) < cls[:, None]
-    left, right = split_sides(r, layer)
-    edges = torch.zeros_like(allowed)
-    for side, k in ((before, left), (~before, right)):
-        if k:
-            edges |= choose_edges(damage, allowed & side, k)
-    return chain_plan(edges, weight, r)
+    allowed = block_edges(cls, t, window, runs, layer) if edges == "blocks" else free_edges(cls, t, window)
+    if symmetric:
+        before = positions(b, t - 1, metric.device) < cls[:, None]
+        parts = [(side, k) for side, k in zip((before, ~before), split_sides(r, layer)) if k]
+    else:
+        parts = [(None, r)]
+    chosen, dropped = torch.zeros_like(allowed), None
+    for side, k in parts:
+        k_drop = int(drop * k) if magnitude is not None else 0
+        if k_drop:
+            gone, out = drop_edges(magnitude, cls, window, k_drop, side)
+            chosen |= gone
+            dropped = out if dropped is None else dropped | out
+        ok = allowed & ~chosen if side is None else allowed & side & ~chosen
+        if k - k_drop:
+            chosen |= choose_edges(damage, ok, k - k_drop)
+    if dropped is not None:
+        weight = weight * (~dropped).to(weight.dtype)
+    return chain_plan(chosen, weight, r)
 
 
 def random_score(cls: torch.Tensor, t: int, window: int, layer: int, draw: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,8 @@ METRIC = {"type": "categorical", "choices": ["hidden", "x", "B", "dt"]}
 # --- stm ---------------------------------------------------------------------------------------------------
 def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
-    if cfg.neighbourhood == "1d" and fast.enabled(step.residual):
+    # the fast path implements blocks without drops; free edges and drops take the torch path
+    if cfg.neighbourhood == "1d" and cfg.edges == "blocks" and not cfg.drop and fast.enabled(step.residual):
         return fast.stm_1d(step)
     args = (ft.metric(step), step.cls)
     scale = {} if cfg.importance == "none" else {"importance": ft.damage_importance(step),
@@ -105,8 +106,10 @@ def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     if cfg.neighbourhood == "2d":
         return fn.stm_2d(*args, step.state["rep"], step.state["grid"], step.r, step.window, cfg.runs, step.layer,
                          cfg.symmetric, ft.fading(step), ft.weights(step), cfg.damage, **scale)
+    extra = {} if cfg.edges == "blocks" and not cfg.drop else {"edges": cfg.edges, "drop": cfg.drop,
+                                                                 "magnitude": ft.importance(step)}
     return fn.stm_1d(*args, step.r, step.window, cfg.runs, step.layer, cfg.symmetric, ft.fading(step),
-                     ft.weights(step), cfg.damage, **scale)
+                     ft.weights(step), cfg.damage, **scale, **extra)
 
 
 def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> int:
@@ -116,7 +119,10 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
             return symmetric_capacity(*sides(tokens, cls, cfg.protect), layer, lambda n: cell_capacity(n, left, cfg.runs),
                                       lambda n: cell_capacity(n, right, cfg.runs))
         return cell_capacity(eligible(tokens, cfg.protect), left + right, cfg.runs)
-    cap = lambda n: side_capacity(n, cfg.runs, block_offset(layer, cfg.runs))  # noqa: E731
+    if cfg.edges == "free":  # any adjacent pair on one side: all but one token a side
+        cap = lambda n: max(0, n - 1)  # noqa: E731
+    else:
+        cap = lambda n: side_capacity(n, cfg.runs, block_offset(layer, cfg.runs))  # noqa: E731
     if cfg.symmetric:
         return symmetric_capacity(*sides(tokens, cls, cfg.protect), layer, cap)
     return worst_split(eligible(tokens, cfg.protect), cap)
@@ -133,7 +139,9 @@ register_method(Method(
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
     flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum"),
     # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
-    # measurable cost (shipped latency tables stay valid)
+    # measurable cost (shipped latency tables stay valid). So are edges and drop (one more top-k for drops;
+    # on the CPU the same torch plan), though on a GPU both take the torch plan instead of the fast one: the
+    # latency model prices them as blocks; time them measured where that matters
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
@@ -143,7 +151,9 @@ register_method(Method(
            "damage": {"type": "categorical", "choices": ["cosine", "ward"]},
            "importance": {"type": "categorical", "choices": ["none", "min", "max", "mean"]},
            "importance_power": {"type": "categorical", "choices": [1.0, 2.0, 4.0, 8.0]},
-           "weight_power": {"type": "categorical", "choices": [0.5, 1.0, 2.0, 4.0]}},
+           "weight_power": {"type": "categorical", "choices": [0.5, 1.0, 2.0, 4.0]},
+           "edges": {"type": "categorical", "choices": ["blocks", "free"]},
+           "drop": {"type": "categorical", "choices": [0.0, 0.25, 0.5, 0.75]}},
     example={"schedule": [0] + [6] * 4},
     description="Sequential Token Merging: adjacent runs in scan order, symmetric about the class token"))
 
