@@ -111,19 +111,29 @@ def importance_scale(ia: torch.Tensor, ib: torch.Tensor, kind: str) -> torch.Ten
     return (ia + ib) / 2
 
 
+def _edge_distances(cls: torch.Tensor, t: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) each token's offset from the class token and its distance past the window (0 for the
+    first eligible token on either side, negative inside the window)."""
+    rel = positions(cls.shape[0], t, cls.device) - cls[:, None]
+    return rel, rel.abs() - window - 1
+
+
+def free_edges(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
+    """(B, T-1) True where edge (i, i+1) joins two eligible tokens on one side of the class token
+    (no blocks: chains of any length)."""
+    rel, dist = _edge_distances(cls, t, window)
+    same_side = torch.sign(rel[:, :-1]) == torch.sign(rel[:, 1:])
+    return (dist[:, :-1] >= 0) & (dist[:, 1:] >= 0) & same_side
+
+
 def block_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int) -> torch.Tensor:
     """(B, T-1) True where edge (i, i+1) lies inside one block of ``runs`` eligible tokens.
 
     Blocks are counted outwards from the protection window on each side, so both sides
     see the same layout and no edge crosses the window or the class token.
     """
-    pos = positions(cls.shape[0], t, cls.device)
-    rel = pos - cls[:, None]
-    dist = rel.abs() - window - 1  # 0 for the first eligible token on either side
-    block = torch.div(dist + block_offset(layer, runs), runs, rounding_mode="floor")
-    same_side = torch.sign(rel[:, :-1]) == torch.sign(rel[:, 1:])
-    eligible = (dist[:, :-1] >= 0) & (dist[:, 1:] >= 0) & same_side
-    return eligible & (block[:, :-1] == block[:, 1:])
+    block = torch.div(_edge_distances(cls, t, window)[1] + block_offset(layer, runs), runs, rounding_mode="floor")
+    return free_edges(cls, t, window) & (block[:, :-1] == block[:, 1:])
 
 
 def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.Tensor:
@@ -141,16 +151,6 @@ def chain_plan(edges: torch.Tensor, weight: torch.Tensor, r: int) -> Plan:
     return Plan(starts.long().cumsum(1) - 1, weight, starts, starts.shape[1] - r)
 
 
-def free_edges(cls: torch.Tensor, t: int, window: int) -> torch.Tensor:
-    """(B, T-1) True where edge (i, i+1) joins two eligible tokens on one side of the class token
-    (no blocks: chains of any length)."""
-    pos = positions(cls.shape[0], t, cls.device)
-    rel = pos - cls[:, None]
-    dist = rel.abs() - window - 1
-    same_side = torch.sign(rel[:, :-1]) == torch.sign(rel[:, 1:])
-    return (dist[:, :-1] >= 0) & (dist[:, 1:] >= 0) & same_side
-
-
 def drop_edges(importance: torch.Tensor, cls: torch.Tensor, window: int, k: int,
                where: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pruning's choice in edge form: the ``k`` faintest eligible tokens (``importance`` (B, T)), each
@@ -159,7 +159,9 @@ def drop_edges(importance: torch.Tensor, cls: torch.Tensor, window: int, k: int,
     token has one edge and the outermost token of any chain is never dropped: every merged token keeps a
     member that was not dropped. ``where`` (B, T-1) restricts the edges (a side)."""
     b, t = importance.shape
-    allowed = free_edges(cls, t, window) if where is None else free_edges(cls, t, window) & where
+    allowed = free_edges(cls, t, window)
+    if where is not None:
+        allowed = allowed & where
     before = positions(b, t - 1, cls.device) < cls[:, None]
     inner = torch.where(before, importance[:, 1:], importance[:, :-1]).float()
     edges = choose_edges(inner, allowed, k) if k else torch.zeros_like(allowed)
