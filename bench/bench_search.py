@@ -52,10 +52,14 @@ _TABLE_STM = {"window": 0, "runs": 2, "fading": "estimated", **PINNED_STM}
 HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"start": 2, "interval": 2, "count": c},
                                               **_TABLE_STM}} for c in (6, 14, 22)]
 # The 4-rung ladder's rule before 2026-12-03 (the first shape, constant, at every rung), at STM's defaults:
-# the ladder's rule now picks each rung's densest shape (stmsearch/search/ladder.py; decreasing in the demo).
+# the ladder's rule now picks each rung's densest shape and widens the window with the rung (stmsearch/search/ladder.py).
 _DEFAULT_STM = {"window": 0, "runs": 3, "fading": "fixed", **PINNED_STM}
 CONSTANT_LADDER = [{"name": f"const-{c}", "config": {"method": "stm", "schedule": {
     "start": 0, "interval": 1, "count": c, "shape": "constant"}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
+# The ladder's rule before the window rose with the rung (2026-12-03, fourth pass): densest shape, every rung at
+# STM's default window 0, so its 14-token rung sits just below min_accuracy (0.489; bench/SEARCH.md).
+DENSE_W0_LADDER = [{"name": f"dense-{c}", "config": {"method": "stm", "schedule": {
+    "start": 0, "interval": 1, "count": c, "shape": "decreasing"}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
 # benchmark name -> the space's sampler block (as a search space writes it)
 SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {"name": "random"},
@@ -71,7 +75,8 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe-s10-ladder4": {"name": "tpe", "seed_ladder": 4},
     "random-ladder4": {"name": "random", "seed_ladder": 4},
     "pls-s5-ladder4": {"name": "pls", "n_startup_trials": 5, "seed_ladder": 4},  # TPE + Pareto local search
-    "tpe-s5-const4": {"name": "tpe", "n_startup_trials": 5, "seeds": CONSTANT_LADDER},  # the ladder's former rule
+    "tpe-s5-const4": {"name": "tpe", "n_startup_trials": 5, "seeds": CONSTANT_LADDER},  # the ladder's rule of 12-02
+    "tpe-s5-w0ladder4": {"name": "tpe", "n_startup_trials": 5, "seeds": DENSE_W0_LADDER},  # its rule until 12-03
     "gp": {"name": "gp"},
     "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
 }

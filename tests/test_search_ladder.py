@@ -62,8 +62,9 @@ def test_ladder_is_the_reference_schedule_stepped_across_the_speed_axis(tmp_path
         sched = cfg.schedule
         assert (sched.start, sched.interval) == (ref["start"], ref["interval"])
         assert sched.shape == densest_shape(space, cfg)
-        # a knob takes the method's default where the space's range holds it, else its least value
-        for knob in ("runs", "fading", "window"):
+        # a knob takes the method's default where the space's range holds it, else its least value (the window
+        # rises with the rung instead: its own test below)
+        for knob in ("runs", "fading"):
             values = knob_values(space.methods[0].knobs[knob])
             want = getattr(defaults, knob) if getattr(defaults, knob) in values else values[0]
             assert getattr(cfg, knob) == want
@@ -74,6 +75,44 @@ def test_ladder_is_the_reference_schedule_stepped_across_the_speed_axis(tmp_path
     counts = [seed_config(space, s.name).schedule.count for s in ladder]
     assert counts[0] == min(knob_values(space.schedule.count)) and counts[-1] == max(knob_values(space.schedule.count))
     assert all(b > a for a, b in zip(reductions, reductions[1:]))  # light to heavy
+
+
+def windows_of(space) -> list:
+    return [seed_config(space, s.name).window for s in ladder_seeds(space)]
+
+
+@pytest.mark.parametrize("window, rungs_, want", [
+    ({"type": "int", "low": 0, "high": 8, "step": 4}, 4, [0, 4, 4, 8]),  # fewer values than rungs: some repeat
+    ({"type": "int", "low": 0, "high": 12, "step": 2}, 4, [0, 4, 8, 12]),  # the demo's range
+    ({"type": "int", "low": 0, "high": 12, "step": 2}, 2, [0, 12]),
+    ({"type": "categorical", "choices": [8, 0, 4]}, 3, [0, 4, 8]),  # by value, not by the order listed
+])
+def test_the_window_rises_with_the_rung_from_the_default_to_the_widest(tmp_path, window, rungs_, want):
+    data = copy.deepcopy(BASE)
+    data["methods"][0]["knobs"]["window"], data["seed_ladder"] = window, rungs_
+    space = space_of(tmp_path, data)
+    got = windows_of(space)
+    assert got[0] == MergeConfig(method="stm").protect and got == sorted(got) == want
+    assert got[-1] == max(knob_values(space.methods[0].knobs["window"]))
+    ref = reference_params(space)
+    for seed in ladder_seeds(space):  # each rung with its window is still a point of the space
+        cfg = seed_config(space, seed.name)
+        assert config_from_params(space, {**ref, **project(space, cfg)}) == cfg
+
+
+def test_the_window_starts_at_the_least_value_when_the_range_leaves_the_default_out(tmp_path):
+    data = copy.deepcopy(BASE)
+    default = MergeConfig(method="stm").protect
+    data["methods"][0]["knobs"]["window"] = {"type": "int", "low": default + 2, "high": default + 10, "step": 2}
+    assert windows_of(space_of(tmp_path, data)) == [default + 2, default + 4, default + 8, default + 10]
+
+
+def test_a_fixed_or_unsearched_window_is_kept_at_every_rung(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["methods"][0]["knobs"]["window"] = 4
+    assert windows_of(space_of(tmp_path, data, "a.yaml")) == [4] * 4
+    del data["methods"][0]["knobs"]["window"]
+    assert windows_of(space_of(tmp_path, data, "b.yaml")) == [None] * 4  # the method's own default, unset
 
 
 def densest_shape(space, cfg) -> str:
