@@ -73,7 +73,7 @@ def test_fast_equals_torch_interp(case: dict) -> None:
     _compare(model, images, case, [0, 0, 9, 0, 0, 7] + [0] * 6)
 
 
-KERNELS = {"stm": ["edge_scores", "chain_plan", "merge_segments"], "random": ["chain_plan", "merge_segments"],
+KERNELS = {"stm": ["edge_scores", "select_chain", "merge_segments"], "random": ["select_chain", "merge_segments"],
            "prune": ["prune_plan", "merge_segments"], "tome": ["tome_plan", "merge_segments"]}
 
 
@@ -84,7 +84,7 @@ def test_kernels_are_used_interp(monkeypatch, method: str) -> None:
     from stmsearch.ops import merge_triton as mt
 
     calls = []
-    for name in ("edge_scores", "chain_plan", "prune_plan", "tome_plan", "merge_segments"):
+    for name in ("edge_scores", "select_chain", "prune_plan", "tome_plan", "merge_segments"):
         original = getattr(mt, name)
         monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     model = stmsearch.create_model("vim_proxy").eval()
@@ -105,7 +105,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 3} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 4} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 @interp
@@ -125,6 +125,47 @@ def test_importance_vectors_equal_the_features_interp() -> None:
         torch.testing.assert_close(w, sizes * ft.powered(imp.clamp_min(1e-6), p), rtol=1e-5, atol=0)
     dmg, w = mt.importance_vectors(imp, sizes, None, 2.0)
     assert dmg is None and w is not None
+
+
+@interp
+def test_select_chain_equals_torch_choice_interp() -> None:
+    """The one-launch choice and chain plan: torch's choose_edges + chain_plan (ties, as identical
+    tokens give, to the earlier edge), per side, with random's block mask applied in the kernel and a
+    shared (stride 0) score row, and a shortage flagged."""
+    from stmsearch.merging.capacity import block_offset
+    from stmsearch.ops import merge_triton as mt
+
+    torch.manual_seed(4)
+    for b, t, r, left, cls in ((3, 21, 6, None, 10), (2, 40, 9, 4, 20), (2, 37, 5, 0, 3), (2, 30, 7, None, 0)):
+        score = torch.randint(0, 4, (b, t - 1)).float()  # many ties
+        score[:, ::5] = fn._BIG
+        cls_t = torch.full((b,), cls)
+        if left is None:
+            ref = fn.choose_edges(score, score < fn._BIG / 2, r)
+        else:
+            before = fn.positions(b, t - 1, score.device) < cls_t[:, None]
+            ref = torch.zeros_like(before)
+            for side, k in ((before, left), (~before, r - left)):
+                if k:
+                    ref |= fn.choose_edges(score, (score < fn._BIG / 2) & side, k)
+        plan = fn.chain_plan(ref, None, r)
+        index, keep, first, ok = mt.select_chain(score, cls_t, r, left)
+        assert ok.all() and torch.equal(index, plan.index) and torch.equal(keep, plan.keep)
+        pos = torch.arange(t)
+        for i in range(b):
+            for j in range(t - r):
+                assert pos[index[i] == j].tolist() == list(range(int(first[i, j]), int(first[i, j + 1])))
+    draw = torch.rand(24)
+    for layer, window in ((0, 0), (3, 2)):
+        cls_t = torch.tensor([12, 12])
+        ref = fn.random_plan(cls_t, 25, 6, window, layer, torch.ones(2, 25), draw)
+        pairs = (window, 2, block_offset(layer, 2))
+        index, keep, first, ok = mt.select_chain(draw.expand(2, -1), cls_t, 6, None, pairs)
+        assert ok.all() and torch.equal(index, ref.index) and torch.equal(keep, ref.keep)
+    *_, ok = mt.select_chain(torch.rand(1, 8), torch.tensor([4]), 3, None, (2, 2, 0))  # 2 pairs outside the window
+    assert not ok.any()
+    *_, ok = mt.select_chain(torch.rand(1, 8), torch.tensor([2]), 4, 3)  # 2 edges before the class token
+    assert not ok.any()
 
 
 @interp

@@ -21,22 +21,20 @@ def enabled(x: torch.Tensor) -> bool:
     return os.environ.get("STMSEARCH_FAST_MERGE", "1") != "0" and mt.fast_merge_available(x)
 
 
-def chain(score: torch.Tensor, r: int, weight: torch.Tensor | None, sides: tuple[torch.Tensor, int, int] | None = None
-          ) -> fn.Plan:
-    """Merge along the ``r`` least-scored edges of ``score`` (B, T-1), ``BIG`` = not allowed.
-
-    ``sides`` (before, left, right): pick ``left`` edges where ``before`` and ``right`` elsewhere.
-    """
-    if sides is None:
-        top = score.topk(r, dim=-1, largest=False).indices
-    else:
-        before, left, right = sides
-        big = torch.full_like(score, mt.BIG)
-        top = torch.cat([torch.where(side, score, big).topk(k, dim=-1, largest=False).indices
-                         for side, k in ((before, left), (~before, right)) if k], dim=1)
-    index, keep, first, ok = mt.chain_plan(top, score)
+def chain(score: torch.Tensor, cls: torch.Tensor, r: int, weight: torch.Tensor | None, left: int | None = None,
+          blocks: tuple[int, int, int] | None = None) -> fn.Plan:
+    """Merge along the ``r`` least-scored edges of ``score`` (B, T-1) (``BIG`` = not allowed): see
+    :func:`stmsearch.ops.merge_triton.select_chain` for ``left`` (a side's share) and ``blocks``."""
+    index, keep, first, ok = mt.select_chain(score, cls, r, left, blocks)
     fn._check(ok.all(), fn.SHORTAGE.format(r))
-    return fn.Plan(index, weight, keep, score.shape[1] + 1 - r, first)
+    return fn.Plan(index, weight, keep, index.shape[1] - r, first)
+
+
+def random(step: ft.MergeStep, draw: torch.Tensor) -> fn.Plan:
+    """:func:`functions.random_plan` for ``step``: one draw per edge, shared by the batch (a row
+    stride of 0), masked to pairs in the kernel."""
+    pairs = (step.window, 2, block_offset(step.layer, 2))
+    return chain(draw.expand(step.cls.shape[0], -1), step.cls, step.r, ft.weights_or_none(step), blocks=pairs)
 
 
 def stm_1d(step: ft.MergeStep) -> fn.Plan:
@@ -46,11 +44,8 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     importance, weight = _importance_vectors(step)
     score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
                            weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
-    sides = None
-    if cfg.symmetric:
-        left, right = split_sides(step.r, step.layer)
-        sides = (fn.positions(score.shape[0], score.shape[1], score.device) < step.cls[:, None], left, right)
-    return chain(score, step.r, weight, sides)
+    left = split_sides(step.r, step.layer)[0] if cfg.symmetric else None
+    return chain(score, step.cls, step.r, weight, left)
 
 
 def _importance_vectors(step: ft.MergeStep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -83,7 +78,9 @@ def tome(step: ft.MergeStep) -> fn.Plan:
 
 
 def merge(info: dict, residual: torch.Tensor, plan: fn.Plan) -> torch.Tensor:
-    """:func:`patch.reduce_tokens`' merge and its patch-count and grid-anchor update for a plan of runs, in one kernel."""
-    out, info["sizes"], info["rep"] = mt.merge_segments(residual, plan.weight, plan.first, plan.keep,
-                                                        info["sizes"], info["rep"], plan.order)
+    """:func:`patch.reduce_tokens` for a plan of runs in one kernel: the merge and the update of the
+    patch counts, grid anchors and class-token index."""
+    out, info["sizes"], info["rep"], info["cls"] = mt.merge_segments(residual, plan.weight, plan.first, plan.keep,
+                                                                     info["sizes"], info["rep"], info["cls"],
+                                                                     plan.order)
     return out

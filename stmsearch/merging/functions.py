@@ -139,7 +139,9 @@ def block_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int) -
 def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.Tensor:
     """(B, E) bool: the ``r`` allowed edges of least damage in every row."""
     score = torch.where(allowed, damage, torch.full_like(damage, _BIG))
-    top = score.topk(r, dim=-1, largest=False).indices
+    # a stable sort, not topk: ties (e.g. identical tokens, damage 0) go to the earlier edge on every
+    # device, as the GPU kernel ranks them (stmsearch.ops.merge_triton.select_chain)
+    top = torch.sort(score, dim=-1, stable=True).indices[:, :r]
     chosen = torch.zeros_like(allowed).scatter_(1, top, True)
     _check((chosen <= allowed).all(), SHORTAGE.format(r))
     return chosen

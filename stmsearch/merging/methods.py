@@ -206,11 +206,10 @@ def _random_draw(step: ft.MergeStep) -> torch.Tensor:
 
 
 def _random_plan(step: ft.MergeStep) -> fn.Plan:
-    args = (step.cls, step.residual.shape[1])
     if fast.enabled(step.residual):
-        return fast.chain(fn.random_score(*args, step.window, step.layer, _random_draw(step)), step.r,
-                          ft.weights_or_none(step))
-    return fn.random_plan(*args, step.r, step.window, step.layer, ft.weights(step), _random_draw(step))
+        return fast.random(step, _random_draw(step))
+    return fn.random_plan(step.cls, step.residual.shape[1], step.r, step.window, step.layer, ft.weights(step),
+                          _random_draw(step))
 
 
 def _pairs_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> int:

@@ -70,9 +70,9 @@ def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: i
                   mixer: BiMamba) -> torch.Tensor:
     """Remove ``r`` tokens from the residual stream and update the shared state."""
     plan = info["method"].plan(MergeStep(info["config"], info, residual, hidden, r, layer, mixer))
-    info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
     if plan.first is not None and fast.enabled(residual):
         return fast.merge(info, residual, plan)
+    info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
     info["sizes"] = fn.reduce_sum(info["sizes"], plan)
     # a slot sits where its kept token sat and keeps that token's patch as its grid anchor
     info["rep"] = info["rep"].gather(1, fn.kept_positions(plan))

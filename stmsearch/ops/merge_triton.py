@@ -9,9 +9,10 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
   not allow the edge. Replaces pair_damage + fading + block_edges.
 - :func:`importance_vectors`: STM's importance-derived per-token vectors (the damage scale and
   the ``norm`` weights, with their powers) in one launch. Replaces ten-odd elementwise launches.
-- :func:`chain_plan`: from the chosen edges (a torch top-k), the plan's slot of every token,
-  its kept flags and each slot's first token; plus a per-row flag that every chosen edge was
-  allowed. Replaces choose_edges' bookkeeping and chain_plan.
+- :func:`select_chain`: the r least-scored edges (ranked in the kernel, per side where STM is
+  symmetric; random's draws masked to blocks there too), the plan's slot of every token, its
+  kept flags and each slot's first token, and a per-row flag that r allowed edges were found.
+  Replaces a torch top-k (two to three launches), choose_edges' bookkeeping and chain_plan.
 - :func:`prune_plan`: importance pruning's whole plan (the r smallest, where the dropped
   tokens' patches go, each slot's first token) in one launch per batch.
 - :func:`tome_plan`: ToMe's whole plan (cosine similarities of every source to every
@@ -19,8 +20,9 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
   per batch. Replaces tome_plan's thirty-odd launches.
 - :func:`merge_segments`: for plans whose slots are runs of consecutive tokens (STM, random,
   pruning), or runs of a listed order (ToMe), the weighted mean of each run, the run's patch
-  count and its kept token's grid anchor, in one pass over the residual stream, with no
-  atomics. Replaces apply_plan, reduce_sum and kept_positions.
+  count, its kept token's grid anchor and the class token's new place, in one pass over the
+  residual stream, with no atomics. Replaces apply_plan, reduce_sum, kept_positions and the
+  class token's gather.
 
 Each equals its torch reference up to float summation order (tests/test_merge_fast.py).
 ``import triton`` is guarded as in :mod:`stmsearch.ops.scan_triton`.
@@ -47,14 +49,34 @@ def _pow2(n: int, floor: int = 16) -> int:
 if _HAVE_TRITON:
 
     @triton.jit
+    def _edge_allowed(e, cls, window, runs, offset, BLOCKED: tl.constexpr):
+        """functions.free_edges (and block_edges where BLOCKED) for edges ``e``: both tokens outside the
+        window on one side, and with blocks, in one block of ``runs`` counted outwards from the window."""
+        rel = e - cls
+        d0 = tl.abs(rel) - window - 1
+        d1 = tl.abs(rel + 1) - window - 1
+        ok = (d0 >= 0) & (d1 >= 0) & ((rel < 0) == (rel + 1 < 0))  # d >= 0 keeps the class token out
+        if BLOCKED:
+            ok = ok & ((d0 + offset) // runs == (d1 + offset) // runs)
+        return ok
+
+    @triton.jit
     def _edge_scores_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, imp_ptr, out_ptr, gamma, C, E,
                             sf_b, sf_t, sf_c, sw_b, s_gamma, s_imp, window, runs, offset,
                             SOFTPLUS: tl.constexpr, WARD: tl.constexpr, UNIT_W: tl.constexpr,
                             FADE: tl.constexpr, IMPORTANCE: tl.constexpr, BLOCKED: tl.constexpr,
-                            BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
+                            BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr, SHIFT: tl.constexpr):
         b = tl.program_id(0)
-        e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
-        m_e = e < E
+        if SHIFT:  # BLOCK_E tokens a program, BLOCK_E - 1 edges: each token read and activated once
+            i = tl.arange(0, BLOCK_E)
+            e = tl.program_id(1) * (BLOCK_E - 1) + i
+            m_e = (e < E) & (i < BLOCK_E - 1)
+            m_t = e < E + 1
+            nxt = tl.minimum(i + 1, BLOCK_E - 1)
+        else:
+            e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
+            m_e = e < E
+            m_t = m_e
         base = f_ptr + b * sf_b
         sq = tl.zeros((BLOCK_E,), tl.float32)
         dot = tl.zeros((BLOCK_E,), tl.float32)
@@ -62,14 +84,19 @@ if _HAVE_TRITON:
         nb = tl.zeros((BLOCK_E,), tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
-            m = m_e[:, None] & (c < C)[None, :]
+            m = m_t[:, None] & (c < C)[None, :]
             a = tl.load(base + e[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
-            n = tl.load(base + (e + 1)[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
             if SOFTPLUS:  # a step-size metric: softplus(delta + bias), torch's threshold of 20
                 bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
-                a, n = a + bias, n + bias
+                a = a + bias
                 a = tl.where(m, tl.where(a > 20.0, a, tl.log(1.0 + tl.exp(a))), 0.0)
-                n = tl.where(m, tl.where(n > 20.0, n, tl.log(1.0 + tl.exp(n))), 0.0)
+            if SHIFT:
+                n = tl.gather(a, tl.broadcast_to(nxt[:, None], (BLOCK_E, BLOCK_C)), axis=0)
+            else:
+                n = tl.load(base + (e + 1)[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+                if SOFTPLUS:
+                    n = n + bias
+                    n = tl.where(m, tl.where(n > 20.0, n, tl.log(1.0 + tl.exp(n))), 0.0)
             if WARD:
                 d = a - n
                 sq += tl.sum(d * d, axis=1)
@@ -102,12 +129,7 @@ if _HAVE_TRITON:
         if FADE == 2:
             g = tl.load(gamma_ptr + b * s_gamma).to(tl.float32)
             damage = damage * tl.exp2(tl.abs(rel).to(tl.float32) * tl.log2(g))
-        # STM's blocks (functions.block_edges): counted outwards from the window on each side
-        d0 = tl.abs(rel) - window - 1
-        d1 = tl.abs(rel + 1) - window - 1
-        ok = m_e & (d0 >= 0) & (d1 >= 0) & ((rel < 0) == (rel + 1 < 0))  # d >= 0 keeps the class token out
-        if BLOCKED:
-            ok = ok & ((d0 + offset) // runs == (d1 + offset) // runs)
+        ok = m_e & _edge_allowed(e, cls, window, runs, offset, BLOCKED)
         tl.store(out_ptr + b * E + e, tl.where(ok, damage, 1e9), mask=m_e)
 
     @triton.jit
@@ -136,25 +158,48 @@ if _HAVE_TRITON:
             tl.store(w_ptr + b * T + t, sizes * w, mask=m)
 
     @triton.jit
-    def _chain_plan_kernel(top_ptr, score_ptr, index_ptr, keep_ptr, first_ptr, ok_ptr, T, R, OUT,
-                           BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+    def _select_chain_kernel(score_ptr, cls_ptr, index_ptr, keep_ptr, first_ptr, ok_ptr, T, R, LEFT, OUT, s_b,
+                             window, runs, offset, SIDES: tl.constexpr, MASK: tl.constexpr,
+                             BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
         b = tl.program_id(0)
-        t = tl.arange(0, BLOCK_T)
-        m_t = t < T
+        E = T - 1
+        e = tl.arange(0, BLOCK_T)
+        m_e = e < E
+        cls = tl.load(cls_ptr + b)
+        score = tl.load(score_ptr + b * s_b + e, mask=m_e, other=0.0).to(tl.float32)
+        if MASK:  # the block rule applied here (random's draws), not by the score's maker
+            score = tl.where(_edge_allowed(e, cls, window, runs, offset, True), score, 1e9)
+        # the R least scores (ties to the earlier edge, as functions.choose_edges' stable sort), or with
+        # sides LEFT of the edges before the class token and R - LEFT of the others: each edge's rank
+        rank = tl.zeros((BLOCK_T,), tl.int32)
+        for u0 in range(0, E, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            m_u = u < E
+            other = tl.load(score_ptr + b * s_b + u, mask=m_u, other=0.0).to(tl.float32)
+            if MASK:
+                other = tl.where(_edge_allowed(u, cls, window, runs, offset, True), other, 1e9)
+            ahead = (other[None, :] < score[:, None]) | ((other[None, :] == score[:, None]) & (u[None, :] < e[:, None]))
+            if SIDES:
+                ahead = ahead & ((u < cls)[None, :] == (e < cls)[:, None])
+            rank += tl.sum((m_u[None, :] & ahead).to(tl.int32), axis=1)
+        if SIDES:
+            k = tl.where(e < cls, LEFT, R - LEFT)
+        else:
+            k = R
+        chosen = m_e & (rank < k)
+        n_chosen = tl.sum(chosen.to(tl.int32), axis=0)
+        worst = tl.max(tl.where(chosen, score, 0.0), axis=0)
+        tl.store(ok_ptr + b, ((worst < 5e8) & (n_chosen == R)).to(tl.int8))
         keep_row = keep_ptr + b * T
-        tl.store(keep_row + t, tl.full((BLOCK_T,), 1, tl.int8), mask=m_t)
+        tl.store(keep_row + e, tl.full((BLOCK_T,), 1, tl.int8), mask=e < T)
         tl.debug_barrier()
-        j = tl.arange(0, BLOCK_R)
-        edge = tl.load(top_ptr + b * R + j, mask=j < R, other=0)
-        score = tl.load(score_ptr + b * (T - 1) + edge, mask=j < R, other=0.0)
-        tl.store(ok_ptr + b, (tl.max(tl.where(j < R, score, 0.0), axis=0) < 5e8).to(tl.int8))
         # edge e chosen: token e + 1 joins the token before it, so it starts no slot
-        tl.store(keep_row + edge + 1, tl.zeros((BLOCK_R,), tl.int8), mask=j < R)
+        tl.store(keep_row + e + 1, tl.zeros((BLOCK_T,), tl.int8), mask=chosen)
         tl.debug_barrier()
-        starts = tl.load(keep_row + t, mask=m_t, other=0).to(tl.int32)
+        starts = tl.load(keep_row + e, mask=e < T, other=0).to(tl.int32)
         index = tl.cumsum(starts, axis=0) - 1
-        tl.store(index_ptr + b * T + t, index.to(tl.int64), mask=m_t)
-        tl.store(first_ptr + b * (OUT + 1) + index, t, mask=m_t & (starts == 1))
+        tl.store(index_ptr + b * T + e, index.to(tl.int64), mask=e < T)
+        tl.store(first_ptr + b * (OUT + 1) + index, e, mask=(e < T) & (starts == 1))
         tl.store(first_ptr + b * (OUT + 1) + OUT, T)
 
     @triton.jit
@@ -255,8 +300,8 @@ if _HAVE_TRITON:
         tl.store(first_ptr + b * (OUT + 1) + OUT, T)
 
     @triton.jit
-    def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, order_ptr, out_ptr,
-                               osizes_ptr, orep_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
+    def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, order_ptr, cls_ptr, out_ptr,
+                               osizes_ptr, orep_ptr, ocls_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
                                UNIT_W: tl.constexpr, ORDER: tl.constexpr, BLOCK_C: tl.constexpr):
         j = tl.program_id(0)
         b = tl.program_id(1)
@@ -268,6 +313,8 @@ if _HAVE_TRITON:
         wsum = lo.to(tl.float32) * 0.0  # scalars typed as the loop carries them
         size = lo.to(tl.float32) * 0.0
         rep = lo.to(tl.int64) * 0
+        cls = tl.load(cls_ptr + b)
+        has_cls = lo < 0  # False, typed as the loop carries it
         for p in range(lo, hi):
             if ORDER:  # slots are runs of ``order``, not of the sequence (ToMe's cross-set merges)
                 t = tl.load(order_ptr + b * T + p)
@@ -282,16 +329,19 @@ if _HAVE_TRITON:
             size += tl.load(sizes_ptr + b * T + t).to(tl.float32)
             kept = tl.load(keep_ptr + b * T + t).to(tl.int64)
             rep += kept * tl.load(rep_ptr + b * T + t)
+            has_cls = has_cls | (t == cls)
         out = acc / tl.maximum(wsum, 1e-12)
         tl.store(out_ptr + b * so_b + j * so_t + c, out.to(out_ptr.dtype.element_ty), mask=m_c)
         tl.store(osizes_ptr + b * OUT + j, size)
         tl.store(orep_ptr + b * OUT + j, rep)
+        tl.store(ocls_ptr + b, j.to(tl.int64), mask=has_cls)  # the one slot that holds the class token
 
 
 def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, window: int, runs: int | None,
                 offset: int, weight: torch.Tensor | None, ward: bool,
                 fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
-                importance: torch.Tensor | None = None, importance_kind: str = "none") -> torch.Tensor:
+                importance: torch.Tensor | None = None, importance_kind: str = "none",
+                tiles: tuple[int, int, int] | None = None) -> torch.Tensor:
     """(B, T-1) score of merging each adjacent token pair; ``BIG`` where the edge is not allowed.
 
     ``feat``: (B, C, T) if ``channels_first`` else (B, T, C), any strides. ``softplus_bias``
@@ -299,6 +349,7 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
     ``weight`` (B, T) or None (all 1). ``fading``: gamma (a float, or a tensor of 1 or B
     values) or None. ``runs`` None: no blocks (any pair outside the window on one side).
     ``importance`` (B, T): the damage is scaled by the pair's ``importance_kind`` (min, max, mean).
+    ``tiles`` (edges, channels, warps, shift) of a program: :func:`edge_tiles` unless given (for tuning).
     """
     if channels_first:
         bsz, chans, t = feat.shape
@@ -317,15 +368,23 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
     w = weight if weight is not None else cls
     imp = importance if importance is not None else cls
     imp_mode = 0 if importance is None else IMPORTANCE_KINDS.index(importance_kind) + 1
-    block_e = 32 if not _interpreting() else 16
-    block_c = min(64, _pow2(chans))
-    grid = (bsz, triton.cdiv(edges, block_e))
+    block_e, block_c, warps, shift = tiles or edge_tiles(channels_first, chans)
+    grid = (bsz, triton.cdiv(edges, block_e - 1 if shift else block_e))
     _edge_scores_kernel[grid](feat, softplus_bias if softplus_bias is not None else cls, w, cls, gamma_t, imp, out,
                               gamma, chans, edges, sf_b, sf_t, sf_c, w.stride(0) if weight is not None else 0,
                               s_gamma, imp.stride(0) if importance is not None else 0, window, runs or 1, offset,
                               SOFTPLUS=softplus_bias is not None, WARD=ward, UNIT_W=weight is None, FADE=fade,
-                              IMPORTANCE=imp_mode, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c)
+                              IMPORTANCE=imp_mode, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c,
+                              SHIFT=shift, num_warps=warps)
     return out
+
+
+def edge_tiles(channels_first: bool, chans: int) -> tuple[int, int, int, bool]:
+    """(edges, channels, warps, shift) of an :func:`edge_scores` program for features in that layout
+    (shift: the program reads ``edges`` tokens once and scores the ``edges - 1`` edges between them)."""
+    if _interpreting():
+        return 16, min(64, _pow2(chans)), 4, False
+    return 32, min(64, _pow2(chans)), 4, False
 
 
 def importance_vectors(importance: torch.Tensor, sizes: torch.Tensor, damage_power: float | None,
@@ -343,21 +402,29 @@ def importance_vectors(importance: torch.Tensor, sizes: torch.Tensor, damage_pow
     return dmg, w
 
 
-def chain_plan(top: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                               torch.Tensor]:
-    """Merge along the chosen edges ``top`` (B, R) of a (B, T-1) ``score``.
+def select_chain(score: torch.Tensor, cls: torch.Tensor, r: int, left: int | None = None,
+                 blocks: tuple[int, int, int] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge along the ``r`` least-scored edges of ``score`` (B, T-1) (``BIG``: not allowed; a
+    row stride of 0 shares one row), choice and plan in one launch.
 
-    Returns (index (B, T) int64, keep (B, T) bool, first (B, T-R+1) int32: each slot's first
-    token and T at the end, ok (B,) bool: every chosen edge had a score below BIG).
+    ``left``: take ``left`` edges before the class token ``cls`` (B,) and ``r - left`` after it.
+    ``blocks`` (window, runs, offset): the kernel applies STM's block rule to the scores itself.
+    Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32: each slot's first
+    token and T at the end, ok (B,) bool: ``r`` allowed edges were found).
     """
-    bsz, edges = score.shape
-    t, r = edges + 1, top.shape[1]
+    edges = score.shape[1]
+    bsz, t = cls.shape[0], edges + 1
+    if score.stride(1) != 1:
+        score = score.contiguous()
     index = torch.empty(bsz, t, device=score.device, dtype=torch.long)
     keep = torch.empty(bsz, t, device=score.device, dtype=torch.bool)
     first = torch.empty(bsz, t - r + 1, device=score.device, dtype=torch.int32)
     ok = torch.empty(bsz, device=score.device, dtype=torch.bool)
-    _chain_plan_kernel[(bsz,)](top.contiguous(), score, index, keep.view(torch.int8), first, ok.view(torch.int8),
-                               t, r, t - r, BLOCK_T=_pow2(t), BLOCK_R=_pow2(max(r, 1)))
+    window, runs, offset = blocks if blocks is not None else (0, 1, 0)
+    _select_chain_kernel[(bsz,)](score, cls, index, keep.view(torch.int8), first, ok.view(torch.int8), t, r,
+                                 left or 0, t - r, score.stride(0), window, runs, offset, SIDES=left is not None,
+                                 MASK=blocks is not None, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=4)
     return index, keep, first, ok
 
 
@@ -406,14 +473,14 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
 
 
 def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Tensor, keep: torch.Tensor,
-                   sizes: torch.Tensor, rep: torch.Tensor, order: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   sizes: torch.Tensor, rep: torch.Tensor, cls: torch.Tensor, order: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Merge runs of tokens: slot j holds tokens first[:, j] .. first[:, j+1] - 1 (of ``order``
     (B, T) int32 when given: the tokens listed slot by slot, else of the sequence).
 
     x (B, T, C) (unit stride in C), weight (B, T) or None (all 1), keep (B, T) bool (one kept
-    token per slot), sizes (B, T) float, rep (B, T) int64. Returns the weighted mean (B, OUT, C)
-    in x's dtype, the slots' summed sizes and their kept token's rep.
+    token per slot), sizes (B, T) float, rep (B, T) int64, cls (B,) int64. Returns the weighted mean
+    (B, OUT, C) in x's dtype, the slots' summed sizes, their kept token's rep and the class token's slot.
     """
     bsz, t, chans = x.shape
     out_len = first.shape[1] - 1
@@ -423,13 +490,14 @@ def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Te
     out = torch.empty(bsz, out_len, chans, device=x.device, dtype=x.dtype)
     osizes = torch.empty(bsz, out_len, device=x.device, dtype=sizes.dtype)
     orep = torch.empty(bsz, out_len, device=x.device, dtype=rep.dtype)
+    ocls = torch.empty(bsz, device=x.device, dtype=torch.long)
     w = weight if weight is not None else sizes
     block_c = _pow2(chans, 32)
     order = order.contiguous() if order is not None else first
-    _merge_segments_kernel[(out_len, bsz)](x, w, first, keep.view(torch.int8), sizes, rep, order, out, osizes,
-                                           orep, t, out_len, chans, x.stride(0), x.stride(1),
+    _merge_segments_kernel[(out_len, bsz)](x, w, first, keep.view(torch.int8), sizes, rep, order, cls, out, osizes,
+                                           orep, ocls, t, out_len, chans, x.stride(0), x.stride(1),
                                            w.stride(0) if weight is not None else 0, out.stride(0), out.stride(1),
                                            first.stride(0), UNIT_W=weight is None, ORDER=order is not first,
                                            BLOCK_C=block_c,
                                            num_warps=1 if block_c <= 256 else 4)
-    return out, osizes, orep
+    return out, osizes, orep, ocls
