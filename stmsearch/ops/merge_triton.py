@@ -16,8 +16,8 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
 - :func:`prune_plan`: importance pruning's whole plan (the r smallest, where the dropped
   tokens' patches go, each slot's first token) in one launch per batch.
 - :func:`tome_plan`: ToMe's whole plan (cosine similarities of every source to every
-  destination, the best match of each, the top r, slot indices) and its segments, in one launch
-  per batch. Replaces tome_plan's thirty-odd launches.
+  destination, the best match of each, the top r, slot indices) and its segments, in two
+  launches. Replaces tome_plan's thirty-odd launches.
 - :func:`merge_segments`: for plans whose slots are runs of consecutive tokens (STM, random,
   pruning), or runs of a listed order (ToMe), the weighted mean of each run, the run's patch
   count, its kept token's grid anchor and the class token's new place, in one pass over the
@@ -203,21 +203,21 @@ if _HAVE_TRITON:
         tl.store(first_ptr + b * (OUT + 1) + OUT, T)
 
     @triton.jit
-    def _tome_plan_kernel(f_ptr, cls_ptr, index_ptr, keep_ptr, first_ptr, order_ptr, ok_ptr, T, C, R, OUT,
-                          sf_b, sf_t, sf_c, window, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
-                          BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+    def _tome_match_kernel(f_ptr, cls_ptr, best_ptr, dst_ptr, T, C, sf_b, sf_t, sf_c, window,
+                           BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
         b = tl.program_id(0)
-        i = tl.arange(0, BLOCK_S)  # source i is token 2i, destination i is token 2i + 1
-        src_in, dst_in = 2 * i < T, 2 * i + 1 < T
+        i = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # this program's sources: source i is token 2i
+        j = tl.arange(0, BLOCK_S)  # every destination: destination j is token 2j + 1
+        src_in, dst_in = 2 * i < T, 2 * j + 1 < T
         base = f_ptr + b * sf_b
-        dot = tl.zeros((BLOCK_S, BLOCK_S), tl.float32)
-        ns = tl.zeros((BLOCK_S,), tl.float32)
+        dot = tl.zeros((BLOCK_R, BLOCK_S), tl.float32)
+        ns = tl.zeros((BLOCK_R,), tl.float32)
         nd = tl.zeros((BLOCK_S,), tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             a = tl.load(base + (2 * i)[:, None] * sf_t + c[None, :] * sf_c,
                         mask=src_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
-            d = tl.load(base + (2 * i + 1)[:, None] * sf_t + c[None, :] * sf_c,
+            d = tl.load(base + (2 * j + 1)[:, None] * sf_t + c[None, :] * sf_c,
                         mask=dst_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
             dot += tl.dot(a, tl.trans(d), input_precision="ieee")
             ns += tl.sum(a * a, axis=1)
@@ -226,11 +226,20 @@ if _HAVE_TRITON:
         sim = dot / (tl.maximum(tl.sqrt(ns), 1e-12)[:, None] * tl.maximum(tl.sqrt(nd), 1e-12)[None, :])
         cls = tl.load(cls_ptr + b)
         src_ok = src_in & (tl.abs(2 * i - cls) > window)
-        dst_ok = dst_in & (tl.abs(2 * i + 1 - cls) > window)
+        dst_ok = dst_in & (tl.abs(2 * j + 1 - cls) > window)
         sim = tl.where(src_ok[:, None] & dst_ok[None, :], sim, -1e9)
-        best = tl.max(sim, axis=1)
-        best_dst = tl.argmax(sim, axis=1)
-        best = tl.where(src_in, best, -3e9)  # rows past the sequence rank below every real one
+        tl.store(best_ptr + b * BLOCK_S + i, tl.max(sim, axis=1))
+        tl.store(dst_ptr + b * BLOCK_S + i, tl.argmax(sim, axis=1).to(tl.int32))
+
+    @triton.jit
+    def _tome_plan_kernel(best_ptr, dst_ptr, index_ptr, keep_ptr, first_ptr, order_ptr, ok_ptr, T, R, OUT,
+                          BLOCK_S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+        b = tl.program_id(0)
+        i = tl.arange(0, BLOCK_S)  # source i is token 2i
+        src_in = 2 * i < T
+        best_dst = tl.load(dst_ptr + b * BLOCK_S + i)
+        # rows past the sequence rank below every real one
+        best = tl.where(src_in, tl.load(best_ptr + b * BLOCK_S + i), -3e9)
         tl.store(ok_ptr + b, (tl.sum((best > -5e8).to(tl.int32), axis=0) >= R).to(tl.int8))
         # the R best sources (ties to the earlier one): their rank among all sources
         ahead = (best[None, :] > best[:, None]) | ((best[None, :] == best[:, None]) & (i[None, :] < i[:, None]))
@@ -431,7 +440,7 @@ def select_chain(score: torch.Tensor, cls: torch.Tensor, r: int, left: int | Non
 def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite plan (:func:`stmsearch.merging.functions.tome_plan`) over ``feat`` (B, T, C),
-    any strides, with its segments: the similarities, the matching and the bookkeeping in one launch.
+    any strides, with its segments: the similarities, the matching and the bookkeeping in two launches.
 
     Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32, order (B, T) int32, as
     :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge).
@@ -444,10 +453,16 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int
     order = torch.empty(bsz, t, device=feat.device, dtype=torch.int32)
     ok = torch.empty(bsz, device=feat.device, dtype=torch.bool)
     block_s = _pow2((t + 1) // 2)
-    _tome_plan_kernel[(bsz,)](feat, cls, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, chans,
-                              r, out_len, *feat.stride(), window, BLOCK_S=block_s,
-                              BLOCK_C=32 if block_s <= 64 else 16, BLOCK_T=_pow2(t), BLOCK_U=16,
-                              num_warps=4 if block_s <= 64 else 8)
+    # the similarities spread over programs of 32 sources each (one program a row left most SMs idle
+    # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
+    best = torch.empty(bsz, block_s, device=feat.device, dtype=torch.float32)
+    best_dst = torch.empty(bsz, block_s, device=feat.device, dtype=torch.int32)
+    block_r = min(32, block_s)
+    _tome_match_kernel[(bsz, block_s // block_r)](feat, cls, best, best_dst, t, chans, *feat.stride(), window,
+                                                  BLOCK_R=block_r, BLOCK_S=block_s,
+                                                  BLOCK_C=32 if block_s <= 64 else 16, num_warps=4)
+    _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
+                              out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=4)
     return index, keep, first, order, ok
 
 
