@@ -105,7 +105,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 4} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 5} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 @interp
@@ -125,6 +125,25 @@ def test_importance_vectors_equal_the_features_interp() -> None:
         torch.testing.assert_close(w, sizes * ft.powered(imp.clamp_min(1e-6), p), rtol=1e-5, atol=0)
     dmg, w = mt.importance_vectors(imp, sizes, None, 2.0)
     assert dmg is None and w is not None
+
+
+@interp
+def test_edge_scores_tiles_agree_interp() -> None:
+    """The shifted edge-score program (each token read and activated once, the next token's row taken
+    from the same tile) scores every edge as the plain one (each edge's two tokens read), over tiles
+    that split the edges unevenly, both layouts, a dt metric's softplus, both damages and blocks."""
+    from stmsearch.ops import merge_triton as mt
+
+    torch.manual_seed(5)
+    for channels_first in (True, False):
+        feat = torch.randn(3, 40, 37) if channels_first else torch.randn(3, 37, 40)
+        cls, w, imp = torch.tensor([18, 3, 30]), torch.rand(3, 37) + 0.5, torch.rand(3, 37)
+        for bias in (None, torch.randn(40)):
+            for runs, ward in ((3, True), (None, False)):
+                args = (feat, channels_first, cls, 1, runs, 1, w, ward, 0.9, bias, imp, "min")
+                ref = mt.edge_scores(*args, tiles=(16, 16, 4, False))
+                for tiles in ((16, 16, 4, True), (8, 64, 4, True), (32, 16, 4, True)):
+                    torch.testing.assert_close(mt.edge_scores(*args, tiles=tiles), ref, rtol=1e-5, atol=1e-6)
 
 
 @interp

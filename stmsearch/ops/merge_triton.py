@@ -204,7 +204,8 @@ if _HAVE_TRITON:
 
     @triton.jit
     def _tome_match_kernel(f_ptr, cls_ptr, best_ptr, dst_ptr, T, C, sf_b, sf_t, sf_c, window,
-                           BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+                           BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
+                           PRECISION: tl.constexpr):
         b = tl.program_id(0)
         i = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # this program's sources: source i is token 2i
         j = tl.arange(0, BLOCK_S)  # every destination: destination j is token 2j + 1
@@ -219,7 +220,7 @@ if _HAVE_TRITON:
                         mask=src_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
             d = tl.load(base + (2 * j + 1)[:, None] * sf_t + c[None, :] * sf_c,
                         mask=dst_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
-            dot += tl.dot(a, tl.trans(d), input_precision="ieee")
+            dot += tl.dot(a, tl.trans(d), input_precision=PRECISION)
             ns += tl.sum(a * a, axis=1)
             nd += tl.sum(d * d, axis=1)
         # cosine similarity as F.normalize's (norms floored at 1e-12); protected tokens take no part
@@ -392,8 +393,10 @@ def edge_tiles(channels_first: bool, chans: int) -> tuple[int, int, int, bool]:
     """(edges, channels, warps, shift) of an :func:`edge_scores` program for features in that layout
     (shift: the program reads ``edges`` tokens once and scores the ``edges - 1`` edges between them)."""
     if _interpreting():
-        return 16, min(64, _pow2(chans)), 4, False
-    return 32, min(64, _pow2(chans)), 4, False
+        return 16, min(64, _pow2(chans)), 4, True
+    # measured on an H200 (vim_tiny, batch 64, bf16 and fp32, features x, dt and the residual): 4-8 us a
+    # launch against 6-27 with 32 edges x 64 channels read twice (README, "Merges on the GPU")
+    return 16, min(128, _pow2(chans)), 4, True
 
 
 def importance_vectors(importance: torch.Tensor, sizes: torch.Tensor, damage_power: float | None,
@@ -437,13 +440,14 @@ def select_chain(score: torch.Tensor, cls: torch.Tensor, r: int, left: int | Non
     return index, keep, first, ok
 
 
-def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int
+def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int, tiles: tuple | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite plan (:func:`stmsearch.merging.functions.tome_plan`) over ``feat`` (B, T, C),
     any strides, with its segments: the similarities, the matching and the bookkeeping in two launches.
 
     Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32, order (B, T) int32, as
-    :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge).
+    :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge). ``tiles``
+    (sources a program, channels a step, the dot's input precision, warps of the plan; for tuning).
     """
     bsz, t, chans = feat.shape
     out_len = t - r
@@ -457,12 +461,15 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int
     # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
     best = torch.empty(bsz, block_s, device=feat.device, dtype=torch.float32)
     best_dst = torch.empty(bsz, block_s, device=feat.device, dtype=torch.int32)
-    block_r = min(32, block_s)
+    block_r, block_c, precision, warps = tiles or (32, 32 if block_s <= 64 else 16, "ieee", 4)
+    block_r = min(block_r, block_s)
     _tome_match_kernel[(bsz, block_s // block_r)](feat, cls, best, best_dst, t, chans, *feat.stride(), window,
-                                                  BLOCK_R=block_r, BLOCK_S=block_s,
-                                                  BLOCK_C=32 if block_s <= 64 else 16, num_warps=4)
+                                                  BLOCK_R=block_r, BLOCK_S=block_s, BLOCK_C=block_c,
+                                                  PRECISION=precision, num_warps=4)
+    if tiles and tiles[-1] == 0:  # tuning: the similarities alone
+        return index, keep, first, order, ok
     _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
-                              out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=4)
+                              out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
     return index, keep, first, order, ok
 
 
