@@ -5,8 +5,9 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
 
 - :func:`edge_scores`: for every adjacent pair, the damage of merging it (Ward or cosine, over
   the similarity features read once in whatever layout they lie, with the softplus of a
-  step-size metric applied on the fly), times distance fading, or +BIG where STM's blocks do
-  not allow the edge. Replaces pair_damage + fading + block_edges.
+  step-size metric applied on the fly, once per token: a program's next-token rows come from
+  its own tile), times distance fading, or +BIG where STM's blocks do not allow the edge.
+  Replaces pair_damage + fading + block_edges.
 - :func:`importance_vectors`: STM's importance-derived per-token vectors (the damage scale and
   the ``norm`` weights, with their powers) in one launch. Replaces ten-odd elementwise launches.
 - :func:`select_chain`: the r least-scored edges (ranked in the kernel, per side where STM is
