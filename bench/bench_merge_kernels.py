@@ -1,0 +1,86 @@
+"""Per-kernel device time of each merge method's fast path at the shapes a real forward records
+(each launch captured 20 times in a CUDA graph and replayed), and edge_scores tiles on the same inputs.
+
+    STMSEARCH_SCAN=triton python bench/bench_merge_kernels.py vim_tiny:64:bf16:0.4 vim_tiny:64:fp32:0.4
+
+Arguments MODEL:BATCH:DTYPE:LEVEL. Needs a CUDA GPU.
+"""
+import statistics, sys, torch, stmsearch
+from stmsearch.ops import merge_triton as mt
+from stmsearch.merging.schedules import for_reduction
+
+DEV = "cuda"
+NAMES = ["edge_scores", "select_chain", "importance_vectors", "prune_plan", "tome_plan", "merge_segments"]
+
+
+def graph_us(fn, n=20, rounds=7):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            fn()
+    g.replay(); torch.cuda.synchronize()
+    out = []
+    for _ in range(rounds):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); g.replay(); b.record(); torch.cuda.synchronize()
+        out.append(a.elapsed_time(b) * 1000 / n)
+    return statistics.median(out)
+
+
+@torch.inference_mode()
+def main(model_name, batch, dtype, level):
+    model = stmsearch.create_model(model_name).to(DEV).eval()
+    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    depth = len(model.layers)
+    for variant in [{"method": "stm"}, {"method": "stm", "metric": "x"}, {"method": "stm", "metric": "hidden"},
+                    {"method": "stm", "weights": "dt"}, {"method": "stm", "fading": "estimated"},
+                    {"method": "tome"}, {"method": "prune"}, {"method": "random"}]:
+        cfg = for_reduction(stmsearch.MergeConfig(**variant), level, depth)
+        stmsearch.apply(model, cfg)
+        calls = []
+        originals = {n: getattr(mt, n) for n in NAMES}
+        for n in NAMES:
+            setattr(mt, n, lambda *a, _n=n, **k: calls.append((_n, a, k)) or originals[_n](*a, **k))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            model(x)
+        for n in NAMES:
+            setattr(mt, n, originals[n])
+        per = {}
+        for n, a, k in calls:
+            per.setdefault(n, []).append(graph_us(lambda: originals[n](*a, **k)))
+        steps = sum(1 for c in calls if c[0] == "merge_segments")
+        desc = " ".join(f"{k}={v}" for k, v in variant.items())
+        tot = sum(sum(v) for v in per.values())
+        print(f"{model_name} b{batch} {dtype} {level:.0%} {desc}: {steps} merge steps, kernels {tot:.0f} us/forward: "
+              + ", ".join(f"{n} {statistics.mean(v):.1f}us x{len(v)}" for n, v in per.items()), flush=True)
+        if batch == 64 and variant in ({"method": "stm"}, {"method": "stm", "metric": "x"},
+                                       {"method": "stm", "metric": "hidden"}):
+            es = [(a, k) for n, a, k in calls if n == "edge_scores"]
+            a, k = es[len(es) // 2]
+            cf, chans = a[1], a[0].shape[1 if a[1] else 2]
+            res = []
+            base = [(16, 64, 4), (32, 64, 4), (64, 32, 4), (64, 64, 4), (128, 16, 4), (128, 32, 4), (128, 32, 8),
+                    (256, 16, 8), (64, 128, 8), (16, 128, 4), (8, 256, 4), (32, 128, 8), (32, 32, 2), (64, 16, 2),
+                    (8, 512, 4), (16, 512, 8), (4, 512, 4), (16, 256, 4)]
+            for tiles in [t + (False,) for t in base] + [t + (True,) for t in base if t[0] >= 8]:
+                try:
+                    res.append((graph_us(lambda: originals["edge_scores"](*a, **k, tiles=tiles)), tiles))
+                except Exception as exc:  # noqa: BLE001
+                    print("  tiles", tiles, "failed", type(exc).__name__, str(exc)[:80])
+            res.sort()
+            print(f"  edge_scores tiles ({'channels-first' if cf else 'channels-last'}, C={chans}, "
+                  f"feat {tuple(a[0].shape)} strides {a[0].stride()} {a[0].dtype}): "
+                  + ", ".join(f"{t} {us:.1f}" for us, t in res[:6]) + f" | default {mt.edge_tiles(cf, chans)}", flush=True)
+    stmsearch.apply(model, None)
+
+
+if __name__ == "__main__":
+    for spec in sys.argv[1:]:
+        m, b, d, l = spec.split(":")
+        main(m, int(b), d, float(l))
