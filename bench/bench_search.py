@@ -54,12 +54,18 @@ HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"sta
 # The 4-rung ladder's rule before 2026-12-03 (the first shape, constant, at every rung), at STM's defaults:
 # the ladder's rule now picks each rung's densest shape and widens the window with the rung (stmsearch/search/ladder.py).
 _DEFAULT_STM = {"window": 0, "runs": 3, "fading": "fixed", **PINNED_STM}
-CONSTANT_LADDER = [{"name": f"const-{c}", "config": {"method": "stm", "schedule": {
-    "start": 0, "interval": 1, "count": c, "shape": "constant"}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
+
+
+def _stm_ladder(tag: str, shape: str) -> list[dict[str, Any]]:
+    """A former 4-rung ladder as seeds: every layer from layer 0 in ``shape``, STM at its defaults (window 0)."""
+    return [{"name": f"{tag}-{c}", "config": {"method": "stm", "schedule": {
+        "start": 0, "interval": 1, "count": c, "shape": shape}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
+
+
+CONSTANT_LADDER = _stm_ladder("const", "constant")
 # The ladder's rule before the window rose with the rung (2026-12-03, fourth pass): densest shape, every rung at
 # STM's default window 0, so its 14-token rung sits just below min_accuracy (0.489; bench/SEARCH.md).
-DENSE_W0_LADDER = [{"name": f"dense-{c}", "config": {"method": "stm", "schedule": {
-    "start": 0, "interval": 1, "count": c, "shape": "decreasing"}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
+DENSE_W0_LADDER = _stm_ladder("dense", "decreasing")
 # benchmark name -> the space's sampler block (as a search space writes it)
 SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {"name": "random"},

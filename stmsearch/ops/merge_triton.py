@@ -352,7 +352,7 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
                 offset: int, weight: torch.Tensor | None, ward: bool,
                 fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
                 importance: torch.Tensor | None = None, importance_kind: str = "none",
-                tiles: tuple[int, int, int] | None = None) -> torch.Tensor:
+                tiles: tuple[int, int, int, bool] | None = None) -> torch.Tensor:
     """(B, T-1) score of merging each adjacent token pair; ``BIG`` where the edge is not allowed.
 
     ``feat``: (B, C, T) if ``channels_first`` else (B, T, C), any strides. ``softplus_bias``
@@ -441,7 +441,8 @@ def select_chain(score: torch.Tensor, cls: torch.Tensor, r: int, left: int | Non
     return index, keep, first, ok
 
 
-def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int, tiles: tuple | None = None
+def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
+              tiles: tuple[int, int, str, int] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite plan (:func:`stmsearch.merging.functions.tome_plan`) over ``feat`` (B, T, C),
     any strides, with its segments: the similarities, the matching and the bookkeeping in two launches.
@@ -467,8 +468,6 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int, tiles:
     _tome_match_kernel[(bsz, block_s // block_r)](feat, cls, best, best_dst, t, chans, *feat.stride(), window,
                                                   BLOCK_R=block_r, BLOCK_S=block_s, BLOCK_C=block_c,
                                                   PRECISION=precision, num_warps=4)
-    if tiles and tiles[-1] == 0:  # tuning: the similarities alone
-        return index, keep, first, order, ok
     _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
                               out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
     return index, keep, first, order, ok
