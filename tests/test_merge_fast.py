@@ -105,7 +105,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 5} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 6} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 @interp
@@ -125,6 +125,29 @@ def test_importance_vectors_equal_the_features_interp() -> None:
         torch.testing.assert_close(w, sizes * ft.powered(imp.clamp_min(1e-6), p), rtol=1e-5, atol=0)
     dmg, w = mt.importance_vectors(imp, sizes, None, 2.0)
     assert dmg is None and w is not None
+
+
+@interp
+def test_step_statistics_equal_the_features_interp() -> None:
+    """The estimated fading decay and the ``dt`` weights, one launch each, equal features.fading's and
+    features.weights' torch ops, over a padded (strided) ``delta``, with and without a bias."""
+    from types import SimpleNamespace
+
+    from stmsearch.merging import features as ft
+    from stmsearch.ops import merge_triton as mt
+    from stmsearch.ops.direction import Direction
+
+    torch.manual_seed(6)
+    bsz, chans, length, states = 3, 40, 37, 5
+    delta = torch.randn(bsz, chans, 48)[..., :length] * 3
+    a = -torch.rand(chans, states) * 2
+    sizes = torch.randint(1, 4, (bsz, length)).float()
+    for bias in (torch.randn(chans), None):
+        d = Direction(None, delta, a, None, None, None, bias)
+        step = SimpleNamespace(config=SimpleNamespace(fading="estimated", weights="dt"), recorded=d,
+                               state={"sizes": sizes})
+        torch.testing.assert_close(mt.mean_decay(delta, bias, a), ft.fading(step), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(mt.dt_weights(delta, bias, sizes), ft.weights(step), rtol=1e-5, atol=1e-6)
 
 
 @interp
@@ -256,6 +279,30 @@ def test_fast_equals_torch_gpu(case: dict) -> None:
     model = stmsearch.create_model("vim_tiny").cuda().eval()
     images = torch.randn(4, 3, 224, 224, device="cuda")
     _compare(model, images, case, [0, 0] + [8, 0] * 11)
+
+
+@gpu
+@needs_cuda
+def test_tome_tf32x3_plan_equals_ieee_and_torch_gpu() -> None:
+    """ToMe's similarities run at three-pass TF32 on CUDA for most layouts and dtypes (tome_tiles): its
+    plans must be the IEEE kernel's and (fp32) the torch path's, at the sizes of vim_tiny and vim_small,
+    at odd lengths, for token-major and channel-major features in fp32 and bf16."""
+    from stmsearch.ops import merge_triton as mt
+
+    torch.manual_seed(3)
+    for b, t, c, r in ((64, 197, 192, 16), (64, 181, 384, 16), (8, 120, 768, 30)):
+        for channel_major in (False, True):
+            for dtype in (torch.float32, torch.bfloat16):
+                feat = torch.randn(b, c, t, device="cuda").transpose(1, 2) if channel_major else \
+                    torch.randn(b, t, c, device="cuda")
+                feat = feat.to(dtype)
+                cls_t = torch.full((b,), t // 2, device="cuda")
+                fast = mt.tome_plan(feat, cls_t, r, 0)
+                ieee = mt.tome_plan(feat, cls_t, r, 0, tiles=(32, 16, "ieee", 4))
+                assert all(torch.equal(x, y) for x, y in zip(fast, ieee)), (b, t, c, channel_major, dtype)
+                if dtype == torch.float32:
+                    ref = fn.tome_plan(feat, cls_t, r, 0, None)
+                    assert torch.equal(fast[0], ref.index) and torch.equal(fast[1], ref.keep)
 
 
 @gpu

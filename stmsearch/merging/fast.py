@@ -34,7 +34,7 @@ def random(step: ft.MergeStep, draw: torch.Tensor) -> fn.Plan:
     """:func:`functions.random_plan` for ``step``: one draw per edge, shared by the batch (a row
     stride of 0), masked to pairs in the kernel."""
     pairs = (step.window, 2, block_offset(step.layer, 2))
-    return chain(draw.expand(step.cls.shape[0], -1), step.cls, step.r, ft.weights_or_none(step), blocks=pairs)
+    return chain(draw.expand(step.cls.shape[0], -1), step.cls, step.r, weights_or_none(step), blocks=pairs)
 
 
 def stm_1d(step: ft.MergeStep) -> fn.Plan:
@@ -43,7 +43,7 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     feat, channels_first, bias = ft.metric_source(step)
     importance, weight = _importance_vectors(step)
     score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
-                           weight, cfg.damage == "ward", ft.fading(step), bias, importance, cfg.importance)
+                           weight, cfg.damage == "ward", fading(step), bias, importance, cfg.importance)
     left = split_sides(step.r, step.layer)[0] if cfg.symmetric else None
     return chain(score, step.cls, step.r, weight, left)
 
@@ -58,8 +58,30 @@ def _importance_vectors(step: ft.MergeStep) -> tuple[torch.Tensor | None, torch.
     if damage_power is not None or weight_power is not None:
         damage, weight = mt.importance_vectors(ft.importance(step), step.state["sizes"], damage_power, weight_power)
     if cfg.weights not in ("norm", "mean"):
-        weight = ft.weights(step)
+        weight = weights(step)
     return damage, weight
+
+
+def fading(step: ft.MergeStep) -> float | torch.Tensor | None:
+    """:func:`features.fading`, the estimated decay in one kernel (torch: six launches and an fp32
+    copy of a bf16 ``delta``)."""
+    d = step.recorded
+    if step.config.fading == "estimated" and d is not None:
+        return mt.mean_decay(d.delta, d.delta_bias, d.A)
+    return ft.fading(step)
+
+
+def weights(step: ft.MergeStep) -> torch.Tensor:
+    """:func:`features.weights`, ``dt`` weights in one kernel (torch: four passes over ``delta``)."""
+    d = step.recorded
+    if step.config.weights == "dt" and d is not None:
+        return mt.dt_weights(d.delta, d.delta_bias, step.state["sizes"])
+    return ft.weights(step)
+
+
+def weights_or_none(step: ft.MergeStep) -> torch.Tensor | None:
+    """:func:`features.weights_or_none` with :func:`weights`."""
+    return None if step.config.weights == "mean" else weights(step)
 
 
 def prune(step: ft.MergeStep) -> fn.Plan:
@@ -74,7 +96,7 @@ def tome(step: ft.MergeStep) -> fn.Plan:
     feat = ft.metric(step)
     index, keep, first, order, ok = mt.tome_plan(feat, step.cls, step.r, step.window)
     fn._check(ok.all(), fn.BIPARTITE_SHORTAGE.format(step.r))
-    return fn.Plan(index, ft.weights_or_none(step), keep, feat.shape[1] - step.r, first, order)
+    return fn.Plan(index, weights_or_none(step), keep, feat.shape[1] - step.r, first, order)
 
 
 def merge(info: dict, residual: torch.Tensor, plan: fn.Plan) -> torch.Tensor:

@@ -10,6 +10,9 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
   Replaces pair_damage + fading + block_edges.
 - :func:`importance_vectors`: STM's importance-derived per-token vectors (the damage scale and
   the ``norm`` weights, with their powers) in one launch. Replaces ten-odd elementwise launches.
+- :func:`mean_decay` and :func:`dt_weights`: the estimated fading decay (one per image) and the
+  ``dt`` merge weights, each from one read of the recorded step sizes. Replace six and four
+  launches (and an fp32 copy of a bf16 ``delta``).
 - :func:`select_chain`: the r least-scored edges (ranked in the kernel, per side where STM is
   symmetric; random's draws masked to blocks there too), the plan's slot of every token, its
   kept flags and each slot's first token, and a per-row flag that r allowed edges were found.
@@ -18,7 +21,8 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
   tokens' patches go, each slot's first token) in one launch per batch.
 - :func:`tome_plan`: ToMe's whole plan (cosine similarities of every source to every
   destination, the best match of each, the top r, slot indices) and its segments, in two
-  launches. Replaces tome_plan's thirty-odd launches.
+  launches, the similarities on tensor cores where that keeps fp32's plans (:func:`tome_tiles`).
+  Replaces tome_plan's thirty-odd launches.
 - :func:`merge_segments`: for plans whose slots are runs of consecutive tokens (STM, random,
   pruning), or runs of a listed order (ToMe), the weighted mean of each run, the run's patch
   count, its kept token's grid anchor and the class token's new place, in one pass over the
@@ -62,6 +66,57 @@ if _HAVE_TRITON:
         return ok
 
     @triton.jit
+    def _softplus(x):
+        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))  # torch's threshold of 20
+
+    @triton.jit
+    def _mean_decay_kernel(delta_ptr, bias_ptr, a_ptr, out_ptr, D, L, N, s_b, s_d, s_l, s_ad, s_an,
+                           HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                           BLOCK_N: tl.constexpr):
+        b = tl.program_id(0)
+        n = tl.arange(0, BLOCK_N)
+        total = tl.zeros((BLOCK_D,), tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            m_d = d < D
+            acc = tl.zeros((BLOCK_D,), tl.float32)
+            for l0 in range(0, L, BLOCK_L):
+                ls = l0 + tl.arange(0, BLOCK_L)
+                acc += tl.sum(tl.load(delta_ptr + b * s_b + d[:, None] * s_d + ls[None, :] * s_l,
+                                      mask=m_d[:, None] & (ls < L)[None, :], other=0.0).to(tl.float32), axis=1)
+            dt = acc / L
+            if HAS_BIAS:
+                dt += tl.load(bias_ptr + d, mask=m_d, other=0.0).to(tl.float32)
+            dt = _softplus(dt)
+            m = m_d[:, None] & (n < N)[None, :]
+            a = tl.load(a_ptr + d[:, None] * s_ad + n[None, :] * s_an, mask=m, other=0.0).to(tl.float32)
+            total += tl.sum(tl.where(m, tl.exp(dt[:, None] * a), 0.0), axis=1)
+        tl.store(out_ptr + b, tl.sum(total, axis=0) / (D * N))
+
+    @triton.jit
+    def _dt_weights_kernel(delta_ptr, bias_ptr, sizes_ptr, out_ptr, D, L, s_b, s_d, s_l, s_sizes,
+                           HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+        b = tl.program_id(0)
+        ls = tl.program_id(1) * BLOCK_L + tl.arange(0, BLOCK_L)
+        m_l = ls < L
+        acc = tl.zeros((BLOCK_L,), tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            m = (d < D)[:, None] & m_l[None, :]
+            x = tl.load(delta_ptr + b * s_b + d[:, None] * s_d + ls[None, :] * s_l, mask=m, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                x += tl.load(bias_ptr + d, mask=d < D, other=0.0).to(tl.float32)[:, None]
+            acc += tl.sum(tl.where(m, _softplus(x), 0.0), axis=0)
+        sizes = tl.load(sizes_ptr + b * s_sizes + ls, mask=m_l, other=0.0).to(tl.float32)
+        tl.store(out_ptr + b * L + ls, sizes * (acc / D), mask=m_l)
+
+    @triton.jit
+    def _ahead(other, other_at, mine, mine_at):
+        """(rows of ``mine``, columns of ``other``): the other value comes first in ascending order,
+        ties to the earlier place; every in-kernel rank (edges, pruning, ToMe's sources, slots) counts these."""
+        return (other[None, :] < mine[:, None]) | ((other[None, :] == mine[:, None]) & (other_at[None, :] < mine_at[:, None]))
+
+    @triton.jit
     def _edge_scores_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, imp_ptr, out_ptr, gamma, C, E,
                             sf_b, sf_t, sf_c, sw_b, s_gamma, s_imp, window, runs, offset,
                             SOFTPLUS: tl.constexpr, WARD: tl.constexpr, UNIT_W: tl.constexpr,
@@ -87,17 +142,17 @@ if _HAVE_TRITON:
             c = c0 + tl.arange(0, BLOCK_C)
             m = m_t[:, None] & (c < C)[None, :]
             a = tl.load(base + e[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
-            if SOFTPLUS:  # a step-size metric: softplus(delta + bias), torch's threshold of 20
+            if SOFTPLUS:  # a step-size metric: softplus(delta + bias)
                 bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
                 a = a + bias
-                a = tl.where(m, tl.where(a > 20.0, a, tl.log(1.0 + tl.exp(a))), 0.0)
+                a = tl.where(m, _softplus(a), 0.0)
             if SHIFT:
                 n = tl.gather(a, tl.broadcast_to(nxt[:, None], (BLOCK_E, BLOCK_C)), axis=0)
             else:
                 n = tl.load(base + (e + 1)[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
                 if SOFTPLUS:
                     n = n + bias
-                    n = tl.where(m, tl.where(n > 20.0, n, tl.log(1.0 + tl.exp(n))), 0.0)
+                    n = tl.where(m, _softplus(n), 0.0)
             if WARD:
                 d = a - n
                 sq += tl.sum(d * d, axis=1)
@@ -179,7 +234,7 @@ if _HAVE_TRITON:
             other = tl.load(score_ptr + b * s_b + u, mask=m_u, other=0.0).to(tl.float32)
             if MASK:
                 other = tl.where(_edge_allowed(u, cls, window, runs, offset, True), other, 1e9)
-            ahead = (other[None, :] < score[:, None]) | ((other[None, :] == score[:, None]) & (u[None, :] < e[:, None]))
+            ahead = _ahead(other, u, score, e)
             if SIDES:
                 ahead = ahead & ((u < cls)[None, :] == (e < cls)[:, None])
             rank += tl.sum((m_u[None, :] & ahead).to(tl.int32), axis=1)
@@ -244,7 +299,7 @@ if _HAVE_TRITON:
         best = tl.where(src_in, tl.load(best_ptr + b * BLOCK_S + i), -3e9)
         tl.store(ok_ptr + b, (tl.sum((best > -5e8).to(tl.int32), axis=0) >= R).to(tl.int8))
         # the R best sources (ties to the earlier one): their rank among all sources
-        ahead = (best[None, :] > best[:, None]) | ((best[None, :] == best[:, None]) & (i[None, :] < i[:, None]))
+        ahead = _ahead(-best, i, -best, i)
         chosen = src_in & (tl.sum(ahead.to(tl.int32), axis=1) < R)
         row = b * T
         t = tl.arange(0, BLOCK_T)
@@ -269,7 +324,7 @@ if _HAVE_TRITON:
             u = u0 + tl.arange(0, BLOCK_U)
             other = tl.load(index_ptr + row + u, mask=u < T, other=0).to(tl.int32)
             m_u = (u < T)[None, :]
-            before = (other[None, :] < idx[:, None]) | ((other[None, :] == idx[:, None]) & (u[None, :] < t[:, None]))
+            before = _ahead(other, u, idx, t)
             place += tl.sum((m_u & before).to(tl.int32), axis=1)
             first += tl.sum((m_u & (other[None, :] < t[:, None])).to(tl.int32), axis=1)
         tl.store(order_ptr + row + place, t, mask=m_t)
@@ -290,7 +345,7 @@ if _HAVE_TRITON:
             u = u0 + tl.arange(0, BLOCK_U)
             other = tl.load(mag_ptr + b * s_mag + u * s_mag_t, mask=u < T, other=0.0).to(tl.float32)
             other = tl.where(tl.abs(u - cls) <= window, 1e9, other)
-            ahead = (other[None, :] < score[:, None]) | ((other[None, :] == score[:, None]) & (u[None, :] < t[:, None]))
+            ahead = _ahead(other, u, score, t)
             rank += tl.sum(((u < T)[None, :] & ahead).to(tl.int32), axis=1)
         drop = m_t & (rank < R)
         tl.store(ok_ptr + b, (tl.sum((drop & prot).to(tl.int32), axis=0) == 0).to(tl.int8))
@@ -400,6 +455,36 @@ def edge_tiles(channels_first: bool, chans: int) -> tuple[int, int, int, bool]:
     return 16, min(128, _pow2(chans)), 4, True
 
 
+def mean_decay(delta: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
+               tiles: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B,) ``features.fading``'s estimated gamma in one launch: exp(softplus(mean over L of
+    ``delta`` (B, D, L) + ``bias``) x A (D, N)), averaged over channels and states. ``tiles``
+    (channels a step, warps; for tuning)."""
+    bsz, chans, length = delta.shape
+    out = torch.empty(bsz, device=delta.device, dtype=torch.float32)
+    block_d, warps = tiles or (64, 8)
+    _mean_decay_kernel[(bsz,)](delta, bias if bias is not None else a, a, out, chans, length, a.shape[1],
+                               *delta.stride(), *a.stride(), HAS_BIAS=bias is not None, BLOCK_D=block_d,
+                               BLOCK_L=_pow2(min(length, 256)), BLOCK_N=_pow2(a.shape[1], 2), num_warps=warps)
+    return out
+
+
+def dt_weights(delta: torch.Tensor, bias: torch.Tensor | None, sizes: torch.Tensor,
+               tiles: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """(B, L) ``features.weights``' ``dt`` weights in one launch: ``sizes`` x the mean over channels of
+    softplus(``delta`` (B, D, L) + ``bias``), read once (no fp32 copy of a bf16 ``delta``). ``tiles``
+    (channels a step, tokens a program, warps; for tuning)."""
+    bsz, chans, length = delta.shape
+    out = torch.empty(bsz, length, device=delta.device, dtype=torch.float32)
+    # short rows of tokens a program: a late layer's few tokens still fill the GPU with programs
+    block_d, block_l, warps = tiles or (128, 32, 4)
+    _dt_weights_kernel[(bsz, triton.cdiv(length, block_l))](delta, bias if bias is not None else sizes, sizes, out,
+                                                            chans, length, *delta.stride(), sizes.stride(0),
+                                                            HAS_BIAS=bias is not None, BLOCK_D=block_d,
+                                                            BLOCK_L=block_l, num_warps=warps)
+    return out
+
+
 def importance_vectors(importance: torch.Tensor, sizes: torch.Tensor, damage_power: float | None,
                        weight_power: float | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """STM's per-token vectors from a step's importance (B, T), in one launch:
@@ -463,7 +548,7 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
     best = torch.empty(bsz, block_s, device=feat.device, dtype=torch.float32)
     best_dst = torch.empty(bsz, block_s, device=feat.device, dtype=torch.int32)
-    block_r, block_c, precision, warps = tiles or (32, 32 if block_s <= 64 else 16, "ieee", 4)
+    block_r, block_c, precision, warps = tiles or tome_tiles(feat, block_s)
     block_r = min(block_r, block_s)
     _tome_match_kernel[(bsz, block_s // block_r)](feat, cls, best, best_dst, t, chans, *feat.stride(), window,
                                                   BLOCK_R=block_r, BLOCK_S=block_s, BLOCK_C=block_c,
@@ -471,6 +556,23 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
                               out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
     return index, keep, first, order, ok
+
+
+def tome_tiles(feat: torch.Tensor, block_s: int) -> tuple[int, int, str, int]:
+    """(sources a program, channels a step, the dot's input precision, warps of the plan) for
+    :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
+    vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU"). Three-pass TF32
+    gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores,
+    except for fp32 channel-major features (a mixer's ``x``), where IEEE's plain loads win."""
+    if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
+        return 32, 32 if block_s <= 64 else 16, "ieee", 4
+    if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4)
+        return 64, 16, "tf32x3", 8
+    if feat.dtype == torch.float32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
+        return 32, 16, "ieee", 4
+    # bf16 channel-major: a bf16 value is a TF32 value, so one TF32 pass multiplies exactly (sums in
+    # fp32, as IEEE): 34 / 45 us against 42 / 63 for TF32x3 and 54 / 86 at (32, 16) (vim_tiny / vim_small)
+    return 64, 32, "tf32" if feat.dtype == torch.bfloat16 else "tf32x3", 4
 
 
 def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
