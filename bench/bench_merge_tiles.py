@@ -1,0 +1,67 @@
+"""Tiles of the merge kernels whose best tile depends on shape, at the shapes one forward records.
+
+For each model:batch:dtype it records the first and last merge step's arguments of dt_weights,
+mean_decay and tome_plan (metric x and the residual) at 40% fewer token-layers, then times graph
+replays of each with the default tiles and every listed alternative (DIFF: another result).
+
+    STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16
+"""
+import sys
+from pathlib import Path
+
+import torch
+
+import stmsearch
+from stmsearch.ops import merge_triton as mt
+from stmsearch.merging.schedules import for_reduction
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_merge_kernels import graph_us  # noqa: E402
+
+
+def record(model, x, dtype, variant, name):
+    stmsearch.apply(model, for_reduction(stmsearch.MergeConfig(**variant), 0.4, len(model.layers)))
+    calls, orig = [], getattr(mt, name)
+    setattr(mt, name, lambda *a, **k: calls.append((a, k)) or orig(*a, **k))
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        model(x)
+    setattr(mt, name, orig)
+    stmsearch.apply(model, None)
+    return calls, orig
+
+
+def sweep(label, calls, orig, tile_list):
+    for which in (0, -1):
+        a, k = calls[which]
+        ref = orig(*a, **k)
+        res = [f"default {graph_us(lambda: orig(*a, **k)):.1f}"]
+        for tiles in tile_list:
+            try:
+                got = orig(*a, **k, tiles=tiles)
+                same = all(torch.equal(p, q) for p, q in zip(ref, got)) if isinstance(ref, tuple) else \
+                    torch.allclose(ref, got, rtol=1e-5, atol=1e-6)
+                res.append(f"{tiles} {graph_us(lambda: orig(*a, **k, tiles=tiles)):.1f}{'' if same else ' DIFF'}")
+            except Exception as exc:  # noqa: BLE001
+                res.append(f"{tiles} failed {type(exc).__name__} {str(exc)[:60]}")
+        f = a[0]
+        print(f"  {label} {tuple(f.shape)} {f.dtype}: " + ", ".join(res), flush=True)
+
+
+@torch.inference_mode()
+def main(model_name, batch, dtype):
+    model = stmsearch.create_model(model_name).cuda().eval()
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    print(f"{model_name} b{batch} {dtype}", flush=True)
+    calls, orig = record(model, x, dtype, {"method": "stm", "weights": "dt"}, "dt_weights")
+    sweep("dt_weights", calls, orig, [(32, 64, 4), (128, 32, 4), (64, 32, 4), (128, 16, 4), (256, 16, 8), (64, 64, 4), (128, 64, 8)])
+    calls, orig = record(model, x, dtype, {"method": "stm", "fading": "estimated"}, "mean_decay")
+    sweep("mean_decay", calls, orig, [(32, 4), (64, 8), (64, 4), (128, 8), (16, 4)])
+    calls, orig = record(model, x, dtype, {"method": "tome", "metric": "x"}, "tome_plan")
+    sweep("tome x", calls, orig, [(32, 16, "tf32x3", 4), (64, 32, "tf32x3", 4), (64, 32, "tf32", 4), (32, 16, "ieee", 4),
+                                  (64, 16, "ieee", 4), (32, 32, "ieee", 4), (64, 32, "ieee", 8), (16, 16, "ieee", 4)])
+    calls, orig = record(model, x, dtype, {"method": "tome"}, "tome_plan")
+    sweep("tome hidden", calls, orig, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 8), (64, 16, "tf32", 8)])
+
+
+for spec in sys.argv[1:]:
+    m, b, d = spec.split(":")
+    main(m, int(b), d)
