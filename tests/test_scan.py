@@ -109,3 +109,35 @@ def test_forward_only_scan_gets_the_backward_direction_flipped(scaled):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # a forward scan of the unflipped inputs is a different result: the test can tell
     assert not torch.allclose(scan_mod._one_direction(forward_only, bwd, z, False, dt_scale), want, atol=1e-3)
+
+
+@pytest.mark.parametrize("config", [None, {"method": "stm"}, {"method": "stm", "weights": "dt", "size_aware_decay": False},
+                                    {"method": "stm", "fading": "estimated", "metric": "x"}])
+def test_cpu_steps_taken_once_change_nothing(monkeypatch, config):
+    """On the CPU a direction carries its step sizes (the softplus taken once, for the scan and a
+    merge metric): logits equal those of directions without them (softplus recomputed where used),
+    unmerged and merged, with and without size-aware decay."""
+    import stmsearch
+    from stmsearch.models import vim
+
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_proxy").eval()
+    if config is not None:
+        stmsearch.apply(model, stmsearch.MergeConfig(schedule=[0, 0, 12, 0, 8] + [0] * 7, **config))
+    images = torch.randn(3, 1, 28, 28)
+    steps_seen = []
+    original = vim.BiMamba.direction
+
+    def record(self, u, reverse):
+        d = original(self, u, reverse)
+        steps_seen.append(d.steps is not None)
+        return d
+
+    monkeypatch.setattr(vim.BiMamba, "direction", record)
+    with torch.no_grad():
+        with_steps = model(images)
+    assert steps_seen and all(steps_seen)
+    monkeypatch.setattr(vim.BiMamba, "direction", lambda self, u, reverse: original(self, u, reverse)._replace(steps=None))
+    with torch.no_grad():
+        without = model(images)
+    torch.testing.assert_close(with_steps, without, rtol=1e-5, atol=1e-5)

@@ -83,7 +83,8 @@ def _scan_as_one_op(fwd: Direction, bwd: Direction, z: torch.Tensor, backend: st
     """A traced mixer lays its inputs out for the reference backend (see ``BiMamba.forward``);
     the op itself runs on this device's own backend: inside it nothing is traced."""
     assert not bwd_flipped, "a traced mixer uses the reference layout"
-    return _scan_op(*fwd, *bwd, z, dt_scale, None)
+    # all fields but ``steps`` (the last): the op recomputes them from delta
+    return _scan_op(*fwd[:-1], *bwd[:-1], z, dt_scale, None)
 
 
 def scan_macs(batch: int, channels: int, length: int, states: int) -> int:

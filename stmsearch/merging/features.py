@@ -53,6 +53,8 @@ class MergeStep:
 
 def step_sizes(d: Any) -> torch.Tensor:
     """Positive step sizes (B, D, L) of a recorded direction."""
+    if d.steps is not None:
+        return d.steps.float()
     delta = d.delta.float()
     return F.softplus(delta if d.delta_bias is None else delta + d.delta_bias[:, None])
 
@@ -70,6 +72,8 @@ def metric_source(step: MergeStep) -> tuple[torch.Tensor, bool, torch.Tensor | N
         return d.u, True, None
     if name == "B":
         return d.B, True, None
+    if d.steps is not None:
+        return d.steps, True, None
     bias = d.delta_bias if d.delta_bias is not None else d.delta.new_zeros(d.delta.shape[1])
     return d.delta, True, bias
 

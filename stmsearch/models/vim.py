@@ -178,9 +178,10 @@ class BiMamba(nn.Module):
         if u.is_cuda:  # the scan kernels add dt_proj's bias inside the softplus
             return Direction(u, _matmul(self.gemm_weight("dt_proj" + sfx, dt_proj.weight), dt), a, b, c, d_skip,
                              dt_proj.bias.float())
-        # on the CPU an addmm with the bias costs less than the bare mm plus a separate add
-        delta = F.linear(dt.transpose(1, 2), dt_proj.weight.to(u.dtype), dt_proj.bias.to(u.dtype))
-        return Direction(u, delta.transpose(1, 2), a, b, c, d_skip, None)
+        # on the CPU an addmm with the bias costs less than the bare mm plus a separate add; the
+        # softplus is taken here once, for the scan and for a merge metric that reads the steps
+        delta = F.linear(dt.transpose(1, 2), dt_proj.weight.to(u.dtype), dt_proj.bias.to(u.dtype)).transpose(1, 2)
+        return Direction(u, delta, a, b, c, d_skip, None, F.softplus(delta.float()))
 
     def directions(self, x: torch.Tensor, backend: str) -> tuple[Direction, Direction, bool]:
         """Both directions' scan inputs over x (B, d_inner, L), laid out as ``backend`` reads them.

@@ -62,8 +62,12 @@ def _one_direction(fn: Callable, d: Direction, z: torch.Tensor | None, reverse: 
     if flipped:
         z, dt_scale = flip(z), flip(dt_scale)
     delta, bias, softplus = d.delta, d.delta_bias, True
+    if d.steps is not None:
+        delta, bias, softplus = d.steps, None, False
     if dt_scale is not None:  # size-aware decay scales the step after the softplus
-        delta = F.softplus(delta.float() + (0 if bias is None else bias.float()[:, None])) * dt_scale.float()[:, None, :]
+        if softplus:
+            delta = F.softplus(delta.float() + (0 if bias is None else bias.float()[:, None]))
+        delta = delta.float() * dt_scale.float()[:, None, :]
         bias, softplus = None, False
     extra = {}
     if fn is selective_scan_reference:
