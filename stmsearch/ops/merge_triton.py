@@ -562,17 +562,18 @@ def tome_tiles(feat: torch.Tensor, block_s: int) -> tuple[int, int, str, int]:
     """(sources a program, channels a step, the dot's input precision, warps of the plan) for
     :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
     vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU"). Three-pass TF32
-    gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores,
-    except for fp32 channel-major features (a mixer's ``x``), where IEEE's plain loads win."""
+    gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores, one
+    pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
         return 32, 32 if block_s <= 64 else 16, "ieee", 4
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4)
         return 64, 16, "tf32x3", 8
     if feat.dtype == torch.float32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4
-    # bf16 channel-major: a bf16 value is a TF32 value, so one TF32 pass multiplies exactly (sums in
-    # fp32, as IEEE): 34 / 45 us against 42 / 63 for TF32x3 and 54 / 86 at (32, 16) (vim_tiny / vim_small)
-    return 64, 32, "tf32" if feat.dtype == torch.bfloat16 else "tf32x3", 4
+    # 16-bit channel-major: a bf16 or fp16 value is a TF32 value, so one TF32 pass multiplies exactly
+    # (sums in fp32, as IEEE): bf16 34 / 45 us against 42 / 63 for TF32x3 and 54 / 86 at (32, 16)
+    # (vim_tiny / vim_small)
+    return 64, 32, "tf32", 4
 
 
 def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
