@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import math
 import time
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, correct, load_proxy, paired
-from stmsearch.evaluation.latency import LatencyTable
+from stmsearch.evaluation.throughput import file_lock
 from stmsearch.merging.config import config_from_dict
 from stmsearch.merging.patch import apply
 from stmsearch.pareto import pareto_mask
@@ -66,18 +65,9 @@ def method_space(base: dict, methods: tuple[str, ...], table: str | None = None)
     return parse_space(data, f"bench_fronts:{'+'.join(methods)}")
 
 
-@contextlib.contextmanager
-def cpu_lock(path: str | None) -> Iterator[None]:
-    """flock(2) on ``path`` (the lock `flock PATH cmd` takes), so timed steps run alone on the CPU."""
-    if not path:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def cpu_lock(path: str | None) -> contextlib.AbstractContextManager:
+    """The lock `flock PATH cmd` takes, so timed steps run alone on the CPU (none without a path)."""
+    return file_lock(path) if path else contextlib.nullcontext()
 
 
 # --- the comparison (pure: synthetic fronts in the tests) -----------------------------------------------
