@@ -40,17 +40,21 @@ def _inputs(input_shape: tuple[int, ...], batch: int, device: torch.device,
 
 
 @contextlib.contextmanager
-def gpu_lock(device: torch.device):
-    """Hold the physical GPU ``device`` alone (an flock shared by every process on this host)."""
-    props = torch.cuda.get_device_properties(device)
-    uuid = str(getattr(props, "uuid", device.index))
-    path = Path(tempfile.gettempdir()) / f"stmsearch-gpu-{uuid}.lock"
+def file_lock(path: str | Path):
+    """An exclusive flock(2) on ``path`` for the block (the lock ``flock PATH command`` takes too)."""
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def gpu_lock(device: torch.device) -> contextlib.AbstractContextManager:
+    """Hold the physical GPU ``device`` alone (an flock shared by every process on this host)."""
+    props = torch.cuda.get_device_properties(device)
+    uuid = str(getattr(props, "uuid", device.index))
+    return file_lock(Path(tempfile.gettempdir()) / f"stmsearch-gpu-{uuid}.lock")
 
 
 def cuda_times(fn: Callable[[], object], runs: int, warmup: int) -> list[float]:

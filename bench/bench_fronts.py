@@ -1,0 +1,302 @@
+"""Searched fronts at matched speed-up: one search per method (STM and the baselines), each front
+verified, then compared at equal verified speed-up with exact paired sign tests (issue 15).
+
+Every method gets the same search: demo.yaml's objectives, constraints, parametric schedule
+space, sampler (TPE, its seed) and seed ladder, on the proxy's held-out images 0..subset-1, the
+same trial budget, each method at its defaults with the same protection-window range (the ladder
+is made from each space's first, here only, method, so every method gets one). Speed comes from
+the ``model`` estimator with ONE latency table timed once for all methods (what ``stmsearch
+calibrate`` makes from a space naming all three), so the searches time nothing and are
+deterministic. All studies live in one SQLite file, one study per method. Each front is then
+verified as ``stmsearch verify`` does (all 1000 held-out images, speed paired with the unreduced
+model). Verify keeps no per-image correctness, so each verified front point is evaluated once more
+image by image (the bench checks that this reproduces the verified accuracy) for the sign tests.
+
+The verified accuracy covers all held-out images, including the 0..subset-1 the search selected
+on; the sign tests are reported on all of them and on the images the search never saw.
+
+    PYTHONPATH=. python bench/bench_fronts.py --proxy vim_proxy_clutter --trials 40 \\
+        --runs runs/fronts --out bench/results/fronts_clutter.json --lock /tmp/stm-cpu.lock
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, correct, load_proxy, paired
+from stmsearch.evaluation.throughput import file_lock
+from stmsearch.merging.config import config_from_dict
+from stmsearch.merging.patch import apply
+from stmsearch.pareto import pareto_mask
+from stmsearch.results.records import load_study_data
+from stmsearch.search.space import SearchSpace, parse_space
+from stmsearch.yamlfile import read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "search_spaces" / "demo.yaml"
+METHODS = ("stm", "prune", "tome")
+WINDOW = {"type": "int", "low": 0, "high": 12, "step": 2}  # demo.yaml's STM window range, given to every method
+SHARED = ("objectives", "constraints", "schedule", "sampler", "seed_ladder", "throughput", "batch_size", "device")
+
+
+# --- the searches ----------------------------------------------------------------------------------------
+def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = None) -> dict:
+    """demo.yaml's search settings on ``proxy`` and its dataset, without methods."""
+    demo = read_yaml(DEMO, "search-space", ValueError)
+    data = {k: demo[k] for k in SHARED if k in demo}
+    data.update(model=proxy, dataset=PROXY_DATASETS[proxy], subset=subset, budget={"trials": trials}, verify=False)
+    if evaluator:
+        data["evaluator"] = evaluator
+    return data
+
+
+def method_space(base: dict, methods: tuple[str, ...], table: str | None = None) -> SearchSpace:
+    data = {**base, "methods": [{"name": m, "knobs": {"window": dict(WINDOW)}} for m in methods]}
+    if table:
+        data["throughput"] = {**data.get("throughput", {}), "table": table}
+    return parse_space(data, f"bench_fronts:{'+'.join(methods)}")
+
+
+def cpu_lock(path: str | None) -> contextlib.AbstractContextManager:
+    """The lock `flock PATH cmd` takes, so timed steps run alone on the CPU (none without a path)."""
+    return file_lock(path) if path else contextlib.nullcontext()
+
+
+# --- the comparison (pure: synthetic fronts in the tests) -----------------------------------------------
+def verified_points(records: list) -> list[dict]:
+    """The verified, non-reference trials of a study as {number, accuracy, speedup, ...}."""
+    out = []
+    for r in records:
+        if r.verified and not r.is_reference and r.complete:
+            v = r.verified
+            out.append({"number": r.number, "accuracy": v["accuracy"], "accuracy_ci": v.get("accuracy_ci"),
+                        "speedup": v["speedup"], "speedup_ci": v.get("speedup_ci"), "config": r.config,
+                        "search_accuracy": r.value("accuracy"), "search_speedup": r.value("speedup")})
+    return out
+
+
+def front(points: list[dict]) -> list[dict]:
+    """The points no other dominates in (accuracy, speed-up), by speed-up."""
+    if not points:
+        return []
+    mask = pareto_mask(np.array([[p["accuracy"], p["speedup"]] for p in points]), ["maximize", "maximize"])
+    return sorted((p for p, m in zip(points, mask) if m), key=lambda p: p["speedup"])
+
+
+def best_at(points: list[dict], speedup: float) -> dict | None:
+    """The most accurate point reaching at least ``speedup`` (the slowest of equals), None if none does."""
+    reach = [p for p in points if p["speedup"] >= speedup]
+    return max(reach, key=lambda p: (p["accuracy"], -p["speedup"])) if reach else None
+
+
+def speedup_grid(fronts: dict[str, list[dict]], step: float = 0.1) -> list[float]:
+    """1 + step, 1 + 2 step, ... up to the largest verified speed-up of any front."""
+    top = max((p["speedup"] for pts in fronts.values() for p in pts), default=1.0)
+    return [round(1 + step * i, 6) for i in range(1, int(math.floor((top - 1) / step + 1e-9)) + 1)]
+
+
+def matched_table(fronts: dict[str, list[dict]], grid: list[float]) -> list[dict]:
+    """Per grid speed-up, each method's best verified accuracy at or above it (None: not reached)."""
+    rows = []
+    for s in grid:
+        cells = {m: best_at(pts, s) for m, pts in fronts.items()}
+        rows.append({"speedup": s, **{m: None if p is None else p["accuracy"] for m, p in cells.items()}})
+    return rows
+
+
+def match(stm: list[dict], point: dict) -> dict | None:
+    """The STM front point of the nearest speed-up at or above ``point``'s."""
+    reach = [p for p in stm if p["speedup"] >= point["speedup"]]
+    return min(reach, key=lambda p: (p["speedup"], -p["accuracy"])) if reach else None
+
+
+def outcome(stm_point: dict | None, base_point: dict) -> str:
+    """win / tie / loss of STM's matched point against one baseline point (no STM point that fast: loss)."""
+    if stm_point is None or stm_point["accuracy"] < base_point["accuracy"]:
+        return "loss"
+    return "win" if stm_point["accuracy"] > base_point["accuracy"] else "tie"
+
+
+def verdict(outcomes: list[str]) -> str:
+    """``dominates``: every baseline point matched at least as accurately, one strictly (the baseline's
+    front is weakly dominated); ``ties``: all equal; ``loses``: no win and some loss; else ``mixed``."""
+    wins, losses = outcomes.count("win"), outcomes.count("loss")
+    if not outcomes or (not wins and not losses):
+        return "ties"
+    if not losses:
+        return "dominates"
+    return "loses" if not wins else "mixed"
+
+
+def compare_fronts(fronts: dict[str, list[dict]], baselines: tuple[str, ...], step: float = 0.1) -> dict:
+    """Matched-speed-up table, STM's matched point for every baseline front point, and a verdict per baseline."""
+    grid = speedup_grid(fronts, step)
+    pairs, verdicts = {}, {}
+    for base in baselines:
+        rows = []
+        for b in fronts[base]:
+            s = match(fronts["stm"], b)
+            rows.append({"baseline": b["number"], "stm": None if s is None else s["number"],
+                         "baseline_speedup": b["speedup"], "stm_speedup": None if s is None else s["speedup"],
+                         "baseline_accuracy": b["accuracy"], "stm_accuracy": None if s is None else s["accuracy"],
+                         "outcome": outcome(s, b)})
+        pairs[base] = rows
+        verdicts[base] = verdict([r["outcome"] for r in rows])
+    return {"grid": matched_table(fronts, grid), "pairs": pairs, "verdicts": verdicts}
+
+
+# --- per-image correctness of the front points ------------------------------------------------------------
+def correctness(proxy_name: str, fronts: dict[str, list[dict]], images: range) -> dict[tuple[str, int], torch.Tensor]:
+    """Per-image correctness of every front point on held-out ``images`` (the model the search evaluated)."""
+    proxy = load_proxy(proxy_name, images)
+    out = {}
+    for method, pts in fronts.items():
+        for p in pts:
+            apply(proxy.model, config_from_dict(p["config"], f"{method} trial {p['number']}"))
+            try:
+                out[method, p["number"]] = correct(proxy.model, proxy.images, proxy.labels)
+            finally:
+                apply(proxy.model, None)
+    return out
+
+
+def sign_tests(pairs: dict[str, list[dict]], ok: dict, unseen: slice) -> None:
+    """Add the exact sign test of each matched pair, on every image and on the ``unseen`` ones (in place)."""
+    for base, rows in pairs.items():
+        for r in rows:
+            if r["stm"] is None:
+                continue
+            a, b = ok["stm", r["stm"]], ok[base, r["baseline"]]
+            r["sign_all"], r["sign_unseen"] = paired(a, b), paired(a[unseen], b[unseen])
+
+
+# --- steps ----------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict:
+    from stmsearch.search.calibration import calibrate_space
+    from stmsearch.search.runner import run_search
+    from stmsearch.search.verify import verify_study
+
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{(runs / f'fronts-{args.proxy}.db').resolve()}"
+    base = base_space(args.proxy, args.subset, args.trials, args.evaluator)
+    seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(name: str) -> Iterator[None]:
+        with cpu_lock(args.lock):  # timed once the lock is held: waiting for the main session is not the step's
+            t0 = time.perf_counter()
+            print(f"{time.strftime('%H:%M:%S')} {name}", flush=True)
+            yield
+            seconds[name] = time.perf_counter() - t0
+
+    table = None
+    if not args.evaluator:  # a stand-in evaluator (the smoke test) predicts its own speed
+        table = runs / f"fronts-{args.proxy}-latency.json"
+        if not table.is_file():
+            with step("calibrate"):
+                calibrate_space(method_space(base, METHODS)).save(table)
+        table = str(table.resolve())
+    studies = {}
+    for m in METHODS:
+        studies[m] = f"fronts-{args.proxy}-{m}"
+        with step(f"search_{m}"):
+            run_search(method_space(base, (m,), table), f"bench_fronts:{m}", storage_url=url, study=studies[m],
+                       executor="local", runs=runs, progress=False)
+    for m in METHODS:
+        if not any(r.verified for r in load_study_data(url, studies[m]).records if not r.is_reference):
+            with step(f"verify_{m}"):
+                verify_study(url, studies[m], pairs=args.pairs, progress=False, log=print)
+    data = {m: load_study_data(url, studies[m]) for m in METHODS}
+    points = {m: verified_points(d.records) for m, d in data.items()}
+    fronts = {m: front(p) for m, p in points.items()}
+    result = compare_fronts(fronts, METHODS[1:], args.step)
+    images = range(0, args.images)
+    with step("per_image"):
+        ok = correctness(args.proxy, fronts, images)
+    sign_tests(result["pairs"], ok, slice(min(args.subset, len(images)), None))
+    for m, pts in fronts.items():
+        for p in pts:
+            p["per_image_accuracy"] = int(ok[m, p["number"]].sum()) / len(images)  # as evaluate_accuracy divides
+            p["correct"] = bits(ok[m, p["number"]])
+    ref = data["stm"].reference()
+    return {"proxy": args.proxy, "dataset": PROXY_DATASETS[args.proxy], "storage": url, "studies": studies,
+            "table": table, "trials": args.trials, "subset": args.subset, "images": args.images,
+            "pairs": args.pairs, "torch_threads": torch.get_num_threads(),
+            "reference": None if ref is None else ref.verified,
+            "studies_summary": {m: {"trials": len(d.records), "complete": sum(r.complete for r in d.records),
+                                    "verified": len(points[m]), "front": len(fronts[m])} for m, d in data.items()},
+            "fronts": fronts, **result, "seconds": seconds}
+
+
+def fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def report(out: dict) -> str:
+    lines = [f"{out['proxy']} on {out['dataset']}: {out['trials']} trials a method, search on held-out images "
+             f"0-{out['subset'] - 1}, verified on all {out['images']}"]
+    for m, s in out["studies_summary"].items():
+        lines.append(f"  {m}: {s['complete']}/{s['trials']} complete, {s['verified']} verified, front {s['front']}")
+    lines.append("\nbest verified accuracy at verified speed-up >= s")
+    lines.append("s      " + "  ".join(f"{m:>6}" for m in METHODS))
+    for row in out["grid"]:
+        lines.append(f"{row['speedup']:<6.2f} " + "  ".join(f"{fmt(row[m]):>6}" for m in METHODS))
+    for base, rows in out["pairs"].items():
+        lines.append(f"\n{base} front point -> STM point of nearest speed-up at or above "
+                     f"(sign test: only-STM-right / only-{base}-right, p; all images | unseen)")
+        for r in rows:
+            sa, su = r.get("sign_all"), r.get("sign_unseen")
+            tests = "" if sa is None else (f"  {sa['wins']}/{sa['losses']} p={sa['p']:.2g} | "
+                                           f"{su['wins']}/{su['losses']} p={su['p']:.2g}")
+            lines.append(f"  {base}#{r['baseline']} {r['baseline_speedup']:.2f}x {r['baseline_accuracy']:.3f}  "
+                         f"stm#{r['stm']} {fmt(r['stm_speedup'], '.2f')}x {fmt(r['stm_accuracy'])}  "
+                         f"{r['outcome']}{tests}")
+        lines.append(f"  verdict: STM {out['verdicts'][base]} {base}")
+    # within half an image: the same count of right images (the runs of 2026-12-03 stored a float32 mean)
+    checked = [abs(p["per_image_accuracy"] - p["accuracy"]) < 0.5 / out["images"]
+               for pts in out["fronts"].values() for p in pts]
+    lines.append(f"\nper-image pass reproduces the verified accuracy at {sum(checked)} of {len(checked)} front points")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--proxy", choices=tuple(PROXY_DATASETS), default="vim_proxy_clutter")
+    ap.add_argument("--trials", type=int, default=40, help="trials per method's study (the reference included)")
+    ap.add_argument("--subset", type=int, default=500, help="held-out images 0..N-1 each trial is scored on")
+    ap.add_argument("--images", type=int, default=1000, help="held-out images of the per-image sign tests "
+                    "(verify uses them all: keep 1000 but in smoke runs)")
+    ap.add_argument("--pairs", type=int, default=15, help="paired timings per verified point (verify's default)")
+    ap.add_argument("--step", type=float, default=0.1, help="speed-up grid step of the matched table")
+    ap.add_argument("--runs", default="runs/fronts", help="folder of the SQLite file and the latency table")
+    ap.add_argument("--evaluator", help="module:function standing in for evaluate() (smoke tests)")
+    ap.add_argument("--lock", help="flock this file around each timed or heavy step (e.g. /tmp/stm-cpu.lock)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="write the JSON here")
+    ap.add_argument("--report", metavar="JSON", help="print the report of an earlier run's JSON and stop")
+    args = ap.parse_args(argv)
+    if args.report:
+        out = json.loads(Path(args.report).read_text())
+        print(report(out))
+        return out
+    torch.set_num_threads(args.threads)
+    out = run(args)
+    print(report(out))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""bench/bench_fronts.py: the matched-speed-up comparison on synthetic fronts, the sign tests'
+pairing, and a smoke run end to end (stand-in evaluator for search and verify, the real proxy
+for the per-image correctness)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from stmsearch.results.records import load_study_data
+from stmsearch.search.space import load_space
+
+
+
+@pytest.fixture(scope="module")
+def bench():
+    from bench import bench_fronts
+
+    return bench_fronts
+
+
+def pts(*pairs, start=0):
+    return [{"number": start + i, "accuracy": a, "speedup": s} for i, (a, s) in enumerate(pairs)]
+
+
+def test_front_drops_dominated_points_and_sorts_by_speedup(bench):
+    points = pts((0.90, 1.2), (0.85, 1.1), (0.80, 2.0), (0.95, 1.0), (0.80, 1.5))
+    assert [p["number"] for p in bench.front(points)] == [3, 0, 2]  # 1 and 4 are dominated by 0 and 2
+
+
+def test_best_at_takes_the_most_accurate_point_fast_enough(bench):
+    front = pts((0.95, 1.0), (0.90, 1.3), (0.70, 2.0))
+    assert bench.best_at(front, 1.0)["number"] == 0
+    assert bench.best_at(front, 1.01)["number"] == 1
+    assert bench.best_at(front, 1.3)["number"] == 1  # at the point's own speed-up: reaches it
+    assert bench.best_at(front, 1.31)["number"] == 2
+    assert bench.best_at(front, 2.01) is None
+
+
+def test_grid_and_matched_table(bench):
+    fronts = {"stm": pts((0.9, 1.25), (0.8, 1.52)), "prune": pts((0.92, 1.15), (0.7, 1.31))}
+    grid = bench.speedup_grid(fronts, 0.1)
+    assert grid == [1.1, 1.2, 1.3, 1.4, 1.5]
+    table = {r["speedup"]: (r["stm"], r["prune"]) for r in bench.matched_table(fronts, grid)}
+    assert table[1.1] == (0.9, 0.92)
+    assert table[1.2] == (0.9, 0.7)
+    assert table[1.3] == (0.8, 0.7)
+    assert table[1.4] == (0.8, None)
+
+
+def test_match_is_the_nearest_stm_speedup_at_or_above(bench):
+    stm = pts((0.95, 1.1), (0.9, 1.4), (0.8, 1.9))
+    assert bench.match(stm, {"speedup": 1.35})["number"] == 1  # not the closer-but-slower 1.1x
+    assert bench.match(stm, {"speedup": 1.4})["number"] == 1
+    assert bench.match(stm, {"speedup": 1.0})["number"] == 0
+    assert bench.match(stm, {"speedup": 2.0}) is None
+
+
+@pytest.mark.parametrize("stm, base, want", [
+    ([(0.95, 1.2), (0.9, 1.6)], [(0.94, 1.1), (0.85, 1.5)], "dominates"),
+    ([(0.94, 1.2), (0.85, 1.6)], [(0.94, 1.1), (0.85, 1.5)], "ties"),
+    ([(0.90, 1.2), (0.80, 1.6)], [(0.94, 1.1), (0.85, 1.5)], "loses"),
+    ([(0.95, 1.2), (0.80, 1.6)], [(0.94, 1.1), (0.85, 1.5)], "mixed"),
+    # every matched point wins, but STM never reaches the baseline's fastest point
+    ([(0.95, 1.2), (0.9, 1.6)], [(0.94, 1.1), (0.85, 1.5), (0.5, 3.0)], "mixed"),
+])
+def test_verdict_on_synthetic_fronts(bench, stm, base, want):
+    out = bench.compare_fronts({"stm": pts(*stm), "prune": pts(*base, start=10)}, ("prune",))
+    assert out["verdicts"]["prune"] == want
+
+
+def test_dominates_means_every_baseline_point_is_weakly_dominated(bench):
+    stm, base = pts((0.95, 1.2), (0.9, 1.6)), pts((0.94, 1.1), (0.85, 1.5), start=10)
+    out = bench.compare_fronts({"stm": stm, "prune": base}, ("prune",))
+    assert out["verdicts"]["prune"] == "dominates"
+    for row in out["pairs"]["prune"]:
+        assert row["stm_speedup"] >= row["baseline_speedup"] and row["stm_accuracy"] >= row["baseline_accuracy"]
+
+
+def test_sign_tests_pair_the_matched_points_images(bench):
+    a = torch.tensor([1, 1, 1, 0, 1, 1, 0, 0], dtype=torch.bool)  # STM point 0
+    b = torch.tensor([0, 0, 1, 1, 1, 0, 0, 0], dtype=torch.bool)  # prune point 10
+    pairs = {"prune": [{"baseline": 10, "stm": 0}, {"baseline": 11, "stm": None}]}
+    bench.sign_tests(pairs, {("stm", 0): a, ("prune", 10): b}, slice(4, None))
+    assert pairs["prune"][0]["sign_all"]["wins"] == 3 and pairs["prune"][0]["sign_all"]["losses"] == 1
+    assert pairs["prune"][0]["sign_unseen"] == {"wins": 1, "losses": 0, "p": 1.0}  # images 4-7 only
+    assert "sign_all" not in pairs["prune"][1]
+
+
+def test_every_method_gets_demo_yaml_search_settings(bench):
+    base = bench.base_space("vim_proxy_clutter", 500, 40)
+    demo = load_space(bench.DEMO)
+    spaces = [bench.method_space(base, (m,), "table.json") for m in bench.METHODS]
+    for space in spaces:
+        assert space.schedule == demo.schedule and space.sampler == demo.sampler
+        assert space.seed_ladder == demo.seed_ladder and space.objectives == demo.objectives
+        assert space.subset == 500 and space.dataset == "mnist5k-clutter" and space.throughput.table == "table.json"
+        assert space.methods[0].knobs == spaces[0].methods[0].knobs  # the same window range for each
+
+
+def test_smoke_end_to_end(bench, tmp_path, one_thread):
+    out = bench.main(["--proxy", "vim_proxy", "--trials", "6", "--subset", "10", "--images", "20",
+                      "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",
+                      "--out", str(tmp_path / "out.json")])
+    assert json.loads((tmp_path / "out.json").read_text())["verdicts"] == out["verdicts"]
+    for method, study in out["studies"].items():
+        data = load_study_data(out["storage"], study)
+        assert len(data.records) == 6 and data.reference().verified
+        seeds = [r.seed_config for r in data.records if r.seed_config and r.seed_config.startswith("ladder")]
+        assert seeds and all(r.method == method for r in data.records if not r.is_reference)
+        assert out["fronts"][method]
+        for p in out["fronts"][method]:
+            assert len(p["correct"]) == 20 and p["per_image_accuracy"] == p["correct"].count("1") / 20
+    for base, rows in out["pairs"].items():
+        for row in rows:
+            if row["stm"] is not None:
+                assert row["stm_speedup"] >= row["baseline_speedup"]
+                assert row["sign_all"]["wins"] + row["sign_all"]["losses"] <= 20
+                assert row["sign_unseen"]["wins"] + row["sign_unseen"]["losses"] <= 10
