@@ -1,72 +1,65 @@
 """GEMM time of the out_proj shape at token counts around multiples of 8 (graph replays, one CUDA device).
 
-Per dtype, batch 256, d_inner 384 -> d_model 192 (vim_tiny): the bmm as the model runs it
-(token-major output, "tok"), with the output channel-major ("chan"), with the GEMM width aligned
-to 8 or 16 tokens, and split into the multiple-of-8 part plus the rest ("split"); then cuBLASLt.
-Prints us per call and the per-token ratio to 192 tokens.
+Per dtype and batch, d_inner 384 -> d_model 192 (vim_tiny), three ways of running it:
+- ``bmm``: per image over y's tokens rounded up to 8, token-major output (the model before y went
+  token-major; still its path for channel-major y, e.g. the mamba_ssm backend's);
+- ``chan``: the same bmm with the output channel-major;
+- ``mm``: y token-major, one GEMM over all B*L tokens (the model's path with the triton scan).
+Prints us per call and the per-token ratio to 192 tokens of the same way; then cuBLASLt's bmm.
 
-    python bench/bench_gemm_widths.py
+    python bench/bench_gemm_widths.py [--batches 64,256]
 """
+import argparse
+import sys
+from pathlib import Path
+
 import torch
-from stmsearch.ops.layout import padded_empty, gemm_width, widened
+
+from stmsearch.ops.layout import gemm_width, padded_empty, widened
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_merge_kernels import graph_us  # noqa: E402
+
+C, D = 384, 192
 
 
-def t_us(fn, n=50):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(10):
-            fn()
-    g.replay(); torch.cuda.synchronize()
-    s, e = torch.cuda.Event(True), torch.cuda.Event(True)
-    best = []
-    for _ in range(7):
-        s.record(); g.replay(); e.record(); torch.cuda.synchronize()
-        best.append(s.elapsed_time(e) * 100)  # us per fn (10 per replay)
-    best.sort()
-    return best[3]
+def ways(batch: int, length: int, dtype: torch.dtype) -> dict:
+    """name -> a call running the out_proj GEMM at ``length`` tokens that way."""
+    w = torch.randn(C, D, device="cuda", dtype=dtype)
+    y = padded_empty(batch, C, length, device="cuda", dtype=dtype).normal_()
+    wide = widened(y, gemm_width(length))
+    out = torch.empty(batch, gemm_width(length), D, device="cuda", dtype=dtype)
+    outc = torch.empty(batch, D, gemm_width(length), device="cuda", dtype=dtype)
+    wb, wtb = w.expand(batch, -1, -1), w.t().expand(batch, -1, -1)
+    ytok = torch.randn(batch * length, C, device="cuda", dtype=dtype)
+    outm = torch.empty(batch * length, D, device="cuda", dtype=dtype)
+    return {"bmm": lambda: torch.bmm(wide.transpose(1, 2), wb, out=out),
+            "chan": lambda: torch.bmm(wtb, wide, out=outc),
+            "mm": lambda: torch.mm(ytok, w, out=outm)}
 
 
-B, C, D = 256, 384, 192
-for dtype in (torch.float32, torch.bfloat16):
-    w = torch.randn(C, D, device="cuda", dtype=dtype).expand(B, -1, -1)
-    wt = torch.randn(D, C, device="cuda", dtype=dtype).expand(B, -1, -1)
-    res = {}
-    for L in (192, 193, 196, 197, 200, 208):
-        for align in (8, 16):
-            y = padded_empty(B, C, L, device="cuda", dtype=dtype).normal_()
-            width = -(-L // align) * align
-            wide = widened(y, width)
-            out = torch.empty(B, width, D, device="cuda", dtype=dtype)
-            res[(L, align, "tok")] = t_us(lambda: torch.bmm(wide.transpose(1, 2), w, out=out))
-            outc = torch.empty(B, D, width, device="cuda", dtype=dtype)
-            res[(L, align, "chan")] = t_us(lambda: torch.bmm(wt, wide, out=outc))
-        # split: the x8 part plus the rest
-        y = padded_empty(B, C, L, device="cuda", dtype=dtype).normal_()
-        m = L // 8 * 8
-        wide = widened(y, gemm_width(L))
-        out = torch.empty(B, gemm_width(L), D, device="cuda", dtype=dtype)
-        def split():
-            torch.bmm(wide[..., :m].transpose(1, 2), w, out=out[:, :m])
-            if gemm_width(L) > m:
-                torch.bmm(wide[..., m:].transpose(1, 2), w, out=out[:, m:])
-        res[(L, 8, "split")] = t_us(split)
-    base = res[(192, 8, "tok")] / 192
-    print(dtype, "us per call; per-token ratio to 192 tok")
-    for k, v in res.items():
-        print(f"  L={k[0]} align={k[1]} {k[2]}: {v:.1f} us  ratio {v / k[0] / base:.3f}")
-for lib in ("cublaslt",):
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="64,256")
+    ap.add_argument("--lengths", default="192,193,196,197,200,208")
+    args = ap.parse_args()
+    lengths = [int(v) for v in args.lengths.split(",")]
+    for batch in (int(b) for b in args.batches.split(",")):
+        for dtype in (torch.float32, torch.bfloat16):
+            res = {(n, name): graph_us(fn, n=10) for n in lengths for name, fn in ways(batch, n, dtype).items()}
+            print(f"batch {batch} {dtype}: us per call; per-token ratio to the same way at {lengths[0]} tokens")
+            for (n, name), us in res.items():
+                ratio = us / n / (res[(lengths[0], name)] / lengths[0])
+                print(f"  L={n} {name:4}: {us:7.1f} us  ratio {ratio:.3f}")
     try:
-        torch.backends.cuda.preferred_blas_library(lib)
-        y = padded_empty(B, C, 193, device="cuda").normal_()
-        wide = widened(y, 200)
-        w = torch.randn(C, D, device="cuda").expand(B, -1, -1)
-        out = torch.empty(B, 200, D, device="cuda")
-        y2 = padded_empty(B, C, 192, device="cuda").normal_()
-        out2 = torch.empty(B, 192, D, device="cuda")
-        a = t_us(lambda: torch.bmm(wide.transpose(1, 2), w, out=out)); b = t_us(lambda: torch.bmm(y2.transpose(1, 2), w, out=out2))
-        print(f"{lib} fp32 193(200): {a:.1f} 192: {b:.1f} ratio/token {a/193/(b/192):.3f}")
-    except Exception as exc:
-        print(lib, "failed", exc)
+        torch.backends.cuda.preferred_blas_library("cublaslt")
+        a, b = ways(256, 193, torch.float32)["bmm"], ways(256, 192, torch.float32)["bmm"]
+        ta, tb = graph_us(a, n=10), graph_us(b, n=10)
+        print(f"cublaslt bmm fp32 batch 256, 193 (200): {ta:.1f} us, 192: {tb:.1f} us, per-token ratio "
+              f"{ta / 193 / (tb / 192):.3f}")
+    except Exception as exc:  # a build without cuBLASLt's batched path
+        print("cublaslt failed:", exc)
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,7 @@ import torch
 import stmsearch
 from stmsearch.evaluation.throughput import _graphed, interleaved_times
 from stmsearch.merging import patch
+from stmsearch.models import vim
 from stmsearch.merging.schedules import for_reduction
 
 DEV = "cuda"  # --device cpu: a smoke run of the script itself (its timings mean nothing)
@@ -128,7 +129,7 @@ def schedules(names: list[str], levels: list[float], depth: int) -> dict:
 
 @torch.inference_mode()
 def table(model_name: str, batch: int, dtype: str, names: list[str], levels: list[float], rounds: int,
-          configs: dict) -> list[dict]:
+          configs: dict, on_row=lambda row: None) -> list[dict]:
     plain, model = pair(model_name)
     depth = len(model.layers)
     x = torch.randn(batch, 3, 224, 224, device=DEV)
@@ -149,6 +150,7 @@ def table(model_name: str, batch: int, dtype: str, names: list[str], levels: lis
                    "reduction": cfg.token_reduction(depth), "unreduced_img_s": batch / t_base,
                    "bound": t_base / t_bound, "measured": t_base / t_run, "ratio": t_bound / t_run}
             rows.append(row)
+            on_row(row)
             print(f"{name:28} {level:5.0%} {row['reduction']:9.1%} {row['bound']:6.2f}x {row['measured']:7.2f}x "
                   f"{row['ratio']:6.3f}", flush=True)
     stmsearch.apply(model, None)
@@ -230,7 +232,10 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--graphs", action="store_true", help="time CUDA graph replays (merges are sync-free, so they capture)")
     ap.add_argument("--sort", default="cuda_time_total", help="--profile's sort key (e.g. cpu_time_total)")
+    ap.add_argument("--y-layout", choices=["token", "channel"], default="token",
+                    help="the triton scan's output layout (channel: per-image out_proj GEMMs, the former path)")
     args = ap.parse_args()
+    vim.TOKEN_MAJOR_Y = args.y_layout == "token"
     global DEV, GRAPHS
     DEV, GRAPHS = args.device, args.graphs
     if DEV == "cuda" and not torch.cuda.is_available():
@@ -238,7 +243,7 @@ def main() -> None:
     models, batches, dtypes = args.models.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
     levels = [float(v) for v in args.levels.split(",")]
     print(f"{torch.cuda.get_device_name() if DEV == 'cuda' else DEV}, torch {torch.__version__}, scan backend "
-          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}")
+          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}, y {args.y_layout}-major")
     for m in models:
         for b in batches:
             for d in dtypes:
@@ -255,18 +260,22 @@ def main() -> None:
     if unknown:
         sys.exit(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
     rows = []
+
+    def keep(row: dict) -> None:  # each row is written as it comes: a run cut short keeps what it measured
+        rows.append(row)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=1))
+
     for m in models:
         configs = schedules(names, levels, len(stmsearch.create_model(m).layers))
         for b in batches:
             for d in dtypes:
-                rows += table(m, b, d, names, levels, args.rounds, configs)
+                table(m, b, d, names, levels, args.rounds, configs, keep)
     if rows:
         worst = min(rows, key=lambda r: r["ratio"])
         print(f"\nworst ratio {worst['ratio']:.3f}: {worst['variant']} at {worst['level']:.0%}, {worst['model']} "
               f"batch {worst['batch']} {worst['dtype']}; {sum(r['ratio'] >= 0.9 for r in rows)}/{len(rows)} at >= 0.9")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

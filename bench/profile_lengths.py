@@ -5,6 +5,10 @@ T:M it prints the kernel milliseconds of one forward at each, their per-token ra
 ((time(T) / T) / (time(M) / M), 1 = proportional to tokens) and the top kernels side by side.
 
     python bench/profile_lengths.py [--batch 256] [--pairs 193:192,97:96] [--dtypes bf16,fp32]
+                                    [--y-layouts token,channel]
+
+``--y-layouts``: the triton scan's output token-major (one out_proj GEMM over all tokens, the
+model's default) or channel-major (per-image GEMMs), each profiled in turn.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import stmsearch
+from stmsearch.models import vim
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_merge as bm  # noqa: E402
@@ -47,24 +52,27 @@ def main() -> None:
     ap.add_argument("--pairs", default="193:192,97:96")
     ap.add_argument("--dtypes", default="bf16,fp32")
     ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--y-layouts", default="token")
     args = ap.parse_args()
     model = bm.make_model(args.model)
     x = torch.randn(args.batch, 3, 224, 224, device="cuda")
     full = model.cfg.num_patches + 1
-    for dtype in args.dtypes.split(","):
-        for pair in args.pairs.split(","):
-            t, m = (int(v) for v in pair.split(":"))
-            res = {}
-            for n in (t, m):
-                cfg = stmsearch.MergeConfig(method="stm", window=0, runs=8, schedule=[full - n]) if n < full else None
-                stmsearch.apply(model, cfg)
-                res[n] = kernel_ms(model, x, dtype)
-            total = {n: sum(v[0] for v in res[n].values()) for n in res}
-            print(f"\n{dtype} batch {args.batch}: {t} tokens {total[t]:.3f} ms, {m} tokens {total[m]:.3f} ms; "
-                  f"per-token ratio {(total[t] / t) / (total[m] / m):.3f}")
-            for k in sorted(set(res[t]) | set(res[m]), key=lambda k: -res[t].get(k, (0, 0))[0])[:args.top]:
-                a, b = res[t].get(k, (0.0, 0)), res[m].get(k, (0.0, 0))
-                print(f"  {k:70} {a[0]:7.3f} {b[0]:7.3f}  calls {a[1]}/{b[1]}")
+    for layout in args.y_layouts.split(","):
+        vim.TOKEN_MAJOR_Y = layout == "token"
+        for dtype in args.dtypes.split(","):
+            for pair in args.pairs.split(","):
+                t, m = (int(v) for v in pair.split(":"))
+                res = {}
+                for n in (t, m):
+                    cfg = stmsearch.MergeConfig(method="stm", window=0, runs=8, schedule=[full - n]) if n < full else None
+                    stmsearch.apply(model, cfg)
+                    res[n] = kernel_ms(model, x, dtype)
+                total = {n: sum(v[0] for v in res[n].values()) for n in res}
+                print(f"\n{dtype} batch {args.batch}, y {layout}-major: {t} tokens {total[t]:.3f} ms, {m} tokens "
+                      f"{total[m]:.3f} ms; per-token ratio {(total[t] / t) / (total[m] / m):.3f}")
+                for k in sorted(set(res[t]) | set(res[m]), key=lambda k: -res[t].get(k, (0, 0))[0])[:args.top]:
+                    a, b = res[t].get(k, (0.0, 0)), res[m].get(k, (0.0, 0))
+                    print(f"  {k:70} {a[0]:7.3f} {b[0]:7.3f}  calls {a[1]}/{b[1]}")
     stmsearch.apply(model, None)
 
 

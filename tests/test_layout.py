@@ -97,3 +97,20 @@ def test_gemms_run_over_the_padding_and_return_only_tokens(monkeypatch) -> None:
     y = vim._out_proj(x, w.t())
     assert y.shape == (2, 13, 5) and y.stride(0) == pitch(13) * 5
     torch.testing.assert_close(y, torch.einsum("bil,io->blo", x, w.t()))
+
+
+def test_out_proj_over_token_major_y_is_one_gemm_over_all_tokens(monkeypatch) -> None:
+    """y (B, C, L) laid out token-major (the triton scan's CUDA output): one (B*L, C) mm, no bmm."""
+    torch.manual_seed(0)
+    y = torch.randn(3, 13, 6).transpose(1, 2)  # (B, C, L) view of a contiguous (B, L, C)
+    w = torch.randn(6, 5)
+    calls = []
+    real_mm, real_bmm = torch.mm, torch.bmm
+    monkeypatch.setattr(torch, "mm", lambda *a, **k: calls.append("mm") or real_mm(*a, **k))
+    monkeypatch.setattr(torch, "bmm", lambda *a, **k: calls.append("bmm") or real_bmm(*a, **k))
+    out = vim._out_proj(y, w)
+    assert calls == ["mm"] and out.shape == (3, 13, 5)
+    torch.testing.assert_close(out, torch.einsum("bil,io->blo", y, w))
+    calls.clear()
+    vim._out_proj(y.contiguous(), w)  # channel-major: per image
+    assert calls == ["bmm"]

@@ -75,6 +75,11 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+# The triton scan writes y token-major on CUDA, for one out_proj GEMM over all images' tokens
+# (_out_proj); a module switch so bench/bench_gemm_widths.py can time the two layouts side by side.
+TOKEN_MAJOR_Y = True
+
+
 def _padded_layout(x: torch.Tensor) -> bool:
     """Whether a layer's tensors take the padded layout of ops.layout: on CUDA, outside a trace
     (fvcore's FLOP count needs the plain ops)."""
@@ -110,8 +115,15 @@ def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _out_proj(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """y (B, C, L) channel-major times weight (C, D) -> (B, L, D); on CUDA over y's padded tokens."""
-    batch, length = y.shape[0], y.shape[2]
+    """y (B, C, L) times weight (C, D) -> (B, L, D).
+
+    y token-major in memory (the triton scan's output on CUDA) is one GEMM over all B*L tokens:
+    cuBLAS tiles a batched GEMM's rows per image (in 64s for fp32 on the H200), so at 193 tokens
+    each image would cost what 256 do. Channel-major y runs over its padded tokens, per image.
+    """
+    batch, channels, length = y.shape
+    if y.stride(1) == 1 and y.stride(2) == channels and y.stride(0) == channels * length:
+        return torch.mm(y.transpose(1, 2).reshape(batch * length, channels), weight).view(batch, length, -1)
     weight = weight.expand(batch, -1, -1)
     wide = widened(y, gemm_width(length)) if _padded_layout(y) else None
     if wide is None:
@@ -210,7 +222,8 @@ class BiMamba(nn.Module):
         # a trace (fvcore's FLOP count) must see plain torch ops, not Triton or extension kernels
         backend = "reference" if torch.jit.is_tracing() else resolve_backend(x.device)
         fwd, bwd, flipped = self.directions(x, backend)
-        y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped)
+        y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped,
+                               token_major=TOKEN_MAJOR_Y and _padded_layout(x))
         # "divide out" (on for all published models) folded into the small weight
         w_out = self.derived("out_proj", self.out_proj.weight, lambda v: (v * 0.5).to(_compute_dtype(v)).t())
         return _out_proj(y, w_out.to(y.dtype))

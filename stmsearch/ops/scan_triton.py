@@ -76,10 +76,15 @@ if _HAVE_TRITON:
                         su_b, sdt_b, sB_b, sC_b, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
                         N: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr,
                         REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, ATOMIC: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_SCALE: tl.constexpr):
+                        HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr, HAS_SCALE: tl.constexpr,
+                        Y_TOKEN_MAJOR: tl.constexpr):
         """Scan one direction for one (batch row, channel block); write (or add) gated y.
 
-        I/O tiles are (BLOCK_D, T_CHUNK), time fastest, so loads and stores coalesce. The
+        y is channel-major like the inputs, or token-major (``Y_TOKEN_MAJOR``: channels
+        contiguous, rows D apart, only the L real tokens written), what a single out_proj GEMM
+        over all images' tokens reads.
+
+        Input tiles are (BLOCK_D, T_CHUNK), time fastest, so loads and stores coalesce. The
         state math runs on (T_CHUNK, N, BLOCK_D) tensors: Triton's default layout spreads the
         last dim (channels) over lanes and keeps time and state in each thread's registers,
         so the scan over time and the sum over N need no shuffles.
@@ -137,21 +142,28 @@ if _HAVE_TRITON:
                 y = y + u * Dv[:, None]
             zv = tl.load(z_ptr + pid_b * sz_b + row + t[None, :], mask=m2_io, other=0.0).to(tl.float32)
             y = y * (zv / (1.0 + tl.exp(-zv)))
-            y_addr = y_ptr + pid_b * sy_b + row + t[None, :]
+            if Y_TOKEN_MAJOR:
+                y_addr = y_ptr + pid_b * sy_b + offs_d[:, None] + t[None, :] * D
+                m2_y = m2
+            else:
+                y_addr = y_ptr + pid_b * sy_b + row + t[None, :]
+                m2_y = m2_io
             if ATOMIC:
-                tl.atomic_add(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2_io, sem="relaxed")
+                tl.atomic_add(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2_y, sem="relaxed")
             else:
                 if ACCUMULATE:
-                    y = y + tl.load(y_addr, mask=m2_io, other=0.0).to(tl.float32)
-                tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2_io)
+                    y = y + tl.load(y_addr, mask=m2_y, other=0.0).to(tl.float32)
+                tl.store(y_addr, y.to(y_ptr.dtype.element_ty), mask=m2_y)
 
-    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N", "MODE"], reset_to_zero=["y_ptr"])
+    @triton.autotune(configs=_configs(), key=["D", "L_BUCKET", "N", "MODE", "Y_TOKEN_MAJOR"],
+                     reset_to_zero=["y_ptr"])
     @triton.jit
     def _bidir_kernel(fu, fdt, fA, fB, fC, fDv, fbias, bu, bdt, bA, bB, bC, bDv, bbias,
                       z_ptr, scale_ptr, y_ptr,
                       fsu, fsdt, fsB, fsC, bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, sy_dir, D, L, P, L_BUCKET,
                       N: tl.constexpr, MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
-                      HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr, T_CHUNK: tl.constexpr):
+                      HAS_SCALE: tl.constexpr, Y_TOKEN_MAJOR: tl.constexpr, BLOCK_D: tl.constexpr,
+                      T_CHUNK: tl.constexpr):
         """MODE 0 atomic, 1 split, 2 fused; see the module docstring."""
         pid_b = tl.program_id(0)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -159,20 +171,20 @@ if _HAVE_TRITON:
         if MODE == 2:
             _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
                             fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
-                            N, BLOCK_D, T_CHUNK, False, False, False, HAS_BIAS, HAS_D, HAS_SCALE)
+                            N, BLOCK_D, T_CHUNK, False, False, False, HAS_BIAS, HAS_D, HAS_SCALE, Y_TOKEN_MAJOR)
             # the backward pass reads y_fwd that other threads of this CTA stored
             tl.debug_barrier()
             _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr,
                             bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
-                            N, BLOCK_D, T_CHUNK, True, True, False, HAS_BIAS, HAS_D, HAS_SCALE)
+                            N, BLOCK_D, T_CHUNK, True, True, False, HAS_BIAS, HAS_D, HAS_SCALE, Y_TOKEN_MAJOR)
         elif tl.program_id(2) == 0:
             _scan_direction(fu, fdt, fA, fB, fC, fDv, fbias, z_ptr, scale_ptr, y_ptr,
                             fsu, fsdt, fsB, fsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
-                            N, BLOCK_D, T_CHUNK, False, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE)
+                            N, BLOCK_D, T_CHUNK, False, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE, Y_TOKEN_MAJOR)
         else:
             _scan_direction(bu, bdt, bA, bB, bC, bDv, bbias, z_ptr, scale_ptr, y_ptr + sy_dir,
                             bsu, bsdt, bsB, bsC, sz_b, ss_b, sy_b, pid_b, offs_d, mask_d, D, L, P,
-                            N, BLOCK_D, T_CHUNK, True, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE)
+                            N, BLOCK_D, T_CHUNK, True, False, MODE == 0, HAS_BIAS, HAS_D, HAS_SCALE, Y_TOKEN_MAJOR)
 
 
 def _prepare(d: "Direction", n_state: int, p: int) -> tuple[list[torch.Tensor | None], list[int]]:
@@ -220,12 +232,15 @@ def _default_mode() -> str:
 
 
 def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tensor,
-                              dt_scale: torch.Tensor | None = None, mode: str | None = None) -> torch.Tensor:
+                              dt_scale: torch.Tensor | None = None, mode: str | None = None,
+                              token_major: bool = False) -> torch.Tensor:
     """``y_fwd + y_bwd`` (each gated by ``silu(z)``) of one ViM layer in one kernel launch.
 
     Same result as the reference path of :func:`stmsearch.ops.scan.bidirectional_scan`; fp32
     state and accumulation for fp32 and bf16 inputs; returns u's dtype. ``mode`` picks how the
     two directions are combined (module docstring); default ``$STMSEARCH_TRITON_MODE`` or fused.
+    ``token_major``: y (B, D, L) is a view of a contiguous (B, L, D) tensor instead of a padded
+    channel-major one (the same values).
     """
     mode = mode or _default_mode()
     if mode not in MODES:
@@ -247,12 +262,13 @@ def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tenso
     # tune per power-of-two length bucket, not per length: merged sequences take many lengths
     l_bucket = 1 << max(0, math.ceil(math.log2(length)))
     out_dtype = fwd.u.dtype
-    if mode == "split":
-        y = torch.empty((2, batch, dim, p), device=z.device, dtype=torch.float32)[..., :length]
-    elif mode == "atomic":
-        y = torch.zeros((batch, dim, p), device=z.device, dtype=out_dtype)[..., :length]
+    lead = (2, batch) if mode == "split" else (batch,)
+    alloc = torch.zeros if mode == "atomic" else torch.empty
+    kw = {"device": z.device, "dtype": torch.float32 if mode == "split" else out_dtype}
+    if token_major:
+        y = alloc((*lead, length, dim), **kw).transpose(-1, -2)
     else:
-        y = torch.empty((batch, dim, p), device=z.device, dtype=out_dtype)[..., :length]
+        y = alloc((*lead, dim, p), **kw)[..., :length]
     sy_dir = y.stride(0) if mode == "split" else 0
     sy_b = y.stride(1) if mode == "split" else y.stride(0)
     n_dirs = 1 if mode == "fused" else 2
@@ -260,7 +276,9 @@ def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tenso
     _bidir_kernel[grid](*f_ptrs, *b_ptrs, z, scale, y, *f_strides, *b_strides, z.stride(0),
                         scale.stride(0) if has_scale else 0, sy_b, sy_dir, dim, length, p, l_bucket,
                         N=n_state, MODE=MODES.index(mode), HAS_BIAS=fwd.delta_bias is not None,
-                        HAS_D=fwd.D is not None, HAS_SCALE=has_scale)
+                        HAS_D=fwd.D is not None, HAS_SCALE=has_scale, Y_TOKEN_MAJOR=token_major)
     if mode == "split":
-        return torch.add(y[0], y[1], out=padded_empty(batch, dim, length, device=z.device, dtype=out_dtype))
+        out = (torch.empty(batch, length, dim, device=z.device, dtype=out_dtype).transpose(1, 2) if token_major
+               else padded_empty(batch, dim, length, device=z.device, dtype=out_dtype))
+        return torch.add(y[0], y[1], out=out)
     return y
