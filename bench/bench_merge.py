@@ -232,10 +232,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--graphs", action="store_true", help="time CUDA graph replays (merges are sync-free, so they capture)")
     ap.add_argument("--sort", default="cuda_time_total", help="--profile's sort key (e.g. cpu_time_total)")
-    ap.add_argument("--y-layout", choices=["token", "channel"], default="token",
-                    help="the triton scan's output layout (channel: per-image out_proj GEMMs, the former path)")
+    ap.add_argument("--layout", choices=["token", "channel"], default=vim.CUDA_LAYOUT,
+                    help="CUDA activations under the triton scan (models.vim.CUDA_LAYOUT): token-major with "
+                         "GEMMs over all tokens, or padded channel-major rows with per-image GEMMs")
     args = ap.parse_args()
-    vim.TOKEN_MAJOR_Y = args.y_layout == "token"
+    vim.CUDA_LAYOUT = args.layout
     global DEV, GRAPHS
     DEV, GRAPHS = args.device, args.graphs
     if DEV == "cuda" and not torch.cuda.is_available():
@@ -243,7 +244,7 @@ def main() -> None:
     models, batches, dtypes = args.models.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
     levels = [float(v) for v in args.levels.split(",")]
     print(f"{torch.cuda.get_device_name() if DEV == 'cuda' else DEV}, torch {torch.__version__}, scan backend "
-          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}, y {args.y_layout}-major")
+          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}, {args.layout} layout")
     for m in models:
         for b in batches:
             for d in dtypes:

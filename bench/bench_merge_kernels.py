@@ -33,6 +33,21 @@ def graph_us(fn, n=20, rounds=7):
     return statistics.median(out)
 
 
+def record_calls(model, x, dtype, names):
+    """The merge kernels ``names`` one forward of ``model`` (as patched) calls, as (name, args, kwargs) in call
+    order, and the kernels themselves (name -> function)."""
+    calls, originals = [], {n: getattr(mt, n) for n in names}
+    for n in names:
+        setattr(mt, n, lambda *a, _n=n, **k: calls.append((_n, a, k)) or originals[_n](*a, **k))
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            model(x)
+    finally:
+        for n in names:
+            setattr(mt, n, originals[n])
+    return calls, originals
+
+
 @torch.inference_mode()
 def main(model_name, batch, dtype, level):
     model = stmsearch.create_model(model_name).to(DEV).eval()
@@ -43,14 +58,7 @@ def main(model_name, batch, dtype, level):
                     {"method": "tome"}, {"method": "prune"}, {"method": "random"}]:
         cfg = for_reduction(stmsearch.MergeConfig(**variant), level, depth)
         stmsearch.apply(model, cfg)
-        calls = []
-        originals = {n: getattr(mt, n) for n in NAMES}
-        for n in NAMES:
-            setattr(mt, n, lambda *a, _n=n, **k: calls.append((_n, a, k)) or originals[_n](*a, **k))
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            model(x)
-        for n in NAMES:
-            setattr(mt, n, originals[n])
+        calls, originals = record_calls(model, x, dtype, NAMES)
         per = {}
         for n, a, k in calls:
             per.setdefault(n, []).append(graph_us(lambda: originals[n](*a, **k)))

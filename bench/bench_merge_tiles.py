@@ -12,21 +12,16 @@ from pathlib import Path
 import torch
 
 import stmsearch
-from stmsearch.ops import merge_triton as mt
 from stmsearch.merging.schedules import for_reduction
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_merge_kernels import graph_us  # noqa: E402
+from bench_merge_kernels import graph_us, record_calls  # noqa: E402
 
 
 def record(model, x, dtype, variant, name):
     stmsearch.apply(model, for_reduction(stmsearch.MergeConfig(**variant), 0.4, len(model.layers)))
-    calls, orig = [], getattr(mt, name)
-    setattr(mt, name, lambda *a, **k: calls.append((a, k)) or orig(*a, **k))
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-        model(x)
-    setattr(mt, name, orig)
+    calls, originals = record_calls(model, x, dtype, [name])
     stmsearch.apply(model, None)
-    return calls, orig
+    return [(a, k) for _, a, k in calls], originals[name]
 
 
 def sweep(label, calls, orig, tile_list):

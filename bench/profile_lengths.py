@@ -5,10 +5,11 @@ T:M it prints the kernel milliseconds of one forward at each, their per-token ra
 ((time(T) / T) / (time(M) / M), 1 = proportional to tokens) and the top kernels side by side.
 
     python bench/profile_lengths.py [--batch 256] [--pairs 193:192,97:96] [--dtypes bf16,fp32]
-                                    [--y-layouts token,channel]
+                                    [--layouts token,channel]
 
-``--y-layouts``: the triton scan's output token-major (one out_proj GEMM over all tokens, the
-model's default) or channel-major (per-image GEMMs), each profiled in turn.
+``--layouts``: the CUDA layout under the triton scan (models.vim.CUDA_LAYOUT): token-major, every
+GEMM one over all tokens (the default), or padded channel-major rows with per-image GEMMs; each
+profiled in turn.
 """
 from __future__ import annotations
 
@@ -52,13 +53,13 @@ def main() -> None:
     ap.add_argument("--pairs", default="193:192,97:96")
     ap.add_argument("--dtypes", default="bf16,fp32")
     ap.add_argument("--top", type=int, default=8)
-    ap.add_argument("--y-layouts", default="token")
+    ap.add_argument("--layouts", default="token")
     args = ap.parse_args()
     model = bm.make_model(args.model)
     x = torch.randn(args.batch, 3, 224, 224, device="cuda")
     full = model.cfg.num_patches + 1
-    for layout in args.y_layouts.split(","):
-        vim.TOKEN_MAJOR_Y = layout == "token"
+    for layout in args.layouts.split(","):
+        vim.CUDA_LAYOUT = layout
         for dtype in args.dtypes.split(","):
             for pair in args.pairs.split(","):
                 t, m = (int(v) for v in pair.split(":"))
@@ -68,7 +69,7 @@ def main() -> None:
                     stmsearch.apply(model, cfg)
                     res[n] = kernel_ms(model, x, dtype)
                 total = {n: sum(v[0] for v in res[n].values()) for n in res}
-                print(f"\n{dtype} batch {args.batch}, y {layout}-major: {t} tokens {total[t]:.3f} ms, {m} tokens "
+                print(f"\n{dtype} batch {args.batch}, {layout} layout: {t} tokens {total[t]:.3f} ms, {m} tokens "
                       f"{total[m]:.3f} ms; per-token ratio {(total[t] / t) / (total[m] / m):.3f}")
                 for k in sorted(set(res[t]) | set(res[m]), key=lambda k: -res[t].get(k, (0, 0))[0])[:args.top]:
                     a, b = res[t].get(k, (0.0, 0)), res[m].get(k, (0.0, 0))

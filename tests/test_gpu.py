@@ -65,23 +65,27 @@ def test_merges_run_on_cuda_in_bf16(method):
 
 
 @needs_cuda
+@pytest.mark.parametrize("layout", ["token", "channel"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_odd_lengths_keep_padded_rows_without_copies(monkeypatch, dtype):
-    """At token counts that are no multiple of 8, every (B, C, L) tensor of a layer keeps rows at the
-    padded pitch (ops.layout), so the scan never copies an input to re-pitch it; logits as the
-    reference backend's."""
+def test_odd_lengths_run_without_copies(monkeypatch, dtype, layout):
+    """At token counts that are no multiple of 8 the scan never copies an input into its layout: token-major
+    tensors arrive dense (B and C as views of x_proj's output), channel-major ones keep rows at the padded
+    pitch (ops.layout); logits as the reference backend's."""
+    from stmsearch.models import vim
     from stmsearch.ops import scan_triton
 
     copies = []
-    original = scan_triton.with_pitch
+    name = "dense_token_major" if layout == "token" else "with_pitch"
+    original = getattr(scan_triton, name)
 
-    def counting(x, p):
-        out = original(x, p)
+    def counting(x, *args):
+        out = original(x, *args)
         if out is not x:
             copies.append(tuple(x.shape))
         return out
 
-    monkeypatch.setattr(scan_triton, "with_pitch", counting)
+    monkeypatch.setattr(scan_triton, name, counting)
+    monkeypatch.setattr(vim, "CUDA_LAYOUT", layout)
     monkeypatch.setenv("STMSEARCH_SCAN", "triton")
     torch.manual_seed(0)
     model = stmsearch.create_model("vim_tiny", depth=4).cuda().eval()

@@ -96,18 +96,34 @@ def check(batch: int, dim: int, length: int, n_state: int, dtype: torch.dtype, d
     return err
 
 
+def _token(x: torch.Tensor) -> torch.Tensor:
+    """x's values laid out token-major: a (B, R, L) view of a (B, L, R) tensor."""
+    return torch.empty(x.shape[0], x.shape[2], x.shape[1], dtype=x.dtype, device=x.device).transpose(1, 2).copy_(x)
+
+
 def check_token_major(fwd: Direction, bwd: Direction, z: torch.Tensor, scale: torch.Tensor | None, mode: str,
                       out: torch.Tensor) -> None:
-    """The token-major output holds the channel-major ``out``'s values in a contiguous (B, L, C) tensor:
-    bit for bit in the interpreter (one kernel config: the same arithmetic, only the addresses differ);
-    on a GPU the autotuner may pick another chunking per layout, so within the parity tolerance."""
-    tm = bidirectional_scan_triton(fwd, bwd, z, scale, mode=mode, token_major=True)
+    """Token-major inputs (u, delta, z dense; B and C as views of one (B, L, R + 2N) x_proj output, as the
+    token layout hands them over) give the channel-major ``out``'s values in a contiguous (B, L, C) y: bit
+    for bit in the interpreter (one kernel config: the same arithmetic, only the addresses differ); on a
+    GPU the autotuner may pick another chunking per layout, so within the parity tolerance."""
+    def token(d: Direction) -> Direction:
+        n = d.B.shape[1]
+        proj = torch.empty(d.B.shape[0], d.B.shape[2], 3 + 2 * n, dtype=d.B.dtype, device=d.B.device)
+        bc = proj.transpose(1, 2)[:, 3:]
+        bc[:, :n], bc[:, n:] = d.B, d.C
+        return d._replace(u=_token(d.u), delta=_token(d.delta), B=bc[:, :n], C=bc[:, n:])
+
+    tm = bidirectional_scan_triton(token(fwd), token(bwd), _token(z), scale, mode=mode)
     batch, dim, length = z.shape
     assert tm.shape == out.shape and tm.dtype == out.dtype and tm.stride() == (length * dim, 1, dim)
     if INTERPRET:
         assert torch.equal(tm, out)
     else:
         assert rel_err(tm, out) <= TOL[out.dtype]
+    # a mixed hand-over (channel-major u and C) is copied to z's layout, with the same result
+    mixed = bidirectional_scan_triton(token(fwd)._replace(u=fwd.u, C=fwd.C), token(bwd), _token(z), scale, mode=mode)
+    assert torch.equal(mixed, tm) if INTERPRET else rel_err(mixed, out) <= TOL[out.dtype]
 
 
 def test_imports_without_gpu() -> None:
@@ -199,9 +215,9 @@ def test_padded_rows_interpreter(mode: str) -> None:
 
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_token_major_model_equals_channel_major_gpu(monkeypatch, dtype: torch.dtype) -> None:
-    """A merged model whose triton scans write y token-major (one out_proj GEMM over all tokens)
-    gives the logits of the channel-major layout (per-image GEMMs); only GEMM rounding differs."""
+def test_token_layout_model_equals_channel_layout_gpu(monkeypatch, dtype: torch.dtype) -> None:
+    """A merged model laid out token-major (every GEMM one over all tokens) gives the logits of the padded
+    channel-major layout (per-image GEMMs); only GEMM and scan rounding differ."""
     import stmsearch
     from stmsearch.models import vim
 
@@ -211,9 +227,38 @@ def test_token_major_model_equals_channel_major_gpu(monkeypatch, dtype: torch.dt
     stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[3, 5, 1, 0]))
     img = torch.randn(3, 3, 224, 224, device="cuda")
     outs = {}
-    for layout in (True, False):
-        monkeypatch.setattr(vim, "TOKEN_MAJOR_Y", layout)
+    for layout in ("token", "channel"):
+        monkeypatch.setattr(vim, "CUDA_LAYOUT", layout)
         with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
             outs[layout] = model(img).float()
     tol = 1e-4 if dtype == torch.float32 else 3e-2
-    assert rel_err(outs[True], outs[False]) <= tol
+    assert rel_err(outs["token"], outs["channel"]) <= tol
+
+
+@interpreter
+def test_token_layout_mixer_interpreter(monkeypatch) -> None:
+    """A ViM mixer run the token layout's way (every GEMM one over all tokens, as on the CPU) with the
+    triton conv and scan (here through the interpreter) gives the reference backend's output: the x_proj
+    split's strided B, C and dt views, the conv over token-major x and the token-major y into out_proj."""
+    from stmsearch.models import vim
+    from stmsearch.ops import scan as scan_mod
+
+    torch.manual_seed(0)
+    mixer = vim.BiMamba(vim.VimConfig(embed_dim=8, depth=1, d_state=4)).eval()
+    h = torch.randn(2, 13, 8)
+    with torch.inference_mode():
+        ref = mixer(h)
+        monkeypatch.setattr(vim, "resolve_backend", lambda device, requested=None: "triton")
+        monkeypatch.setattr(scan_mod, "resolve_backend", lambda device, requested=None: "triton")
+        calls = []
+        real = vim.bidirectional_scan
+
+        def spy(fwd, bwd, z, *a, **k):
+            calls.append((fwd.u.stride(), fwd.B.stride(), z.stride()))
+            return real(fwd, bwd, z, *a, **k)
+
+        monkeypatch.setattr(vim, "bidirectional_scan", spy)
+        out = mixer(h)
+    di = mixer.d_inner
+    assert calls and calls[0][0] == (13 * di, 1, di) and calls[0][1][1] == 1 and calls[0][2] == (13 * di, 1, di)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)

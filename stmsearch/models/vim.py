@@ -75,15 +75,20 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-# The triton scan writes y token-major on CUDA, for one out_proj GEMM over all images' tokens
-# (_out_proj); a module switch so bench/bench_gemm_widths.py can time the two layouts side by side.
-TOKEN_MAJOR_Y = True
+# How a layer's activations lie on CUDA under the triton scan: "token", (B, L, C) memory, where every
+# GEMM is one over all B*L tokens (cuBLAS tiles a batched GEMM's rows per image, in 64s for fp32, so an
+# odd token count cost each image up to 63 more rows); or "channel", (B, C, L) rows padded to 16 tokens
+# (ops.layout) with per-image GEMMs over L rounded up to 8, what the mamba_ssm backend always takes
+# (its kernels read channel-major rows). A module switch, so benchmarks can time one against the other.
+CUDA_LAYOUT = "token"
 
 
 def _padded_layout(x: torch.Tensor) -> bool:
-    """Whether a layer's tensors take the padded layout of ops.layout: on CUDA, outside a trace
-    (fvcore's FLOP count needs the plain ops)."""
-    return x.is_cuda and not torch.jit.is_tracing()
+    """Whether a layer's tensors take the padded channel-major layout of ops.layout: on CUDA outside a
+    trace (fvcore's FLOP count needs the plain ops), unless the triton scan runs token-major."""
+    if not x.is_cuda or torch.jit.is_tracing():
+        return False
+    return CUDA_LAYOUT != "token" or resolve_backend(x.device) != "triton"
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -94,8 +99,9 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """weight (O, I) applied to x (B, I, L) -> (B, O, L).
 
-    Channel-major memory on CUDA (what the scan kernels read), token-major on the CPU
-    (what the reference scan's time-major loop reads without transposing copies).
+    Token-major memory, one GEMM over all B*L tokens (on the CPU what the reference scan's
+    time-major loop reads without transposing copies), or channel-major with padded rows where
+    :func:`_padded_layout` says.
     """
     if _padded_layout(x):
         # torch.matmul would fold the batch into rows, copying x and the output
@@ -108,18 +114,15 @@ def _matmul(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if wide is None:
             return torch.bmm(weight.expand(batch, -1, -1), x, out=out)
         return torch.bmm(weight.expand(batch, -1, -1), wide, out=widened(out, width))[..., :length]
-    weight = weight.to(x.dtype)
-    if x.is_cuda:
-        return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
-    return F.linear(x.transpose(1, 2), weight).transpose(1, 2)
+    dtype = _compute_dtype(x) if x.is_cuda else x.dtype
+    return F.linear(x.transpose(1, 2).to(dtype), weight.to(dtype)).transpose(1, 2)
 
 
 def _out_proj(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """y (B, C, L) times weight (C, D) -> (B, L, D).
 
-    y token-major in memory (the triton scan's output on CUDA) is one GEMM over all B*L tokens:
-    cuBLAS tiles a batched GEMM's rows per image (in 64s for fp32 on the H200), so at 193 tokens
-    each image would cost what 256 do. Channel-major y runs over its padded tokens, per image.
+    y token-major in memory (the triton scan's output in the token layout) is one GEMM over all
+    B*L tokens; channel-major y runs per image, on CUDA over its padded tokens.
     """
     batch, channels, length = y.shape
     if y.stride(1) == 1 and y.stride(2) == channels and y.stride(0) == channels * length:
@@ -222,8 +225,7 @@ class BiMamba(nn.Module):
         # a trace (fvcore's FLOP count) must see plain torch ops, not Triton or extension kernels
         backend = "reference" if torch.jit.is_tracing() else resolve_backend(x.device)
         fwd, bwd, flipped = self.directions(x, backend)
-        y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped,
-                               token_major=TOKEN_MAJOR_Y and _padded_layout(x))
+        y = bidirectional_scan(fwd, bwd, z, backend, dt_scale, bwd_flipped=flipped)
         # "divide out" (on for all published models) folded into the small weight
         w_out = self.derived("out_proj", self.out_proj.weight, lambda v: (v * 0.5).to(_compute_dtype(v)).t())
         return _out_proj(y, w_out.to(y.dtype))

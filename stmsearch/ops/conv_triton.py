@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import padded_empty, widened
+from .layout import padded_empty, token_major, widened
 from .scan_triton import _HAVE_TRITON, triton, tl
 
 
@@ -20,11 +20,12 @@ if _HAVE_TRITON:
 
     @triton.jit
     def _conv_pair_kernel(x_ptr, wf_ptr, bf_ptr, wb_ptr, bb_ptr, uf_ptr, ub_ptr, dim, length, x_len, u_len,
-                          sx_b, sx_c, su_b, su_c, K: tl.constexpr, BLOCK_C: tl.constexpr,
+                          sx_b, sx_c, sx_t, su_b, su_c, su_t, K: tl.constexpr, BLOCK_C: tl.constexpr,
                           BLOCK_L: tl.constexpr):
         # x_len, u_len (>= length): how far a row of x may be read and of u written. At a padded
         # pitch (a multiple of 16) the masks are uniform over 16 lanes, so Triton vectorises the
         # accesses; an odd ``length`` there would make every one scalar (twice the time).
+        # Token-major (sx_c = su_c = 1) the channels are the vectorised axis and x_len = u_len = length.
         pid_l, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         t = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -35,37 +36,44 @@ if _HAVE_TRITON:
         for j in tl.static_range(K):
             shift = K - 1 - j  # tap j reads `shift` steps back (forward) and ahead (backward)
             back, ahead = t - shift, t + shift
-            x_back = tl.load(x_row + back[None, :], c_ok[:, None] & ((back >= 0) & (back < x_len))[None, :],
-                             0.0).to(tl.float32)
-            x_ahead = tl.load(x_row + ahead[None, :], c_ok[:, None] & (ahead < x_len)[None, :], 0.0).to(tl.float32)
+            x_back = tl.load(x_row + back[None, :] * sx_t,
+                             c_ok[:, None] & ((back >= 0) & (back < x_len))[None, :], 0.0).to(tl.float32)
+            x_ahead = tl.load(x_row + ahead[None, :] * sx_t, c_ok[:, None] & (ahead < x_len)[None, :],
+                              0.0).to(tl.float32)
             x_ahead = tl.where((ahead < length)[None, :], x_ahead, 0.0)  # the sequence ends at length
             acc_f += tl.load(wf_ptr + c * K + j, c_ok, 0.0).to(tl.float32)[:, None] * x_back
             acc_b += tl.load(wb_ptr + c * K + j, c_ok, 0.0).to(tl.float32)[:, None] * x_ahead
         ok = c_ok[:, None] & (t < u_len)[None, :]
-        out = b * su_b + c[:, None] * su_c + t[None, :]
+        out = b * su_b + c[:, None] * su_c + t[None, :] * su_t
         tl.store(uf_ptr + out, (acc_f * tl.sigmoid(acc_f)).to(uf_ptr.dtype.element_ty), ok)
         tl.store(ub_ptr + out, (acc_b * tl.sigmoid(acc_b)).to(ub_ptr.dtype.element_ty), ok)
 
 
 def conv_pair_triton(x: torch.Tensor, w_f: torch.Tensor, b_f: torch.Tensor, w_b: torch.Tensor,
                      b_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``silu(causal conv(x))`` and ``silu(anti-causal conv(x))``, each (B, C, L) with padded rows
-    (:mod:`stmsearch.ops.layout`).
-
-    x: (B, C, L) with unit stride along L (channel-major, what the CUDA path produces).
+    """``silu(causal conv(x))`` and ``silu(anti-causal conv(x))``, each (B, C, L) in x's layout:
+    token-major x (:func:`~stmsearch.ops.layout.token_major`) gives views of contiguous
+    (B, L, C) tensors, any other x is read with unit stride along L (a copy where it is not) and
+    gives rows padded as :mod:`stmsearch.ops.layout` says.
     """
     if not _HAVE_TRITON:
         raise RuntimeError("conv_pair_triton needs triton")
-    if x.stride(-1) != 1:
+    token = token_major(x)
+    if not token and x.stride(-1) != 1:
         x = x.contiguous()
     batch, dim, length = x.shape
     k = w_f.shape[-1]
     w_f, w_b = w_f.reshape(dim, k).contiguous(), w_b.reshape(dim, k).contiguous()
-    u_f, u_b = (padded_empty(batch, dim, length, device=x.device, dtype=x.dtype) for _ in range(2))
-    block_c, block_l = 16, 128
+    if token:
+        u_f, u_b = (torch.empty(batch, length, dim, device=x.device, dtype=x.dtype).transpose(1, 2)
+                    for _ in range(2))
+        block_c, block_l, x_len = 64, 32, length
+    else:
+        u_f, u_b = (padded_empty(batch, dim, length, device=x.device, dtype=x.dtype) for _ in range(2))
+        block_c, block_l = 16, 128
+        x_len = x.stride(1) if widened(x, x.stride(1)) is not None else length
+    u_len = length if token else u_f.stride(1)
     grid = (triton.cdiv(length, block_l), triton.cdiv(dim, block_c), batch)
-    x_len = x.stride(1) if widened(x, x.stride(1)) is not None else length
-    _conv_pair_kernel[grid](x, w_f, b_f.contiguous(), w_b, b_b.contiguous(), u_f, u_b, dim, length, x_len,
-                            u_f.stride(1), x.stride(0), x.stride(1), u_f.stride(0), u_f.stride(1),
-                            K=k, BLOCK_C=block_c, BLOCK_L=block_l)
+    _conv_pair_kernel[grid](x, w_f, b_f.contiguous(), w_b, b_b.contiguous(), u_f, u_b, dim, length, x_len, u_len,
+                            *x.stride(), *u_f.stride(), K=k, BLOCK_C=block_c, BLOCK_L=block_l)
     return u_f, u_b

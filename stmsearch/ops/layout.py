@@ -8,6 +8,9 @@ channel-major and (B, P, C) token-major. The GEMMs run over L rounded up to ``GE
 (:func:`gemm_width`, :func:`widened`: the padding holds garbage, which only ever reaches padding,
 as each output token of a GEMM reads one input token), what cuBLAS needs for its fast kernels
 at the least extra work; the conv reads and writes whole padded rows and zeroes what lies past L.
+
+Under the triton scan CUDA lays a layer out token-major instead (:func:`token_major`): every GEMM
+is then one over all B*L tokens and needs no padding (models.vim.CUDA_LAYOUT).
 """
 from __future__ import annotations
 
@@ -64,3 +67,16 @@ def widened(x: torch.Tensor, length: int) -> torch.Tensor | None:
     if min(x.stride()) < 0 or (last + 1) * x.element_size() > x.untyped_storage().nbytes():
         return None
     return x.as_strided(size, x.stride())
+
+
+def token_major(x: torch.Tensor) -> bool:
+    """Whether (B, R, L) x lies token-major (unit stride over R, rows of at least R): the layout a
+    GEMM over all B*L tokens writes (the CPU's, and CUDA's under the triton scan)."""
+    return x.stride(1) == 1 and x.stride(2) >= x.shape[1] and (x.shape[1] > 1 or x.shape[2] == 1)
+
+
+def dense_token_major(x: torch.Tensor) -> torch.Tensor:
+    """x as a (B, R, L) view of a contiguous (B, L, R) tensor (a copy only if it is not one)."""
+    if x.stride(1) == 1 and x.stride(2) == x.shape[1] and x.stride(0) == x.shape[1] * x.shape[2]:
+        return x
+    return torch.empty(x.shape[0], x.shape[2], x.shape[1], device=x.device, dtype=x.dtype).transpose(1, 2).copy_(x)

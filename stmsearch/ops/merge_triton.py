@@ -566,8 +566,9 @@ def tome_tiles(feat: torch.Tensor, block_s: int) -> tuple[int, int, str, int]:
     pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
         return 32, 32 if block_s <= 64 else 16, "ieee", 4
-    if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4)
-        return 64, 16, "tf32x3", 8
+    if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
+        # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
+        return 64, 16, "tf32x3" if feat.dtype == torch.float32 else "tf32", 8
     if feat.dtype == torch.float32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4
     # 16-bit channel-major: a bf16 or fp16 value is a TF32 value, so one TF32 pass multiplies exactly

@@ -79,16 +79,14 @@ def _one_direction(fn: Callable, d: Direction, z: torch.Tensor | None, reverse: 
 
 
 def bidirectional_scan(fwd: Direction, bwd: Direction, z: torch.Tensor, backend: str | None = None,
-                       dt_scale: torch.Tensor | None = None, bwd_flipped: bool = False,
-                       token_major: bool = False) -> torch.Tensor:
+                       dt_scale: torch.Tensor | None = None, bwd_flipped: bool = False) -> torch.Tensor:
     """``y_fwd + y_bwd`` of a ViM layer, both gated by ``silu(z)``, in original order.
 
     ``dt_scale`` (batch, L), if given, multiplies each position's step after the softplus
     (size-aware decay: a token standing for s patches decays s steps). ``bwd_flipped``: bwd's
     tensors are in reversed sequence order (built from a flipped x, the layout mamba-ssm's
-    forward-only scan reads); z and dt_scale stay in original order. ``token_major`` asks for
-    y (B, C, L) laid out token-major in memory; only the triton backend writes that way, the
-    others return their usual layout (the values are the same).
+    forward-only scan reads); z and dt_scale stay in original order. The triton backend's y
+    takes z's memory layout (token- or channel-major); the others return their own.
     """
     name = resolve_backend(fwd.u.device, backend)
     if name == "triton":
@@ -96,7 +94,7 @@ def bidirectional_scan(fwd: Direction, bwd: Direction, z: torch.Tensor, backend:
 
         if bwd_flipped:
             raise ValueError("the triton backend reads the backward direction unflipped")
-        return bidirectional_scan_triton(fwd, bwd, z, dt_scale, token_major=token_major)
+        return bidirectional_scan_triton(fwd, bwd, z, dt_scale)
     if name == "reference":  # gate the sum once: half the silu and multiply passes
         fn = selective_scan_reference
         y = _one_direction(fn, fwd, None, False, dt_scale).float()
