@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.conv import conv_pair, depthwise_conv_silu
-from ..ops.layout import gemm_width, padded_empty, padded_tokens, widened
+from ..ops.layout import gemm_width, is_dense_token_major, padded_empty, padded_tokens, widened
 from ..ops.scan import Direction, bidirectional_scan, resolve_backend
 
 
@@ -125,7 +125,7 @@ def _out_proj(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     B*L tokens; channel-major y runs per image, on CUDA over its padded tokens.
     """
     batch, channels, length = y.shape
-    if y.stride(1) == 1 and y.stride(2) == channels and y.stride(0) == channels * length:
+    if is_dense_token_major(y):
         return torch.mm(y.transpose(1, 2).reshape(batch * length, channels), weight).view(batch, length, -1)
     weight = weight.expand(batch, -1, -1)
     wide = widened(y, gemm_width(length)) if _padded_layout(y) else None

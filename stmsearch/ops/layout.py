@@ -75,8 +75,13 @@ def token_major(x: torch.Tensor) -> bool:
     return x.stride(1) == 1 and x.stride(2) >= x.shape[1] and (x.shape[1] > 1 or x.shape[2] == 1)
 
 
+def is_dense_token_major(x: torch.Tensor) -> bool:
+    """Whether (B, R, L) x is a view of a whole contiguous (B, L, R) tensor (one GEMM's (B*L, R) rows)."""
+    return x.stride(1) == 1 and x.stride(2) == x.shape[1] and x.stride(0) == x.shape[1] * x.shape[2]
+
+
 def dense_token_major(x: torch.Tensor) -> torch.Tensor:
     """x as a (B, R, L) view of a contiguous (B, L, R) tensor (a copy only if it is not one)."""
-    if x.stride(1) == 1 and x.stride(2) == x.shape[1] and x.stride(0) == x.shape[1] * x.shape[2]:
+    if is_dense_token_major(x):
         return x
     return torch.empty(x.shape[0], x.shape[2], x.shape[1], device=x.device, dtype=x.dtype).transpose(1, 2).copy_(x)
