@@ -25,7 +25,7 @@ from stmsearch.evaluation.latency import calibrate
 from stmsearch.evaluation.speed import paired_speed
 from stmsearch.merging.schedule import walk
 
-KNOBS = {"stm": {"metric": ["hidden", "x"], "fading": ["estimated", "layer", "fixed", "none"], "runs": [2, 3, 4],
+KNOBS = {"stm": {"metric": ["dt", "hidden", "x", "B"], "fading": ["estimated", "layer", "fixed", "none"], "runs": [2, 3, 4],
                  "window": [0, 4, 8]},
          "tome": {"metric": ["hidden", "x"], "window": [0, 4]}, "prune": {"window": [0, 4]},
          "random": {"window": [0, 4]}}
