@@ -5,6 +5,8 @@ import torch
 import stmsearch
 from stmsearch.ops import mamba_ssm_available
 
+# every test here is also marked ``gpu``, so ``pytest -m gpu`` on a GPU machine runs them with the others
+pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 
 
