@@ -5,11 +5,12 @@ T:M it prints the kernel milliseconds of one forward at each, their per-token ra
 ((time(T) / T) / (time(M) / M), 1 = proportional to tokens) and the top kernels side by side.
 
     python bench/profile_lengths.py [--batch 256] [--pairs 193:192,97:96] [--dtypes bf16,fp32]
-                                    [--layouts token,channel]
+                                    [--layouts token,channel] [--conv-tiles 64x32,64x16]
 
 ``--layouts``: the CUDA layout under the triton scan (models.vim.CUDA_LAYOUT): token-major, every
 GEMM one over all tokens (the default), or padded channel-major rows with per-image GEMMs; each
-profiled in turn.
+profiled in turn. ``--conv-tiles``: the token-major conv's (channels x positions) tiles to profile in
+turn (stmsearch.ops.conv_triton.TOKEN_TILES; default: the shipped one).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import stmsearch
 from stmsearch.models import vim
+from stmsearch.ops import conv_triton
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_merge as bm  # noqa: E402
@@ -54,12 +56,16 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bf16,fp32")
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--layouts", default="token")
+    ap.add_argument("--conv-tiles", default="x".join(map(str, conv_triton.TOKEN_TILES)))
     args = ap.parse_args()
     model = bm.make_model(args.model)
     x = torch.randn(args.batch, 3, 224, 224, device="cuda")
     full = model.cfg.num_patches + 1
-    for layout in args.layouts.split(","):
+    runs = [(layout, tile) for layout in args.layouts.split(",") for tile in args.conv_tiles.split(",")
+            if layout == "token" or tile == args.conv_tiles.split(",")[0]]  # the padded layout has one conv tile
+    for layout, tile in runs:
         vim.CUDA_LAYOUT = layout
+        conv_triton.TOKEN_TILES = tuple(int(v) for v in tile.split("x"))
         for dtype in args.dtypes.split(","):
             for pair in args.pairs.split(","):
                 t, m = (int(v) for v in pair.split(":"))
@@ -69,7 +75,7 @@ def main() -> None:
                     stmsearch.apply(model, cfg)
                     res[n] = kernel_ms(model, x, dtype)
                 total = {n: sum(v[0] for v in res[n].values()) for n in res}
-                print(f"\n{dtype} batch {args.batch}, {layout} layout: {t} tokens {total[t]:.3f} ms, {m} tokens "
+                print(f"\n{dtype} batch {args.batch}, {layout} layout, conv tile {tile}: {t} tokens {total[t]:.3f} ms, {m} tokens "
                       f"{total[m]:.3f} ms; per-token ratio {(total[t] / t) / (total[m] / m):.3f}")
                 for k in sorted(set(res[t]) | set(res[m]), key=lambda k: -res[t].get(k, (0, 0))[0])[:args.top]:
                     a, b = res[t].get(k, (0.0, 0)), res[m].get(k, (0.0, 0))

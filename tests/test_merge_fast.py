@@ -40,6 +40,9 @@ CASES = [
     {"method": "stm", "weights": "norm", "weight_power": 2.0, "importance": "min", "importance_power": 4.0},
     {"method": "stm", "weights": "norm", "weight_power": 1.0, "importance": "max", "importance_power": 1.0},
     {"method": "stm", "weights": "mean", "importance": "none"},
+    {"method": "stm", "neighbourhood": "2d"},
+    {"method": "stm", "neighbourhood": "2d", "symmetric": True, "window": 2, "metric": "x", "damage": "cosine",
+     "fading": "estimated", "weights": "mean", "importance": "none", "runs": 4},
     {"method": "random"},
     {"method": "prune", "window": 1},
     {"method": "tome"},
@@ -73,8 +76,9 @@ def test_fast_equals_torch_interp(case: dict) -> None:
     _compare(model, images, case, [0, 0, 9, 0, 0, 7] + [0] * 6)
 
 
-KERNELS = {"stm": ["edge_scores", "select_chain", "merge_segments"], "random": ["select_chain", "merge_segments"],
-           "prune": ["prune_plan", "merge_segments"], "tome": ["tome_plan", "merge_segments"]}
+KERNELS = {"stm": ["edge_scores", "select_chain", "merge_segments"], "stm 2d": ["stm_2d_plan", "merge_segments"],
+           "random": ["select_chain", "merge_segments"], "prune": ["prune_plan", "merge_segments"],
+           "tome": ["tome_plan", "merge_segments"]}
 
 
 @interp
@@ -84,11 +88,12 @@ def test_kernels_are_used_interp(monkeypatch, method: str) -> None:
     from stmsearch.ops import merge_triton as mt
 
     calls = []
-    for name in ("edge_scores", "select_chain", "prune_plan", "tome_plan", "merge_segments"):
+    for name in ("edge_scores", "select_chain", "prune_plan", "tome_plan", "stm_2d_plan", "merge_segments"):
         original = getattr(mt, name)
         monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     model = stmsearch.create_model("vim_proxy").eval()
-    stmsearch.apply(model, stmsearch.MergeConfig(method=method, schedule=[0, 0, 6]))
+    extra = {"neighbourhood": "2d"} if method.endswith("2d") else {}
+    stmsearch.apply(model, stmsearch.MergeConfig(method=method.split()[0], schedule=[0, 0, 6], **extra))
     with torch.no_grad():
         model(torch.randn(1, 1, 28, 28))
     assert calls == KERNELS[method]
@@ -105,7 +110,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 6} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 7} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 @interp
@@ -256,6 +261,54 @@ def test_tome_kernel_equals_torch_plan_interp() -> None:
                 members = order[i, int(first[i, j]):int(first[i, j + 1])].tolist()
                 assert members == pos[index[i] == j].tolist()
     *_, ok = mt.tome_plan(torch.randn(1, 9, 4), torch.tensor([4]), 3, 2)  # 2 sources left outside the window
+    assert not ok.any()
+
+
+@interp
+def test_stm_2d_kernel_equals_torch_plan_interp() -> None:
+    """The one-launch 2-D plan: the torch plan's slots and kept tokens for tokens left by arbitrary earlier
+    merges (cells with one to four tokens), both layers' cell offsets, features in either layout, ties
+    (identical tokens, damage 0) to the earlier token, sides, weights, importance and fading; its slots
+    listed as runs of ``order``; a shortage flagged."""
+    from stmsearch.merging.capacity import split_sides
+    from stmsearch.ops import merge_triton as mt
+
+    grid, patches = 8, 64
+    g = torch.Generator().manual_seed(5)
+    for case, (layer, runs, window, symmetric, ward) in enumerate(
+            [(0, 2, 0, False, True), (1, 3, 1, True, False), (2, 4, 2, False, True), (3, 3, 0, True, True)]):
+        left_patches = sorted(torch.randperm(patches, generator=g)[:48].tolist())
+        rep = torch.tensor(left_patches)
+        split = int((rep < patches // 2).sum())
+        rep = torch.cat([rep[:split], torch.tensor([-1]), rep[split:]])[None].expand(2, -1)
+        t = rep.shape[1]
+        cls = torch.full((2,), split)
+        if case % 2:
+            feat = torch.randn(2, t, 8, generator=g)
+        else:  # two kinds of token: many members tie at damage 0, within cells and across them
+            feat = torch.randint(0, 2, (2, t, 1), generator=g).float().expand(-1, -1, 8).contiguous()
+        channels_first = case % 2 == 1
+        src = feat.transpose(1, 2).contiguous().transpose(1, 2) if channels_first else feat
+        weight = torch.rand(2, t, generator=g) + 0.5
+        imp = torch.rand(2, t, generator=g) + 0.1
+        fading = torch.tensor([0.9, 0.95]) if case == 2 else 0.97
+        r = 6
+        left = split_sides(r, layer)[0] if symmetric else None
+        ref = fn.stm_2d(feat, cls, rep, grid, r, window, runs, layer, symmetric, fading, weight,
+                        "ward" if ward else "cosine", importance=imp, importance_kind="min")
+        index, keep, first, order, ok = mt.stm_2d_plan(feat.transpose(1, 2) if channels_first else src,
+                                                       channels_first, cls, rep, grid, r, window, runs, layer,
+                                                       left, weight, ward, fading, importance=imp,
+                                                       importance_kind="min")
+        assert ok.all() and torch.equal(index, ref.index) and torch.equal(keep, ref.keep), case
+        pos = torch.arange(t)
+        for i in range(2):
+            assert sorted(order[i].tolist()) == list(range(t))
+            for j in range(t - r):
+                assert order[i, int(first[i, j]):int(first[i, j + 1])].tolist() == pos[index[i] == j].tolist()
+    rep = torch.tensor([[0, 2, 4, -1, 40, 42]])  # one token a cell: nothing can merge
+    *_, ok = mt.stm_2d_plan(torch.randn(1, 6, 4), False, torch.tensor([3]), rep, grid, 1, 0, 2, 0, None, None, True,
+                            None)
     assert not ok.any()
 
 

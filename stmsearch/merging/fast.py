@@ -48,6 +48,20 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     return chain(score, step.cls, step.r, weight, left)
 
 
+def stm_2d(step: ft.MergeStep) -> fn.Plan:
+    """:func:`functions.stm_2d` for ``step``: cells, damage, choice and the slots' listing in one kernel."""
+    cfg = step.config
+    feat, channels_first, bias = ft.metric_source(step)
+    importance, weight = _importance_vectors(step)
+    left = split_sides(step.r, step.layer)[0] if cfg.symmetric else None
+    index, keep, first, order, ok = mt.stm_2d_plan(feat, channels_first, step.cls, step.state["rep"],
+                                                   step.state["grid"], step.r, step.window, cfg.runs, step.layer,
+                                                   left, weight, cfg.damage == "ward", fading(step), bias,
+                                                   importance, cfg.importance)
+    fn._check(ok.all(), fn.SHORTAGE.format(step.r))
+    return fn.Plan(index, weight, keep, index.shape[1] - step.r, first, order)
+
+
 def _importance_vectors(step: ft.MergeStep) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(features.damage_importance, features.weights_or_none) of ``step``: one kernel for what
     derives from the importance (the damage scale, ``norm`` weights), torch for other weights."""

@@ -310,7 +310,9 @@ def stm_2d(metric: torch.Tensor, cls: torch.Tensor, rep: torch.Tensor, grid: int
     place = cell * 4 + (torch.div(rep, grid, rounding_mode="floor") + layer) % 2 * 2 + (rep % grid + layer) % 2
     place = torch.where(ok, place, 4 * spare)
     by_place = torch.full((b, 4 * spare + 1), _BIG, device=metric.device).scatter(1, place, damage)
-    rank = by_place[:, :-1].view(b, spare, 4).argsort(-1).argsort(-1).flatten(1)
+    # stable: ties (identical tokens, damage 0) to the earlier place, which is the earlier token, as the
+    # GPU kernel ranks them (stmsearch.ops.merge_triton.stm_2d_plan)
+    rank = by_place[:, :-1].view(b, spare, 4).argsort(dim=-1, stable=True).argsort(-1).flatten(1)
     rank = torch.cat([rank, rank.new_zeros(b, 1)], 1).gather(1, place)
     allowed = member & (rank < runs - 1)
     if symmetric:

@@ -97,9 +97,12 @@ METRIC = {"type": "categorical", "choices": ["hidden", "x", "B", "dt"]}
 # --- stm ---------------------------------------------------------------------------------------------------
 def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
-    # the fast path implements blocks without drops; free edges and drops take the torch path
-    if cfg.neighbourhood == "1d" and cfg.edges == "blocks" and not cfg.drop and fast.enabled(step.residual):
-        return fast.stm_1d(step)
+    # the fast path implements blocks without drops and 2d cells; free edges and drops take the torch path
+    if fast.enabled(step.residual):
+        if cfg.neighbourhood == "2d":
+            return fast.stm_2d(step)
+        if cfg.edges == "blocks" and not cfg.drop:
+            return fast.stm_1d(step)
     args = (ft.metric(step), step.cls)
     scale = {} if cfg.importance == "none" else {"importance": ft.damage_importance(step),
                                                  "importance_kind": cfg.importance}

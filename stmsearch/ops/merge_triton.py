@@ -117,6 +117,35 @@ if _HAVE_TRITON:
         return (other[None, :] < mine[:, None]) | ((other[None, :] == mine[:, None]) & (other_at[None, :] < mine_at[:, None]))
 
     @triton.jit
+    def _damage(sq, dot, na, nb, w_row, imp_row, gamma_at, gamma, a, b, mask, dist, WARD: tl.constexpr,
+                UNIT_W: tl.constexpr, IMPORTANCE: tl.constexpr, FADE: tl.constexpr):
+        """functions.pair_damage (Ward from the summed squared difference ``sq``, cosine from ``dot`` and
+        the squared norms) of tokens ``a`` and ``b``, times importance_scale and fade at ``dist``."""
+        if WARD:
+            if UNIT_W:
+                damage = sq * 0.5
+            else:
+                wa = tl.load(w_row + a, mask=mask, other=1.0).to(tl.float32)
+                wb = tl.load(w_row + b, mask=mask, other=1.0).to(tl.float32)
+                damage = sq * (wa * wb / (wa + wb))
+        else:
+            damage = 1.0 - dot / (tl.maximum(tl.sqrt(na), 1e-12) * tl.maximum(tl.sqrt(nb), 1e-12))
+        if IMPORTANCE > 0:  # functions.importance_scale: 1 min, 2 max, 3 mean of the pair's importance
+            ia = tl.load(imp_row + a, mask=mask, other=1.0).to(tl.float32)
+            ib = tl.load(imp_row + b, mask=mask, other=1.0).to(tl.float32)
+            if IMPORTANCE == 1:
+                damage = damage * tl.minimum(ia, ib)
+            elif IMPORTANCE == 2:
+                damage = damage * tl.maximum(ia, ib)
+            else:
+                damage = damage * ((ia + ib) / 2)
+        if FADE == 1:
+            damage = damage * tl.exp2(dist.to(tl.float32) * tl.log2(gamma))
+        if FADE == 2:
+            damage = damage * tl.exp2(dist.to(tl.float32) * tl.log2(tl.load(gamma_at).to(tl.float32)))
+        return damage
+
+    @triton.jit
     def _edge_scores_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, imp_ptr, out_ptr, gamma, C, E,
                             sf_b, sf_t, sf_c, sw_b, s_gamma, s_imp, window, runs, offset,
                             SOFTPLUS: tl.constexpr, WARD: tl.constexpr, UNIT_W: tl.constexpr,
@@ -160,31 +189,9 @@ if _HAVE_TRITON:
                 dot += tl.sum(a * n, axis=1)
                 na += tl.sum(a * a, axis=1)
                 nb += tl.sum(n * n, axis=1)
-        if WARD:
-            if UNIT_W:
-                damage = sq * 0.5
-            else:
-                wa = tl.load(w_ptr + b * sw_b + e, mask=m_e, other=1.0).to(tl.float32)
-                wb = tl.load(w_ptr + b * sw_b + e + 1, mask=m_e, other=1.0).to(tl.float32)
-                damage = sq * (wa * wb / (wa + wb))
-        else:
-            damage = 1.0 - dot / (tl.maximum(tl.sqrt(na), 1e-12) * tl.maximum(tl.sqrt(nb), 1e-12))
-        if IMPORTANCE > 0:  # functions.importance_scale: 1 min, 2 max, 3 mean of the pair's importance
-            ia = tl.load(imp_ptr + b * s_imp + e, mask=m_e, other=1.0).to(tl.float32)
-            ib = tl.load(imp_ptr + b * s_imp + e + 1, mask=m_e, other=1.0).to(tl.float32)
-            if IMPORTANCE == 1:
-                damage = damage * tl.minimum(ia, ib)
-            elif IMPORTANCE == 2:
-                damage = damage * tl.maximum(ia, ib)
-            else:
-                damage = damage * ((ia + ib) / 2)
         cls = tl.load(cls_ptr + b)
-        rel = e - cls  # edge (e, e+1) relative to the class token
-        if FADE == 1:
-            damage = damage * tl.exp2(tl.abs(rel).to(tl.float32) * tl.log2(gamma))
-        if FADE == 2:
-            g = tl.load(gamma_ptr + b * s_gamma).to(tl.float32)
-            damage = damage * tl.exp2(tl.abs(rel).to(tl.float32) * tl.log2(g))
+        damage = _damage(sq, dot, na, nb, w_ptr + b * sw_b, imp_ptr + b * s_imp, gamma_ptr + b * s_gamma, gamma, e,
+                         e + 1, m_e, tl.abs(e - cls), WARD, UNIT_W, IMPORTANCE, FADE)
         ok = m_e & _edge_allowed(e, cls, window, runs, offset, BLOCKED)
         tl.store(out_ptr + b * E + e, tl.where(ok, damage, 1e9), mask=m_e)
 
@@ -289,6 +296,26 @@ if _HAVE_TRITON:
         tl.store(dst_ptr + b * BLOCK_S + i, tl.argmax(sim, axis=1).to(tl.int32))
 
     @triton.jit
+    def _list_slots(index_ptr, order_ptr, first_row, row, T, OUT, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+        """A row's tokens listed slot by slot, in sequence order within a slot (a stable sort of the
+        stored index), and each slot's first place in that list: counts of smaller (and equal
+        earlier) slot indices. What merge_segments reads for slots that are not runs of the sequence."""
+        t = tl.arange(0, BLOCK_T)
+        m_t = t < T
+        idx = tl.load(index_ptr + row + t, mask=m_t, other=0).to(tl.int32)
+        place = tl.zeros((BLOCK_T,), tl.int32)
+        first = tl.zeros((BLOCK_T,), tl.int32)
+        for u0 in range(0, T, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            other = tl.load(index_ptr + row + u, mask=u < T, other=0).to(tl.int32)
+            m_u = (u < T)[None, :]
+            before = _ahead(other, u, idx, t)
+            place += tl.sum((m_u & before).to(tl.int32), axis=1)
+            first += tl.sum((m_u & (other[None, :] < t[:, None])).to(tl.int32), axis=1)
+        tl.store(order_ptr + row + place, t, mask=m_t)
+        tl.store(first_row + t, first, mask=t <= OUT)
+
+    @triton.jit
     def _tome_plan_kernel(best_ptr, dst_ptr, index_ptr, keep_ptr, first_ptr, order_ptr, ok_ptr, T, R, OUT,
                           BLOCK_S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
         b = tl.program_id(0)
@@ -315,20 +342,7 @@ if _HAVE_TRITON:
         slot = tl.load(index_ptr + row + 2 * best_dst + 1, mask=chosen, other=0)
         tl.store(index_ptr + row + 2 * i, slot, mask=chosen)
         tl.debug_barrier()
-        # listed slot by slot, in sequence order within a slot (a stable sort of index), and each
-        # slot's first place in that list: counts of smaller (and equal earlier) slot indices
-        idx = tl.load(index_ptr + row + t, mask=m_t, other=0).to(tl.int32)
-        place = tl.zeros((BLOCK_T,), tl.int32)
-        first = tl.zeros((BLOCK_T,), tl.int32)
-        for u0 in range(0, T, BLOCK_U):
-            u = u0 + tl.arange(0, BLOCK_U)
-            other = tl.load(index_ptr + row + u, mask=u < T, other=0).to(tl.int32)
-            m_u = (u < T)[None, :]
-            before = _ahead(other, u, idx, t)
-            place += tl.sum((m_u & before).to(tl.int32), axis=1)
-            first += tl.sum((m_u & (other[None, :] < t[:, None])).to(tl.int32), axis=1)
-        tl.store(order_ptr + row + place, t, mask=m_t)
-        tl.store(first_ptr + b * (OUT + 1) + t, first, mask=t <= OUT)
+        _list_slots(index_ptr, order_ptr, first_ptr + b * (OUT + 1), row, T, OUT, BLOCK_T, BLOCK_U)
 
     @triton.jit
     def _prune_plan_kernel(mag_ptr, cls_ptr, index_ptr, keep_ptr, weight_ptr, first_ptr, ok_ptr, T, R, OUT,
@@ -364,6 +378,118 @@ if _HAVE_TRITON:
         before = tl.load(index_ptr + row + t - 1, mask=m_t & (t > 0), other=-1)
         tl.store(first_ptr + b * (OUT + 1) + index, t, mask=m_t & (index != before))
         tl.store(first_ptr + b * (OUT + 1) + OUT, T)
+
+    @triton.jit
+    def _cell_2d(rep, t, cls, window, grid, layer, T):
+        """functions.stm_2d's cell of each token: its patch's 2x2 cell at ``layer``, split at the class
+        token; one spare cell (``2 side^2``) for the class token, protected tokens and rows past T."""
+        side = grid // 2 + 1
+        o = layer % 2
+        ok = (t < T) & (rep >= 0) & (tl.abs(t - cls) > window)
+        safe = tl.maximum(rep, 0)  # the class token's -1 floors differently in C than in torch
+        cell = (((safe // grid + o) // 2) * side + (safe % grid + o) // 2) * 2 + (t < cls).to(tl.int32)
+        return tl.where(ok, cell, 2 * side * side)
+
+    @triton.jit
+    def _cell_damage_kernel(f_ptr, bias_ptr, w_ptr, cls_ptr, gamma_ptr, imp_ptr, rep_ptr, score_ptr, partner_ptr,
+                            gamma, C, T, sf_b, sf_t, sf_c, sw_b, s_gamma, s_imp, s_rep, window, grid, layer,
+                            SOFTPLUS: tl.constexpr, WARD: tl.constexpr, UNIT_W: tl.constexpr, FADE: tl.constexpr,
+                            IMPORTANCE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr,
+                            BLOCK_U: tl.constexpr):
+        """functions.stm_2d up to its ranking, BLOCK_E tokens a program: each token's cell's earliest
+        token (its partner, the scatter_reduce amin) and the damage of joining it (BIG for no member)."""
+        b = tl.program_id(0)
+        t = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
+        m_t = t < T
+        cls = tl.load(cls_ptr + b)
+        rep_row = rep_ptr + b * s_rep
+        cell = _cell_2d(tl.load(rep_row + t, mask=m_t, other=-1), t, cls, window, grid, layer, T)
+        first = t
+        for u0 in range(0, T, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            other = _cell_2d(tl.load(rep_row + u, mask=u < T, other=-1), u, cls, window, grid, layer, T)
+            same = (other[None, :] == cell[:, None]) & (u < T)[None, :]
+            first = tl.minimum(first, tl.min(tl.where(same, u[None, :], T), axis=1))
+        member = m_t & (cell != 2 * (grid // 2 + 1) * (grid // 2 + 1)) & (first < t)
+        partner = tl.where(member, first, t)
+        base = f_ptr + b * sf_b
+        sq = tl.zeros((BLOCK_E,), tl.float32)
+        dot = tl.zeros((BLOCK_E,), tl.float32)
+        na = tl.zeros((BLOCK_E,), tl.float32)
+        nb = tl.zeros((BLOCK_E,), tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            m = m_t[:, None] & (c < C)[None, :]
+            a = tl.load(base + t[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+            n = tl.load(base + partner[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+            if SOFTPLUS:
+                bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+                a = tl.where(m, _softplus(a + bias), 0.0)
+                n = tl.where(m, _softplus(n + bias), 0.0)
+            if WARD:
+                d = a - n
+                sq += tl.sum(d * d, axis=1)
+            else:
+                dot += tl.sum(a * n, axis=1)
+                na += tl.sum(a * a, axis=1)
+                nb += tl.sum(n * n, axis=1)
+        damage = _damage(sq, dot, na, nb, w_ptr + b * sw_b, imp_ptr + b * s_imp, gamma_ptr + b * s_gamma, gamma, t,
+                         partner, m_t, tl.abs(partner - cls), WARD, UNIT_W, IMPORTANCE, FADE)
+        tl.store(score_ptr + b * T + t, tl.where(member, damage, 1e9), mask=m_t)
+        tl.store(partner_ptr + b * T + t, partner, mask=m_t)
+
+    @triton.jit
+    def _stm_2d_plan_kernel(score_ptr, partner_ptr, cls_ptr, rep_ptr, index_ptr, keep_ptr, first_ptr, order_ptr,
+                            ok_ptr, T, R, LEFT, OUT, s_rep, window, grid, layer, runs, SIDES: tl.constexpr,
+                            BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+        """The rest of functions.stm_2d, one program a row: at most runs - 1 members a cell (the
+        cheapest, ties to the earlier), the R cheapest of those (per side where symmetric), both ranked
+        as its stable sorts; then the slots, listed for merge_segments."""
+        b = tl.program_id(0)
+        t = tl.arange(0, BLOCK_T)
+        m_t = t < T
+        row = b * T
+        cls = tl.load(cls_ptr + b)
+        rep_row = rep_ptr + b * s_rep
+        cell = _cell_2d(tl.load(rep_row + t, mask=m_t, other=-1), t, cls, window, grid, layer, T)
+        damage = tl.load(score_ptr + row + t, mask=m_t, other=1e9)
+        in_cell = tl.zeros((BLOCK_T,), tl.int32)
+        for u0 in range(0, T, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            other = _cell_2d(tl.load(rep_row + u, mask=u < T, other=-1), u, cls, window, grid, layer, T)
+            d_u = tl.load(score_ptr + row + u, mask=u < T, other=1e9)
+            ahead = _ahead(d_u, u, damage, t) & (other[None, :] == cell[:, None]) & (d_u < 5e8)[None, :]
+            in_cell += tl.sum(ahead.to(tl.int32), axis=1)
+        score = tl.where((damage < 5e8) & (in_cell < runs - 1), damage, 1e9)
+        tl.debug_barrier()
+        tl.store(score_ptr + row + t, score, mask=m_t)
+        tl.debug_barrier()
+        rank = tl.zeros((BLOCK_T,), tl.int32)
+        for u0 in range(0, T, BLOCK_U):
+            u = u0 + tl.arange(0, BLOCK_U)
+            s_u = tl.load(score_ptr + row + u, mask=u < T, other=1e9)
+            ahead = _ahead(s_u, u, score, t) & (u < T)[None, :]
+            if SIDES:
+                ahead = ahead & ((u < cls)[None, :] == (t < cls)[:, None])
+            rank += tl.sum(ahead.to(tl.int32), axis=1)
+        if SIDES:
+            k = tl.where(t < cls, LEFT, R - LEFT)
+        else:
+            k = R
+        chosen = m_t & (rank < k)
+        worst = tl.max(tl.where(chosen, score, 0.0), axis=0)
+        tl.store(ok_ptr + b, ((worst < 5e8) & (tl.sum(chosen.to(tl.int32), axis=0) == R)).to(tl.int8))
+        kept = m_t & ~chosen
+        tl.store(keep_ptr + row + t, kept.to(tl.int8), mask=m_t)
+        tl.store(index_ptr + row + t, (tl.cumsum(kept.to(tl.int32), axis=0) - 1).to(tl.int64), mask=m_t)
+        tl.debug_barrier()
+        # a chosen token takes its cell's earliest token's slot (that one is kept: it is no member)
+        partner = tl.load(partner_ptr + row + t, mask=m_t, other=0)
+        slot = tl.load(index_ptr + row + partner, mask=chosen, other=0)
+        tl.debug_barrier()
+        tl.store(index_ptr + row + t, slot, mask=chosen)
+        tl.debug_barrier()
+        _list_slots(index_ptr, order_ptr, first_ptr + b * (OUT + 1), row, T, OUT, BLOCK_T, BLOCK_U)
 
     @triton.jit
     def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, order_ptr, cls_ptr, out_ptr,
@@ -417,14 +543,34 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
     ``importance`` (B, T): the damage is scaled by the pair's ``importance_kind`` (min, max, mean).
     ``tiles`` (edges, channels, warps, shift) of a program: :func:`edge_tiles` unless given (for tuning).
     """
+    bsz, t, chans, strides = _token_view(feat, channels_first)
+    edges = t - 1
+    out = torch.empty(bsz, edges, device=feat.device, dtype=torch.float32)
+    args, flags = _damage_args(feat, cls, weight, ward, fading, softplus_bias, importance, importance_kind)
+    block_e, block_c, warps, shift = tiles or edge_tiles(channels_first, chans)
+    grid = (bsz, triton.cdiv(edges, block_e - 1 if shift else block_e))
+    _edge_scores_kernel[grid](*args[:6], out, args[6], chans, edges, *strides, *args[7:], window, runs or 1, offset,
+                              **flags, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c, SHIFT=shift,
+                              num_warps=warps)
+    return out
+
+
+def _token_view(feat: torch.Tensor, channels_first: bool) -> tuple[int, int, int, tuple[int, int, int]]:
+    """(batch, tokens, channels, (batch, token, channel) strides) of features in either layout."""
     if channels_first:
         bsz, chans, t = feat.shape
         sf_b, sf_c, sf_t = feat.stride()
     else:
         bsz, t, chans = feat.shape
         sf_b, sf_t, sf_c = feat.stride()
-    edges = t - 1
-    out = torch.empty(bsz, edges, device=feat.device, dtype=torch.float32)
+    return bsz, t, chans, (sf_b, sf_t, sf_c)
+
+
+def _damage_args(feat: torch.Tensor, cls: torch.Tensor, weight: torch.Tensor | None, ward: bool,
+                 fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None,
+                 importance: torch.Tensor | None, importance_kind: str) -> tuple[tuple, dict]:
+    """The damage kernels' shared arguments: (feat, bias, weight, cls, gamma tensor, importance, gamma,
+    weight's row stride, gamma's stride, importance's row stride) and their constexpr flags."""
     fade, gamma, gamma_t, s_gamma = 0, 1.0, cls, 0
     if isinstance(fading, torch.Tensor):
         fade, gamma_t = 2, fading.reshape(-1).float()
@@ -434,15 +580,40 @@ def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, win
     w = weight if weight is not None else cls
     imp = importance if importance is not None else cls
     imp_mode = 0 if importance is None else IMPORTANCE_KINDS.index(importance_kind) + 1
-    block_e, block_c, warps, shift = tiles or edge_tiles(channels_first, chans)
-    grid = (bsz, triton.cdiv(edges, block_e - 1 if shift else block_e))
-    _edge_scores_kernel[grid](feat, softplus_bias if softplus_bias is not None else cls, w, cls, gamma_t, imp, out,
-                              gamma, chans, edges, sf_b, sf_t, sf_c, w.stride(0) if weight is not None else 0,
-                              s_gamma, imp.stride(0) if importance is not None else 0, window, runs or 1, offset,
-                              SOFTPLUS=softplus_bias is not None, WARD=ward, UNIT_W=weight is None, FADE=fade,
-                              IMPORTANCE=imp_mode, BLOCKED=runs is not None, BLOCK_E=block_e, BLOCK_C=block_c,
-                              SHIFT=shift, num_warps=warps)
-    return out
+    args = (feat, softplus_bias if softplus_bias is not None else cls, w, cls, gamma_t, imp, gamma,
+            w.stride(0) if weight is not None else 0, s_gamma, imp.stride(0) if importance is not None else 0)
+    return args, dict(SOFTPLUS=softplus_bias is not None, WARD=ward, UNIT_W=weight is None, FADE=fade,
+                      IMPORTANCE=imp_mode)
+
+
+def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int,
+                window: int, runs: int, layer: int, left: int | None, weight: torch.Tensor | None, ward: bool,
+                fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
+                importance: torch.Tensor | None = None, importance_kind: str = "none"
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """STM's 2-D plan (:func:`stmsearch.merging.functions.stm_2d`) in two launches: each token's cell,
+    its earliest token and the damage of joining it (features and their options as :func:`edge_scores`
+    reads them, spread over programs of a few tokens), then per image the ``runs - 1`` cheapest members a
+    cell, the ``r`` cheapest of those (``left`` of them before the class token, where given), and the
+    slots listed as :func:`tome_plan` returns them: (index, keep, first, order, ok)."""
+    bsz, t, chans, strides = _token_view(feat, channels_first)
+    index = torch.empty(bsz, t, device=feat.device, dtype=torch.long)
+    keep = torch.empty(bsz, t, device=feat.device, dtype=torch.bool)
+    first = torch.empty(bsz, t - r + 1, device=feat.device, dtype=torch.int32)
+    order = torch.empty(bsz, t, device=feat.device, dtype=torch.int32)
+    ok = torch.empty(bsz, device=feat.device, dtype=torch.bool)
+    score = torch.empty(bsz, t, device=feat.device, dtype=torch.float32)
+    partner = torch.empty(bsz, t, device=feat.device, dtype=torch.int32)
+    args, flags = _damage_args(feat, cls, weight, ward, fading, softplus_bias, importance, importance_kind)
+    block_e, block_c, warps, _ = edge_tiles(channels_first, chans)
+    _cell_damage_kernel[(bsz, triton.cdiv(t, block_e))](*args[:6], rep, score, partner, args[6], chans, t, *strides,
+                                                        *args[7:], rep.stride(0), window, grid, layer, **flags,
+                                                        BLOCK_E=block_e, BLOCK_C=block_c, BLOCK_U=32,
+                                                        num_warps=warps)
+    _stm_2d_plan_kernel[(bsz,)](score, partner, cls, rep, index, keep.view(torch.int8), first, order,
+                                ok.view(torch.int8), t, r, left or 0, t - r, rep.stride(0), window, grid, layer, runs,
+                                SIDES=left is not None, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=4)
+    return index, keep, first, order, ok
 
 
 def edge_tiles(channels_first: bool, chans: int) -> tuple[int, int, int, bool]:
