@@ -51,8 +51,8 @@ if _HAVE_TRITON:
 
 # (channels, positions) of a program. Token-major, channels are the vectorised axis and the position
 # count sets the granularity of odd lengths. Measured on an H200 (bench/bench_conv_tiles.py, batch 256,
-# 384 channels, us at 192 / 193 tokens): 128 x 16 bf16 61.5 / 66.4, fp32 75.5 / 78.2, against 64 x 32's
-# 99.6 / 113.9 and 82.0 / 81.5 (7 tiles of 32 at 193 where 192 take 6)
+# 384 channels, us at 192 / 193 tokens): 128 x 16 bf16 60.9 / 67.1, fp32 75.6 / 77.9, against 64 x 32's
+# 99.2 / 113.7 and 82.4 / 82.5 (7 tiles of 32 at 193 where 192 take 6); README "Odd token counts"
 TOKEN_TILES = (128, 16)
 PADDED_TILES = (16, 128)
 
