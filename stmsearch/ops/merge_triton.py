@@ -117,6 +117,34 @@ if _HAVE_TRITON:
         return (other[None, :] < mine[:, None]) | ((other[None, :] == mine[:, None]) & (other_at[None, :] < mine_at[:, None]))
 
     @triton.jit
+    def _features(base, rows, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS: tl.constexpr):
+        """(rows x channels) fp32 tile of the similarity features; a step-size metric as softplus(delta + bias)."""
+        x = tl.load(base + rows[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+        if SOFTPLUS:
+            bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+            x = tl.where(m, _softplus(x + bias), 0.0)
+        return x
+
+    @triton.jit
+    def _no_sums(BLOCK_E: tl.constexpr):
+        """_damage's four sums before the first channel tile."""
+        return (tl.zeros((BLOCK_E,), tl.float32), tl.zeros((BLOCK_E,), tl.float32), tl.zeros((BLOCK_E,), tl.float32),
+                tl.zeros((BLOCK_E,), tl.float32))
+
+    @triton.jit
+    def _accumulate(a, n, sq, dot, na, nb, WARD: tl.constexpr):
+        """Adds a channel tile's share of _damage's sums: the squared difference (Ward), else the dot
+        product and squared norms (cosine)."""
+        if WARD:
+            d = a - n
+            sq += tl.sum(d * d, axis=1)
+        else:
+            dot += tl.sum(a * n, axis=1)
+            na += tl.sum(a * a, axis=1)
+            nb += tl.sum(n * n, axis=1)
+        return sq, dot, na, nb
+
+    @triton.jit
     def _damage(sq, dot, na, nb, w_row, imp_row, gamma_at, gamma, a, b, mask, dist, WARD: tl.constexpr,
                 UNIT_W: tl.constexpr, IMPORTANCE: tl.constexpr, FADE: tl.constexpr):
         """functions.pair_damage (Ward from the summed squared difference ``sq``, cosine from ``dot`` and
@@ -163,32 +191,16 @@ if _HAVE_TRITON:
             m_e = e < E
             m_t = m_e
         base = f_ptr + b * sf_b
-        sq = tl.zeros((BLOCK_E,), tl.float32)
-        dot = tl.zeros((BLOCK_E,), tl.float32)
-        na = tl.zeros((BLOCK_E,), tl.float32)
-        nb = tl.zeros((BLOCK_E,), tl.float32)
+        sq, dot, na, nb = _no_sums(BLOCK_E)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             m = m_t[:, None] & (c < C)[None, :]
-            a = tl.load(base + e[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
-            if SOFTPLUS:  # a step-size metric: softplus(delta + bias)
-                bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
-                a = a + bias
-                a = tl.where(m, _softplus(a), 0.0)
+            a = _features(base, e, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
             if SHIFT:
                 n = tl.gather(a, tl.broadcast_to(nxt[:, None], (BLOCK_E, BLOCK_C)), axis=0)
             else:
-                n = tl.load(base + (e + 1)[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
-                if SOFTPLUS:
-                    n = n + bias
-                    n = tl.where(m, _softplus(n), 0.0)
-            if WARD:
-                d = a - n
-                sq += tl.sum(d * d, axis=1)
-            else:
-                dot += tl.sum(a * n, axis=1)
-                na += tl.sum(a * a, axis=1)
-                nb += tl.sum(n * n, axis=1)
+                n = _features(base, e + 1, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            sq, dot, na, nb = _accumulate(a, n, sq, dot, na, nb, WARD)
         cls = tl.load(cls_ptr + b)
         damage = _damage(sq, dot, na, nb, w_ptr + b * sw_b, imp_ptr + b * s_imp, gamma_ptr + b * s_gamma, gamma, e,
                          e + 1, m_e, tl.abs(e - cls), WARD, UNIT_W, IMPORTANCE, FADE)
@@ -413,26 +425,13 @@ if _HAVE_TRITON:
         member = m_t & (cell != 2 * (grid // 2 + 1) * (grid // 2 + 1)) & (first < t)
         partner = tl.where(member, first, t)
         base = f_ptr + b * sf_b
-        sq = tl.zeros((BLOCK_E,), tl.float32)
-        dot = tl.zeros((BLOCK_E,), tl.float32)
-        na = tl.zeros((BLOCK_E,), tl.float32)
-        nb = tl.zeros((BLOCK_E,), tl.float32)
+        sq, dot, na, nb = _no_sums(BLOCK_E)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
             m = m_t[:, None] & (c < C)[None, :]
-            a = tl.load(base + t[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
-            n = tl.load(base + partner[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
-            if SOFTPLUS:
-                bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
-                a = tl.where(m, _softplus(a + bias), 0.0)
-                n = tl.where(m, _softplus(n + bias), 0.0)
-            if WARD:
-                d = a - n
-                sq += tl.sum(d * d, axis=1)
-            else:
-                dot += tl.sum(a * n, axis=1)
-                na += tl.sum(a * a, axis=1)
-                nb += tl.sum(n * n, axis=1)
+            a = _features(base, t, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            n = _features(base, partner, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            sq, dot, na, nb = _accumulate(a, n, sq, dot, na, nb, WARD)
         damage = _damage(sq, dot, na, nb, w_ptr + b * sw_b, imp_ptr + b * s_imp, gamma_ptr + b * s_gamma, gamma, t,
                          partner, m_t, tl.abs(partner - cls), WARD, UNIT_W, IMPORTANCE, FADE)
         tl.store(score_ptr + b * T + t, tl.where(member, damage, 1e9), mask=m_t)
