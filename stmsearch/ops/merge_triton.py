@@ -23,8 +23,12 @@ scatters); on a fast model the launches, not the bytes, are its cost. Here it is
   destination, the best match of each, the top r, slot indices) and its segments, in two
   launches, the similarities on tensor cores where that keeps fp32's plans (:func:`tome_tiles`).
   Replaces tome_plan's thirty-odd launches.
+- :func:`stm_2d_plan`: 2-D STM's whole plan in two launches (each token's cell, the cell's
+  earliest token and the damage of joining it, over programs of a few tokens; then per image the
+  ranking within cells, the choice and the slots, listed as ToMe's are). Replaces stm_2d's
+  scatter_reduce, gathers, two argsorts and choose_edges, and apply_plan's scatters.
 - :func:`merge_segments`: for plans whose slots are runs of consecutive tokens (STM, random,
-  pruning), or runs of a listed order (ToMe), the weighted mean of each run, the run's patch
+  pruning), or runs of a listed order (ToMe, 2-D STM), the weighted mean of each run, the run's patch
   count, its kept token's grid anchor and the class token's new place, in one pass over the
   residual stream, with no atomics. Replaces apply_plan, reduce_sum, kept_positions and the
   class token's gather.
