@@ -75,8 +75,8 @@ def main() -> None:
                     stmsearch.apply(model, cfg)
                     res[n] = kernel_ms(model, x, dtype)
                 total = {n: sum(v[0] for v in res[n].values()) for n in res}
-                print(f"\n{dtype} batch {args.batch}, {layout} layout, conv tile {tile}: {t} tokens {total[t]:.3f} ms, {m} tokens "
-                      f"{total[m]:.3f} ms; per-token ratio {(total[t] / t) / (total[m] / m):.3f}")
+                print(f"\n{dtype} batch {args.batch}, {layout} layout, conv tile {tile}: {t} tokens {total[t]:.3f} ms, "
+                      f"{m} tokens {total[m]:.3f} ms; per-token ratio {(total[t] / t) / (total[m] / m):.3f}")
                 for k in sorted(set(res[t]) | set(res[m]), key=lambda k: -res[t].get(k, (0, 0))[0])[:args.top]:
                     a, b = res[t].get(k, (0.0, 0)), res[m].get(k, (0.0, 0))
                     print(f"  {k:70} {a[0]:7.3f} {b[0]:7.3f}  calls {a[1]}/{b[1]}")

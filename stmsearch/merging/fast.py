@@ -49,7 +49,8 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
 
 
 def stm_2d(step: ft.MergeStep) -> fn.Plan:
-    """:func:`functions.stm_2d` for ``step``: cells and damage in one kernel, choice and the slots' listing in another."""
+    """:func:`functions.stm_2d` for ``step``: cells and damage in one kernel, choice and the slots'
+    listing in another."""
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
     importance, weight = _importance_vectors(step)
