@@ -11,7 +11,9 @@ tokens per layer with no merge step (the residual stream is cut, which costs not
 free merges would give. Per method, knob and reduction the table gives the bound's speed-up
 over the unreduced model, the measured one, and their ratio (measured / bound). The unreduced
 model, the bound and the merged model are timed in turns in one process (interleaved rounds,
-CUDA events), so the ratio compares like with like.
+CUDA events), so the ratio compares like with like. Variants whose bound is the same forward (one
+schedule at one level; see ``timing_groups``) are timed in one interleaved set with it, each on its
+own copy of the model.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import stmsearch
 from stmsearch.evaluation.throughput import _graphed, interleaved_times
 from stmsearch.merging import patch
 from stmsearch.models import vim
+from stmsearch.merging.methods import get_method
 from stmsearch.merging.schedules import for_reduction
 
 DEV = "cuda"  # --device cpu: a smoke run of the script itself (its timings mean nothing)
@@ -89,6 +92,9 @@ def forward_fn(model, x, dtype: str, bound: bool = False):
     return _graphed(run, warmup=2) if GRAPHS else run
 
 
+LOOP_IMAGES = 1024  # images a timed call runs, in forwards of one batch (a CPU smoke test lowers it)
+
+
 def seconds(fns, rounds: int, batch: int) -> list[float]:
     """Median seconds of one forward of each of ``fns``, timed in turns.
 
@@ -96,7 +102,7 @@ def seconds(fns, rounds: int, batch: int) -> list[float]:
     host cannot launch kernels as fast as the GPU runs them (small batches), that is what the
     user waits for, and it is timed as such, not hidden behind a queue of idle GPU work.
     """
-    repeat = max(1, 1024 // batch)
+    repeat = max(1, LOOP_IMAGES // batch)
     looped = [lambda f=f: [f() for _ in range(repeat)] for f in fns]
     times = interleaved_times(looped, torch.device(DEV), rounds, warmup=2)
     return [statistics.median(t) / repeat for t in times]
@@ -127,25 +133,52 @@ def schedules(names: list[str], levels: list[float], depth: int) -> dict:
     return out
 
 
+def images(model, batch: int) -> torch.Tensor:
+    """A random batch of the model's input shape, on DEV."""
+    c = model.cfg
+    return torch.randn(batch, c.in_chans, c.img_size, c.img_size, device=DEV)
+
+
+def timing_groups(configs: dict, names: list[str], levels: list[float]) -> dict[tuple, list[tuple]]:
+    """Rows that share an unreduced model and a bound, timed in one interleaved set: per level, the
+    variants whose bound is the same forward (the schedule, and what the cut model still runs: the
+    scaled steps of size-aware decay, the features recorded for a metric). Key -> [(name, level, cfg)]."""
+    out: dict[tuple, list[tuple]] = {}
+    for level in levels:
+        for name in names:
+            cfg = configs[name, level]
+            if isinstance(cfg, Exception):
+                continue
+            key = (level, tuple(cfg.schedule), cfg.size_aware_decay, get_method(cfg.method).records(cfg))
+            out.setdefault(key, []).append((name, level, cfg))
+    return out
+
+
 @torch.inference_mode()
 def table(model_name: str, batch: int, dtype: str, names: list[str], levels: list[float], rounds: int,
           configs: dict, on_row=lambda row: None) -> list[dict]:
-    plain, model = pair(model_name)
-    depth = len(model.layers)
-    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    """Each variant's row at each level. The unreduced model, a group's bound and its variants (one
+    model copy each) take turns in one interleaved set (:func:`timing_groups`), so a bound shared by
+    n variants costs one timing, not n."""
+    plain = make_model(model_name)
+    depth = len(plain.layers)
+    x = images(plain, batch)
     base = forward_fn(plain, x, dtype)
     rows = []
+    for name, level in configs:
+        if name in names and level in levels and isinstance(configs[name, level], Exception):
+            print(f"{name:28} {level:5.0%}  no valid schedule: {configs[name, level]}")
     print(f"\n{model_name}, batch {batch}, {dtype}  (speed-ups over the unreduced model; ratio = measured / bound)")
     print(f"{'variant':28} {'level':>5} {'reduction':>9} {'bound':>7} {'measured':>8} {'ratio':>6}")
-    for name in names:
-        for level in levels:
-            cfg = configs[name, level]
-            if isinstance(cfg, Exception):
-                print(f"{name:28} {level:5.0%}  no valid schedule: {cfg}")
-                continue
-            stmsearch.apply(model, cfg)
-            t_base, t_bound, t_run = seconds([base, forward_fn(model, x, dtype, bound=True),
-                                              forward_fn(model, x, dtype)], rounds, batch)
+    for group in timing_groups(configs, names, levels).values():
+        with torch.inference_mode(False):
+            models = [copy.deepcopy(plain) for _ in range(len(group) + 1)]
+        for m, (_, _, cfg) in zip(models, [group[0]] + group):
+            stmsearch.apply(m, cfg)
+        fns = [base, forward_fn(models[0], x, dtype, bound=True)]
+        fns += [forward_fn(m, x, dtype) for m in models[1:]]
+        t_base, t_bound, *t_runs = seconds(fns, rounds, batch)
+        for (name, level, cfg), t_run in zip(group, t_runs):
             row = {"model": model_name, "batch": batch, "dtype": dtype, "variant": name, "level": level,
                    "reduction": cfg.token_reduction(depth), "unreduced_img_s": batch / t_base,
                    "bound": t_base / t_bound, "measured": t_base / t_run, "ratio": t_bound / t_run}
@@ -153,7 +186,7 @@ def table(model_name: str, batch: int, dtype: str, names: list[str], levels: lis
             on_row(row)
             print(f"{name:28} {level:5.0%} {row['reduction']:9.1%} {row['bound']:6.2f}x {row['measured']:7.2f}x "
                   f"{row['ratio']:6.3f}", flush=True)
-    stmsearch.apply(model, None)
+        del models, fns
     return rows
 
 
