@@ -80,18 +80,12 @@ def _importance_vectors(step: ft.MergeStep) -> tuple[torch.Tensor | None, torch.
 def fading(step: ft.MergeStep) -> float | torch.Tensor | None:
     """:func:`features.fading`, the estimated decay in one kernel (torch: six launches and an fp32
     copy of a bf16 ``delta``)."""
-    d = step.recorded
-    if step.config.fading == "estimated" and d is not None:
-        return mt.mean_decay(d.delta, d.delta_bias, d.A)
-    return ft.fading(step)
+    return ft.fading(step, mt.mean_decay)
 
 
 def weights(step: ft.MergeStep) -> torch.Tensor:
     """:func:`features.weights`, ``dt`` weights in one kernel (torch: four passes over ``delta``)."""
-    d = step.recorded
-    if step.config.weights == "dt" and d is not None:
-        return mt.dt_weights(d.delta, d.delta_bias, step.state["sizes"])
-    return ft.weights(step)
+    return ft.weights(step, mt.dt_weights)
 
 
 def weights_or_none(step: ft.MergeStep) -> torch.Tensor | None:

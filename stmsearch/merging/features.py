@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -108,15 +108,19 @@ def damage_importance(step: MergeStep) -> torch.Tensor | None:
     return None if cfg.importance == "none" else powered(importance(step), cfg.importance_power)
 
 
-def weights(step: MergeStep) -> torch.Tensor:
-    """(B, T) weight of each token's features in a merged token."""
+def weights(step: MergeStep, dt_weights: Callable | None = None) -> torch.Tensor:
+    """(B, T) weight of each token's features in a merged token. ``dt_weights(delta, bias, sizes)``:
+    another way to compute the ``dt`` weights from the recorded steps (the GPU's one kernel)."""
     sizes, name = step.state["sizes"], step.config.weights
     if name == "mean":
         return torch.ones_like(sizes)
     if name == "norm":  # Ward's damage divides by w_a + w_b: kept above 0
         return sizes * powered(importance(step).clamp_min(1e-6), step.config.weight_power)
     if name == "dt" and step.recorded is not None:
-        return sizes * step_sizes(step.recorded).mean(1)
+        d = step.recorded
+        if dt_weights is not None:
+            return dt_weights(d.delta, d.delta_bias, sizes)
+        return sizes * step_sizes(d).mean(1)
     return sizes
 
 
@@ -130,12 +134,13 @@ def _decay(dt: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return torch.exp(dt.unsqueeze(-1) * a).mean((-2, -1))
 
 
-def fading(step: MergeStep) -> float | torch.Tensor | None:
+def fading(step: MergeStep, mean_decay: Callable | None = None) -> float | torch.Tensor | None:
     """Per-step decay gamma for distance fading: a float, a tensor of one or (B,) per image, or None.
 
     ``estimated``: each image's mean step on the previous layer, softplus of the mean
     pre-activation over its tokens (one (B, D) reduction, no pass over every step); at the
     first layer, and for ``layer``, the zero-input step of this layer's own parameters.
+    ``mean_decay(delta, bias, A)``: another way to compute the estimated one (the GPU's one kernel).
     """
     cfg = step.config
     if cfg.fading == "none":
@@ -146,6 +151,8 @@ def fading(step: MergeStep) -> float | torch.Tensor | None:
     if cfg.fading == "layer" or d is None:
         m = step.mixer
         return _decay(F.softplus(m.dt_proj.bias.float()), -torch.exp(m.A_log.float()))
+    if mean_decay is not None:
+        return mean_decay(d.delta, d.delta_bias, d.A)
     mean = d.delta.float().mean(-1)
     return _decay(F.softplus(mean if d.delta_bias is None else mean + d.delta_bias), d.A)
 
