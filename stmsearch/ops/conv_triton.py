@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .layout import padded_empty, token_major, widened
+from .layout import padded_empty, token_major, token_major_empty, widened
 from .scan_triton import _HAVE_TRITON, triton, tl
 
 
@@ -73,8 +73,7 @@ def conv_pair_triton(x: torch.Tensor, w_f: torch.Tensor, b_f: torch.Tensor, w_b:
     k = w_f.shape[-1]
     w_f, w_b = w_f.reshape(dim, k).contiguous(), w_b.reshape(dim, k).contiguous()
     if token:
-        u_f, u_b = (torch.empty(batch, length, dim, device=x.device, dtype=x.dtype).transpose(1, 2)
-                    for _ in range(2))
+        u_f, u_b = (token_major_empty(batch, dim, length, device=x.device, dtype=x.dtype) for _ in range(2))
         (block_c, block_l), x_len = TOKEN_TILES, length
     else:
         u_f, u_b = (padded_empty(batch, dim, length, device=x.device, dtype=x.dtype) for _ in range(2))

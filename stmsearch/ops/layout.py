@@ -80,8 +80,14 @@ def is_dense_token_major(x: torch.Tensor) -> bool:
     return x.stride(1) == 1 and x.stride(2) == x.shape[1] and x.stride(0) == x.shape[1] * x.shape[2]
 
 
+def token_major_empty(batch: int, rows: int, length: int, **kw) -> torch.Tensor:
+    """An uninitialised (batch, rows, length) view of a contiguous (batch, length, rows) tensor: the
+    token layout's counterpart of :func:`padded_empty`."""
+    return torch.empty(batch, length, rows, **kw).transpose(1, 2)
+
+
 def dense_token_major(x: torch.Tensor) -> torch.Tensor:
     """x as a (B, R, L) view of a contiguous (B, L, R) tensor (a copy only if it is not one)."""
     if is_dense_token_major(x):
         return x
-    return torch.empty(x.shape[0], x.shape[2], x.shape[1], device=x.device, dtype=x.dtype).transpose(1, 2).copy_(x)
+    return token_major_empty(*x.shape, device=x.device, dtype=x.dtype).copy_(x)

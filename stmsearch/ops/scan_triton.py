@@ -29,7 +29,7 @@ import os
 import torch
 
 from .direction import Direction
-from .layout import dense_token_major, padded_empty, row_pitch, token_major, with_pitch
+from .layout import dense_token_major, padded_empty, row_pitch, token_major, token_major_empty, with_pitch
 
 
 def _interpreting() -> bool:
@@ -296,7 +296,6 @@ def bidirectional_scan_triton(fwd: "Direction", bwd: "Direction", z: torch.Tenso
                         l_bucket, int(token), N=n_state, MODE=MODES.index(mode),
                         HAS_BIAS=fwd.delta_bias is not None, HAS_D=fwd.D is not None, HAS_SCALE=has_scale)
     if mode == "split":
-        out = (torch.empty(batch, length, dim, device=z.device, dtype=out_dtype).transpose(1, 2) if token
-               else padded_empty(batch, dim, length, device=z.device, dtype=out_dtype))
+        out = (token_major_empty if token else padded_empty)(batch, dim, length, device=z.device, dtype=out_dtype)
         return torch.add(y[0], y[1], out=out)
     return y
