@@ -165,9 +165,9 @@ def table(model_name: str, batch: int, dtype: str, names: list[str], levels: lis
     x = images(plain, batch)
     base = forward_fn(plain, x, dtype)
     rows = []
-    for name, level in configs:
-        if name in names and level in levels and isinstance(configs[name, level], Exception):
-            print(f"{name:28} {level:5.0%}  no valid schedule: {configs[name, level]}")
+    for (name, level), cfg in configs.items():  # schedules() made exactly names x levels
+        if isinstance(cfg, Exception):
+            print(f"{name:28} {level:5.0%}  no valid schedule: {cfg}")
     print(f"\n{model_name}, batch {batch}, {dtype}  (speed-ups over the unreduced model; ratio = measured / bound)")
     print(f"{'variant':28} {'level':>5} {'reduction':>9} {'bound':>7} {'measured':>8} {'ratio':>6}")
     for group in timing_groups(configs, names, levels).values():
@@ -199,7 +199,7 @@ def profile(model_name: str, batch: int, dtype: str, name: str, level: float, to
 
     model = make_model(model_name)
     cfg = for_reduction(stmsearch.MergeConfig(**VARIANTS[name]), level, len(model.layers))
-    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    x = images(model, batch)
     stmsearch.apply(model, cfg)
     for bound in (False, True):
         fn = forward_fn(model, x, dtype, bound=bound)
@@ -218,7 +218,7 @@ def profile(model_name: str, batch: int, dtype: str, name: str, level: float, to
 def lengths(model_name: str, batch: int, dtype: str, spans: str, rounds: int) -> None:
     """img/s with every layer at one token count, each against the nearest multiple of 8."""
     a, b = pair(model_name)
-    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    x = images(a, batch)
     tokens = sorted({t for span in spans.split(",") for t in range(int(span.split("-")[0]), int(span.split("-")[-1]) + 1)})
     cfg = lambda t: stmsearch.MergeConfig(method="stm", window=0, runs=8, schedule=[197 - t]) if t < 197 else None  # noqa: E731
     print(f"\n{model_name}, batch {batch}, {dtype}: every layer at T tokens (bound: cut before layer 0)")
@@ -237,7 +237,7 @@ def lengths(model_name: str, batch: int, dtype: str, spans: str, rounds: int) ->
 def records(model_name: str, batch: int, dtype: str, rounds: int) -> None:
     """Forward time with a metric's features recorded (no merges) against without."""
     a, b = pair(model_name)
-    x = torch.randn(batch, 3, 224, 224, device=DEV)
+    x = images(a, batch)
     depth = len(a.layers)
     plain = stmsearch.MergeConfig(method="stm", metric="hidden", fading="fixed", weights="mean",
                                   size_aware_decay=False, schedule=[0] * depth)
