@@ -49,12 +49,24 @@ VARIANTS: dict[str, dict] = {
     "stm damage=cosine": {"method": "stm", "damage": "cosine"},
     "stm symmetric": {"method": "stm", "symmetric": True},
     "stm runs=2": {"method": "stm", "runs": 2},
+    "stm runs=4": {"method": "stm", "runs": 4},
+    "stm weights=mean": {"method": "stm", "weights": "mean"},
+    "stm importance=none": {"method": "stm", "importance": "none"},
+    "stm importance=max": {"method": "stm", "importance": "max"},
+    "stm importance=mean": {"method": "stm", "importance": "mean"},
+    "stm importance_power=1": {"method": "stm", "importance_power": 1.0},
+    "stm weight_power=1": {"method": "stm", "weight_power": 1.0},
+    "stm edges=free": {"method": "stm", "edges": "free"},
+    "stm drop=0.5": {"method": "stm", "drop": 0.5},
     "stm 2d": {"method": "stm", "neighbourhood": "2d"},
     "stm size_aware_decay=False": {"method": "stm", "size_aware_decay": False},
     "tome": {"method": "tome"},
     "tome metric=x": {"method": "tome", "metric": "x"},
+    "tome metric=dt": {"method": "tome", "metric": "dt"},
+    "tome weights=dt": {"method": "tome", "weights": "dt"},
     "prune": {"method": "prune"},
     "random": {"method": "random"},
+    "random weights=dt": {"method": "random", "weights": "dt"},
 }
 
 
@@ -92,7 +104,7 @@ def forward_fn(model, x, dtype: str, bound: bool = False):
     return _graphed(run, warmup=2) if GRAPHS else run
 
 
-LOOP_IMAGES = 1024  # images a timed call runs, in forwards of one batch (a CPU smoke test lowers it)
+LOOP_IMAGES = 1024  # images a timed call runs, in forwards of one batch (--images; a CPU smoke test lowers it)
 
 
 def seconds(fns, rounds: int, batch: int) -> list[float]:
@@ -257,6 +269,8 @@ def main() -> None:
     ap.add_argument("--levels", default="0.1,0.2,0.3,0.4")
     ap.add_argument("--variants", default="all")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--images", type=int, default=1024,
+                    help="images a timed call runs, in back-to-back forwards of one batch (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--profile", metavar="VARIANT", help="profile one variant instead of the table")
     ap.add_argument("--top", type=int, default=30)
@@ -270,14 +284,15 @@ def main() -> None:
                          "GEMMs over all tokens, or padded channel-major rows with per-image GEMMs")
     args = ap.parse_args()
     vim.CUDA_LAYOUT = args.layout
-    global DEV, GRAPHS
-    DEV, GRAPHS = args.device, args.graphs
+    global DEV, GRAPHS, LOOP_IMAGES
+    DEV, GRAPHS, LOOP_IMAGES = args.device, args.graphs, args.images
     if DEV == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_merge.py needs a CUDA GPU")
     models, batches, dtypes = args.models.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
     levels = [float(v) for v in args.levels.split(",")]
     print(f"{torch.cuda.get_device_name() if DEV == 'cuda' else DEV}, torch {torch.__version__}, scan backend "
-          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}, {args.layout} layout")
+          f"{stmsearch.ops.resolve_backend(DEV)}, {'CUDA graphs' if GRAPHS else 'eager'}, {args.layout} layout, "
+          f"{LOOP_IMAGES} images a timed call, {args.rounds} rounds")
     for m in models:
         for b in batches:
             for d in dtypes:

@@ -40,6 +40,10 @@ CASES = [
     {"method": "stm", "weights": "norm", "weight_power": 2.0, "importance": "min", "importance_power": 4.0},
     {"method": "stm", "weights": "norm", "weight_power": 1.0, "importance": "max", "importance_power": 1.0},
     {"method": "stm", "weights": "mean", "importance": "none"},
+    {"method": "stm", "edges": "free", "symmetric": True, "window": 2},
+    {"method": "stm", "drop": 0.5, "weights": "mean", "importance": "none"},
+    {"method": "stm", "drop": 0.75, "edges": "free", "symmetric": True, "metric": "x", "weights": "size"},
+    {"method": "stm", "drop": 1.0, "runs": 2},
     {"method": "stm", "neighbourhood": "2d"},
     {"method": "stm", "neighbourhood": "2d", "symmetric": True, "window": 2, "metric": "x", "damage": "cosine",
      "fading": "estimated", "weights": "mean", "importance": "none", "runs": 4},
@@ -77,6 +81,7 @@ def test_fast_equals_torch_interp(case: dict) -> None:
 
 
 KERNELS = {"stm": ["edge_scores", "select_chain", "merge_segments"], "stm 2d": ["stm_2d_plan", "merge_segments"],
+           "stm drop": ["edge_scores", "drop_scores", "select_chain", "apply_drops", "select_chain", "merge_segments"],
            "random": ["select_chain", "merge_segments"], "prune": ["prune_plan", "merge_segments"],
            "tome": ["tome_plan", "merge_segments"]}
 
@@ -88,11 +93,12 @@ def test_kernels_are_used_interp(monkeypatch, method: str) -> None:
     from stmsearch.ops import merge_triton as mt
 
     calls = []
-    for name in ("edge_scores", "select_chain", "prune_plan", "tome_plan", "stm_2d_plan", "merge_segments"):
+    for name in ("edge_scores", "select_chain", "prune_plan", "tome_plan", "stm_2d_plan", "merge_segments",
+                 "drop_scores", "apply_drops"):
         original = getattr(mt, name)
         monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     model = stmsearch.create_model("vim_proxy").eval()
-    extra = {"neighbourhood": "2d"} if method.endswith("2d") else {}
+    extra = {"stm 2d": {"neighbourhood": "2d"}, "stm drop": {"drop": 0.5}}.get(method, {})
     stmsearch.apply(model, stmsearch.MergeConfig(method=method.split()[0], schedule=[0, 0, 6], **extra))
     with torch.no_grad():
         model(torch.randn(1, 1, 28, 28))

@@ -38,14 +38,32 @@ def random(step: ft.MergeStep, draw: torch.Tensor) -> fn.Plan:
 
 
 def stm_1d(step: ft.MergeStep) -> fn.Plan:
-    """:func:`functions.stm_1d` for ``step``: damage, fading and blocks in one kernel."""
+    """:func:`functions.stm_1d` for ``step``: damage, fading and blocks (or free edges) in one kernel;
+    drops in three more."""
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
     importance, weight = _importance_vectors(step)
-    score = mt.edge_scores(feat, channels_first, step.cls, step.window, cfg.runs, block_offset(step.layer, cfg.runs),
+    runs = cfg.runs if cfg.edges == "blocks" else None
+    score = mt.edge_scores(feat, channels_first, step.cls, step.window, runs, block_offset(step.layer, cfg.runs),
                            weight, cfg.damage == "ward", fading(step), bias, importance, cfg.importance)
-    left = split_sides(step.r, step.layer)[0] if cfg.symmetric else None
-    return chain(score, step.cls, step.r, weight, left)
+    sides = split_sides(step.r, step.layer) if cfg.symmetric else None
+    if cfg.drop:
+        weight = _drops(step, score, weight, sides)
+    return chain(score, step.cls, step.r, weight, None if sides is None else sides[0])
+
+
+def _drops(step: ft.MergeStep, score: torch.Tensor, weight: torch.Tensor | None,
+           sides: tuple[int, int] | None) -> torch.Tensor | None:
+    """:func:`functions.stm_1d`'s drops: ``drop`` of each side's merges (rounded down) go to the faintest
+    tokens' edges, which ``score`` then ranks first (edited in place), so one choice over it takes the
+    drops and the least damage beside them. Returns the merge weights with the dropped tokens at 0."""
+    k = [int(step.config.drop * n) for n in (sides or (step.r,))]
+    if not sum(k):
+        return weight
+    _, keep, _, ok = mt.select_chain(mt.drop_scores(ft.importance(step), step.cls, step.window), step.cls, sum(k),
+                                     None if sides is None else k[0])
+    fn._check(ok.all(), fn.SHORTAGE.format(sum(k)))
+    return mt.apply_drops(keep, step.cls, score, weight)
 
 
 def stm_2d(step: ft.MergeStep) -> fn.Plan:

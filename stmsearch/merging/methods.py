@@ -97,12 +97,8 @@ METRIC = {"type": "categorical", "choices": ["hidden", "x", "B", "dt"]}
 # --- stm ---------------------------------------------------------------------------------------------------
 def _stm_plan(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
-    # the fast path implements blocks without drops and 2d cells; free edges and drops take the torch path
     if fast.enabled(step.residual):
-        if cfg.neighbourhood == "2d":
-            return fast.stm_2d(step)
-        if cfg.edges == "blocks" and not cfg.drop:
-            return fast.stm_1d(step)
+        return fast.stm_2d(step) if cfg.neighbourhood == "2d" else fast.stm_1d(step)
     args = (ft.metric(step), step.cls)
     scale = {} if cfg.importance == "none" else {"importance": ft.damage_importance(step),
                                                  "importance_kind": cfg.importance}
@@ -142,9 +138,9 @@ register_method(Method(
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
     flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum"),
     # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
-    # measurable cost (shipped latency tables stay valid). So are edges and drop (one more top-k for drops;
-    # on the CPU the same torch plan), though on a GPU both take the torch plan instead of the fast one: the
-    # latency model prices them as blocks; time them measured where that matters
+    # measurable cost (shipped latency tables stay valid). So are edges and drop: the same plan kernels
+    # (drops add three small launches on a GPU, one more top-k on the CPU); the latency model prices them
+    # as blocks; time them measured where that matters
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,

@@ -282,6 +282,39 @@ if _HAVE_TRITON:
         tl.store(first_ptr + b * (OUT + 1) + OUT, T)
 
     @triton.jit
+    def _drop_scores_kernel(imp_ptr, cls_ptr, out_ptr, E, s_imp, s_imp_t, window, BLOCK_T: tl.constexpr):
+        """functions.drop_edges' ranking: each free edge scored by its inner member's importance (the
+        token it would drop: the one nearer the class token)."""
+        b = tl.program_id(0)
+        e = tl.arange(0, BLOCK_T)
+        m = e < E
+        cls = tl.load(cls_ptr + b)
+        inner = tl.where(e < cls, e + 1, e)
+        imp = tl.load(imp_ptr + b * s_imp + inner * s_imp_t, mask=m, other=0.0).to(tl.float32)
+        ok = m & _edge_allowed(e, cls, window, 1, 0, False)
+        tl.store(out_ptr + b * E + e, tl.where(ok, imp, 1e9), mask=m)
+
+    @triton.jit
+    def _apply_drops_kernel(keep_ptr, cls_ptr, score_ptr, w_ptr, w_out_ptr, T, sw_b, HAS_W: tl.constexpr,
+                            BLOCK_T: tl.constexpr):
+        """The drop edges (those ``keep`` joins: token e + 1 starts no slot) scored below any damage, so
+        the next choice takes them first; the tokens they drop weighted 0 (functions.stm_1d)."""
+        b = tl.program_id(0)
+        t = tl.arange(0, BLOCK_T)
+        row = keep_ptr + b * T
+        cls = tl.load(cls_ptr + b)
+        joins = tl.load(row + t, mask=(t >= 1) & (t < T), other=1) == 0  # edge t - 1 is a drop
+        next_joins = tl.load(row + t + 1, mask=t < T - 1, other=1) == 0  # edge t is a drop
+        tl.store(score_ptr + b * (T - 1) + t, tl.full((BLOCK_T,), -1.0, tl.float32), mask=next_joins)
+        # before the class token an edge drops its later token, after it its earlier one
+        dropped = (joins & (t - 1 < cls)) | (next_joins & (t >= cls))
+        if HAS_W:
+            w = tl.load(w_ptr + b * sw_b + t, mask=t < T, other=0.0).to(tl.float32)
+        else:
+            w = tl.full((BLOCK_T,), 1.0, tl.float32)
+        tl.store(w_out_ptr + b * T + t, tl.where(dropped, 0.0, w), mask=t < T)
+
+    @triton.jit
     def _tome_match_kernel(f_ptr, cls_ptr, best_ptr, dst_ptr, T, C, sf_b, sf_t, sf_c, window,
                            BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
                            PRECISION: tl.constexpr):
@@ -698,6 +731,29 @@ def select_chain(score: torch.Tensor, cls: torch.Tensor, r: int, left: int | Non
                                  left or 0, t - r, score.stride(0), window, runs, offset, SIDES=left is not None,
                                  MASK=blocks is not None, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=4)
     return index, keep, first, ok
+
+
+def drop_scores(importance: torch.Tensor, cls: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, T-1) :func:`functions.drop_edges`' score of each edge: its inner member's ``importance``
+    (B, T), any strides; ``BIG`` outside the free edges. Its ``r`` least are the drops."""
+    bsz, t = importance.shape
+    out = torch.empty(bsz, t - 1, device=importance.device, dtype=torch.float32)
+    _drop_scores_kernel[(bsz,)](importance, cls, out, t - 1, importance.stride(0), importance.stride(1), window,
+                                BLOCK_T=_pow2(t))
+    return out
+
+
+def apply_drops(keep: torch.Tensor, cls: torch.Tensor, score: torch.Tensor, weight: torch.Tensor | None
+                ) -> torch.Tensor:
+    """Given the drops' choice (``keep`` (B, T) of :func:`select_chain` over :func:`drop_scores`): sets
+    the drop edges of ``score`` (B, T-1, contiguous, edited in place) to -1, below any damage, and
+    returns the merge weights (B, T) fp32: ``weight`` (None: all 1) with the dropped tokens at 0."""
+    bsz, t = keep.shape
+    out = torch.empty(bsz, t, device=keep.device, dtype=torch.float32)
+    _apply_drops_kernel[(bsz,)](keep.view(torch.int8), cls, score, out if weight is None else weight, out, t,
+                                0 if weight is None else weight.stride(0), HAS_W=weight is not None,
+                                BLOCK_T=_pow2(t))
+    return out
 
 
 def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
