@@ -51,6 +51,7 @@ CASES = [
     {"method": "prune", "window": 1},
     {"method": "tome"},
     {"method": "tome", "metric": "x", "weights": "size", "window": 2},
+    {"method": "tome", "metric": "dt", "weights": "dt"},
 ]
 
 
@@ -266,6 +267,12 @@ def test_tome_kernel_equals_torch_plan_interp() -> None:
             for j in range(t - r):
                 members = order[i, int(first[i, j]):int(first[i, j + 1])].tolist()
                 assert members == pos[index[i] == j].tolist()
+    # pre-activation steps: softplus(feat + bias) compared, as features.step_sizes makes them
+    feat, bias, cls_t = torch.randn(2, 16, 33).transpose(1, 2), torch.randn(16), torch.full((2,), 16)
+    ref = fn.tome_plan(torch.nn.functional.softplus(feat + bias), cls_t, 9, 1, None)
+    index, keep, *_ = mt.tome_plan(feat, cls_t, 9, 1, softplus_bias=bias)
+    assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep)
+    assert not torch.equal(mt.tome_plan(feat, cls_t, 9, 1)[0], index)  # the bias is not ignored
     *_, ok = mt.tome_plan(torch.randn(1, 9, 4), torch.tensor([4]), 3, 2)  # 2 sources left outside the window
     assert not ok.any()
 

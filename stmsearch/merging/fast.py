@@ -119,9 +119,11 @@ def prune(step: ft.MergeStep) -> fn.Plan:
 
 
 def tome(step: ft.MergeStep) -> fn.Plan:
-    """:func:`functions.tome_plan` for ``step`` with its segments, in one kernel."""
-    feat = ft.metric(step)
-    index, keep, first, order, ok = mt.tome_plan(feat, step.cls, step.r, step.window)
+    """:func:`functions.tome_plan` for ``step`` with its segments, in two kernels (a step-size metric's
+    softplus taken inside them)."""
+    feat, channels_first, bias = ft.metric_source(step)
+    feat = feat.transpose(1, 2) if channels_first else feat
+    index, keep, first, order, ok = mt.tome_plan(feat, step.cls, step.r, step.window, softplus_bias=bias)
     fn._check(ok.all(), fn.BIPARTITE_SHORTAGE.format(step.r))
     return fn.Plan(index, weights_or_none(step), keep, feat.shape[1] - step.r, first, order)
 

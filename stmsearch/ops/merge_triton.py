@@ -315,9 +315,9 @@ if _HAVE_TRITON:
         tl.store(w_out_ptr + b * T + t, tl.where(dropped, 0.0, w), mask=t < T)
 
     @triton.jit
-    def _tome_match_kernel(f_ptr, cls_ptr, best_ptr, dst_ptr, T, C, sf_b, sf_t, sf_c, window,
-                           BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr,
-                           PRECISION: tl.constexpr):
+    def _tome_match_kernel(f_ptr, bias_ptr, cls_ptr, best_ptr, dst_ptr, T, C, sf_b, sf_t, sf_c, window,
+                           SOFTPLUS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
+                           BLOCK_C: tl.constexpr, PRECISION: tl.constexpr):
         b = tl.program_id(0)
         i = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # this program's sources: source i is token 2i
         j = tl.arange(0, BLOCK_S)  # every destination: destination j is token 2j + 1
@@ -328,10 +328,8 @@ if _HAVE_TRITON:
         nd = tl.zeros((BLOCK_S,), tl.float32)
         for c0 in range(0, C, BLOCK_C):
             c = c0 + tl.arange(0, BLOCK_C)
-            a = tl.load(base + (2 * i)[:, None] * sf_t + c[None, :] * sf_c,
-                        mask=src_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
-            d = tl.load(base + (2 * j + 1)[:, None] * sf_t + c[None, :] * sf_c,
-                        mask=dst_in[:, None] & (c < C)[None, :], other=0.0).to(tl.float32)
+            a = _features(base, 2 * i, c, src_in[:, None] & (c < C)[None, :], bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            d = _features(base, 2 * j + 1, c, dst_in[:, None] & (c < C)[None, :], bias_ptr, C, sf_t, sf_c, SOFTPLUS)
             dot += tl.dot(a, tl.trans(d), input_precision=PRECISION)
             ns += tl.sum(a * a, axis=1)
             nd += tl.sum(d * d, axis=1)
@@ -757,10 +755,11 @@ def apply_drops(keep: torch.Tensor, cls: torch.Tensor, score: torch.Tensor, weig
 
 
 def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
-              tiles: tuple[int, int, str, int] | None = None
+              tiles: tuple[int, int, str, int] | None = None, softplus_bias: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite plan (:func:`stmsearch.merging.functions.tome_plan`) over ``feat`` (B, T, C),
     any strides, with its segments: the similarities, the matching and the bookkeeping in two launches.
+    ``softplus_bias`` (C,): the features are pre-activation steps, softplus(feat + bias) is compared.
 
     Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32, order (B, T) int32, as
     :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge). ``tiles``
@@ -778,28 +777,32 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
     best = torch.empty(bsz, block_s, device=feat.device, dtype=torch.float32)
     best_dst = torch.empty(bsz, block_s, device=feat.device, dtype=torch.int32)
-    block_r, block_c, precision, warps = tiles or tome_tiles(feat, block_s)
+    block_r, block_c, precision, warps = tiles or tome_tiles(feat, block_s, softplus_bias is not None)
     block_r = min(block_r, block_s)
-    _tome_match_kernel[(bsz, block_s // block_r)](feat, cls, best, best_dst, t, chans, *feat.stride(), window,
-                                                  BLOCK_R=block_r, BLOCK_S=block_s, BLOCK_C=block_c,
-                                                  PRECISION=precision, num_warps=4)
+    _tome_match_kernel[(bsz, block_s // block_r)](feat, cls if softplus_bias is None else softplus_bias, cls, best,
+                                                  best_dst, t, chans, *feat.stride(), window,
+                                                  SOFTPLUS=softplus_bias is not None, BLOCK_R=block_r,
+                                                  BLOCK_S=block_s, BLOCK_C=block_c, PRECISION=precision,
+                                                  num_warps=4)
     _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
                               out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
     return index, keep, first, order, ok
 
 
-def tome_tiles(feat: torch.Tensor, block_s: int) -> tuple[int, int, str, int]:
+def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int]:
     """(sources a program, channels a step, the dot's input precision, warps of the plan) for
     :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
     vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU"). Three-pass TF32
     gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores, one
-    pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE."""
+    pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
+    ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
         return 32, 32 if block_s <= 64 else 16, "ieee", 4
+    fp32 = feat.dtype == torch.float32 or softplus
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
         # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
-        return 64, 16, "tf32x3" if feat.dtype == torch.float32 else "tf32", 8
-    if feat.dtype == torch.float32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
+        return 64, 16, "tf32x3" if fp32 else "tf32", 8
+    if fp32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4
     # 16-bit channel-major: a bf16 or fp16 value is a TF32 value, so one TF32 pass multiplies exactly
     # (sums in fp32, as IEEE): bf16 34 / 45 us against 42 / 63 for TF32x3 and 54 / 86 at (32, 16)
