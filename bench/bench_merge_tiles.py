@@ -1,7 +1,7 @@
 """Tiles of the merge kernels whose best tile depends on shape, at the shapes one forward records.
 
 For each model:batch:dtype it records the first and last merge step's arguments of dt_weights,
-mean_decay and tome_plan (metric x and the residual) at 40% fewer token-layers, then times graph
+mean_decay and tome_plan (metric x, dt and the residual) at 40% fewer token-layers, then times graph
 replays of each with the default tiles and every listed alternative (DIFF: another result).
 
     STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16
@@ -53,6 +53,9 @@ def main(model_name, batch, dtype):
     calls, orig = record(model, x, dtype, {"method": "tome", "metric": "x"}, "tome_plan")
     sweep("tome x", calls, orig, [(32, 16, "tf32x3", 4), (64, 32, "tf32x3", 4), (64, 32, "tf32", 4), (32, 16, "ieee", 4),
                                   (64, 16, "ieee", 4), (32, 32, "ieee", 4), (64, 32, "ieee", 8), (16, 16, "ieee", 4)])
+    calls, orig = record(model, x, dtype, {"method": "tome", "metric": "dt"}, "tome_plan")
+    sweep("tome dt", calls, orig, [(32, 16, "tf32x3", 4), (32, 16, "tf32x3", 8), (16, 16, "tf32x3", 4),
+                                   (32, 32, "tf32x3", 4), (64, 32, "tf32x3", 8), (32, 16, "ieee", 4), (64, 16, "tf32", 8)])
     calls, orig = record(model, x, dtype, {"method": "tome"}, "tome_plan")
     sweep("tome hidden", calls, orig, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 8), (64, 16, "tf32", 8)])
 
