@@ -82,6 +82,7 @@ def test_fast_equals_torch_interp(case: dict) -> None:
 
 
 KERNELS = {"stm": ["edge_scores", "select_chain", "merge_segments"], "stm 2d": ["stm_2d_plan", "merge_segments"],
+           "stm free": ["edge_scores", "select_chain", "merge_segments"],
            "stm drop": ["edge_scores", "drop_scores", "select_chain", "apply_drops", "select_chain", "merge_segments"],
            "random": ["select_chain", "merge_segments"], "prune": ["prune_plan", "merge_segments"],
            "tome": ["tome_plan", "merge_segments"]}
@@ -99,7 +100,7 @@ def test_kernels_are_used_interp(monkeypatch, method: str) -> None:
         original = getattr(mt, name)
         monkeypatch.setattr(mt, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     model = stmsearch.create_model("vim_proxy").eval()
-    extra = {"stm 2d": {"neighbourhood": "2d"}, "stm drop": {"drop": 0.5}}.get(method, {})
+    extra = {"stm 2d": {"neighbourhood": "2d"}, "stm free": {"edges": "free"}, "stm drop": {"drop": 0.5}}.get(method, {})
     stmsearch.apply(model, stmsearch.MergeConfig(method=method.split()[0], schedule=[0, 0, 6], **extra))
     with torch.no_grad():
         model(torch.randn(1, 1, 28, 28))

@@ -1,16 +1,15 @@
 """STM's ``edges`` and ``drop`` knobs: candidate pairs outside the fixed blocks, and a share of each
 layer's merges that drops the faintest tokens (pruning's order) into their outward neighbour. The
 invariants (class token kept, sizes add up, order kept) are checked for every value in
-test_merging's property test; here: what each knob changes, the capacity it claims, its errors, and
-that the GPU fast path (blocks only) is not used for them."""
+test_merging's property test; here: what each knob changes, the capacity it claims and its errors.
+The GPU fast path's equality for both is tests/test_merge_fast.py's."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-import stmsearch
 from stmsearch import ConfigError, MergeConfig
-from stmsearch.merging import fast, functions as fn
+from stmsearch.merging import functions as fn
 from stmsearch.merging.config import config_from_dict
 from stmsearch.merging.methods import get_method
 
@@ -88,27 +87,3 @@ def test_knobs_are_searchable_with_todays_defaults():
 def test_config_errors(data, field):
     with pytest.raises(ConfigError, match=field):
         config_from_dict(data)
-
-
-@pytest.mark.parametrize("over", [{"edges": "free"}, {"drop": 0.5}])
-def test_fast_path_falls_back_to_torch_for_free_edges_and_drops(monkeypatch, over):
-    """The Triton STM plan implements blocks without drops: these knobs must take the torch plan
-    even where the fast path is on (so GPU results stay those of functions.stm_1d)."""
-    model = stmsearch.create_model("vim_proxy", pretrained=False, depth=4)
-    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    cfg = MergeConfig(method="stm", schedule=[0, 20, 20, 20], **over)
-    stmsearch.apply(model, cfg)
-    with torch.inference_mode():
-        ref = model(x)
-
-    def refuse(step):
-        raise AssertionError("fast.stm_1d used for a knob it does not implement")
-
-    monkeypatch.setattr(fast, "enabled", lambda t: True)
-    monkeypatch.setattr(fast, "stm_1d", refuse)
-    monkeypatch.setattr(fast, "merge", lambda info, residual, plan: pytest.fail("fast merge without a GPU"))
-    with torch.inference_mode():
-        # plans of chains carry no ``first`` on the torch path, so the torch merge applies them too
-        out = model(x)
-    stmsearch.apply(model, None)
-    assert torch.equal(out, ref)
