@@ -5,6 +5,7 @@
     python bench/bench_merge.py --profile stm --levels 0.4        # top CUDA kernels, merged against bound
     python bench/bench_merge.py --lengths 192-200,96-104          # odd token counts against multiples of 8
     python bench/bench_merge.py --records                         # cost of recording a metric's features
+    python bench/bench_merge.py ... --json rows.json --resume     # time only the rows rows.json lacks
 
 The **bound** of a schedule is the same model timed on sequences already shortened to the same
 tokens per layer with no merge step (the residual stream is cut, which costs nothing): what
@@ -90,6 +91,7 @@ class Bound:
 
 
 GRAPHS = False  # --graphs: every timed forward is a CUDA graph replay (no host launch cost)
+LABEL = None  # --label: written into every row (e.g. the commit timed, which a device copy cannot look up)
 
 
 def forward_fn(model, x, dtype: str, bound: bool = False):
@@ -168,10 +170,10 @@ def timing_groups(configs: dict, names: list[str], levels: list[float]) -> dict[
 
 @torch.inference_mode()
 def table(model_name: str, batch: int, dtype: str, names: list[str], levels: list[float], rounds: int,
-          configs: dict, on_row=lambda row: None) -> list[dict]:
+          configs: dict, on_row=lambda row: None, done: frozenset = frozenset()) -> list[dict]:
     """Each variant's row at each level. The unreduced model, a group's bound and its variants (one
     model copy each) take turns in one interleaved set (:func:`timing_groups`), so a bound shared by
-    n variants costs one timing, not n."""
+    n variants costs one timing, not n. ``done``: (variant, level) rows to leave out (``--resume``)."""
     plain = make_model(model_name)
     depth = len(plain.layers)
     x = images(plain, batch)
@@ -183,6 +185,9 @@ def table(model_name: str, batch: int, dtype: str, names: list[str], levels: lis
     print(f"\n{model_name}, batch {batch}, {dtype}  (speed-ups over the unreduced model; ratio = measured / bound)")
     print(f"{'variant':28} {'level':>5} {'reduction':>9} {'bound':>7} {'measured':>8} {'ratio':>6}")
     for group in timing_groups(configs, names, levels).values():
+        group = [g for g in group if (g[0], g[1]) not in done]
+        if not group:
+            continue
         with torch.inference_mode(False):
             models = [copy.deepcopy(plain) for _ in range(len(group) + 1)]
         for m, (_, _, cfg) in zip(models, [group[0]] + group):
@@ -191,7 +196,7 @@ def table(model_name: str, batch: int, dtype: str, names: list[str], levels: lis
         fns += [forward_fn(m, x, dtype) for m in models[1:]]
         t_base, t_bound, *t_runs = seconds(fns, rounds, batch)
         for (name, level, cfg), t_run in zip(group, t_runs):
-            row = {"model": model_name, "batch": batch, "dtype": dtype, "variant": name, "level": level,
+            row = {"model": model_name, "batch": batch, "dtype": dtype, "variant": name, "level": level, "label": LABEL,
                    "reduction": cfg.token_reduction(depth), "unreduced_img_s": batch / t_base,
                    "bound": t_base / t_bound, "measured": t_base / t_run, "ratio": t_bound / t_run}
             rows.append(row)
@@ -261,6 +266,21 @@ def records(model_name: str, batch: int, dtype: str, rounds: int) -> None:
         print(f"  metric {metric:3}: {100 * (tb / ta - 1):+.2f}% of the forward", flush=True)
 
 
+ROW_KEYS = ("model", "batch", "dtype", "variant", "level", "ratio")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a ``--json`` file; exits with one line naming the file where it is not one."""
+    try:
+        rows = json.loads(path.read_text())
+        missing = next((k for r in rows for k in ROW_KEYS if k not in r), None) if isinstance(rows, list) else "a list"
+    except (OSError, ValueError, TypeError) as exc:
+        sys.exit(f"{path}: not bench_merge rows ({exc})")
+    if missing:
+        sys.exit(f"{path}: not bench_merge rows (no {missing!r} in a row)")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="vim_tiny")
@@ -272,6 +292,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1024,
                     help="images a timed call runs, in back-to-back forwards of one batch (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--resume", action="store_true", help="keep --json's rows and time only the missing ones")
+    ap.add_argument("--label", help="a label written into every row (e.g. the commit)")
     ap.add_argument("--profile", metavar="VARIANT", help="profile one variant instead of the table")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--lengths", metavar="SPANS", help="token-count spans, e.g. 192-200,96-104")
@@ -284,8 +306,8 @@ def main() -> None:
                          "GEMMs over all tokens, or padded channel-major rows with per-image GEMMs")
     args = ap.parse_args()
     vim.CUDA_LAYOUT = args.layout
-    global DEV, GRAPHS, LOOP_IMAGES
-    DEV, GRAPHS, LOOP_IMAGES = args.device, args.graphs, args.images
+    global DEV, GRAPHS, LOOP_IMAGES, LABEL
+    DEV, GRAPHS, LOOP_IMAGES, LABEL = args.device, args.graphs, args.images, args.label
     if DEV == "cuda" and not torch.cuda.is_available():
         sys.exit("bench_merge.py needs a CUDA GPU")
     models, batches, dtypes = args.models.split(","), [int(b) for b in args.batches.split(",")], args.dtypes.split(",")
@@ -308,7 +330,9 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
-    rows = []
+    if args.resume and not args.json:
+        sys.exit("--resume needs --json FILE (the rows to keep)")
+    rows = read_rows(args.json) if args.resume and args.json.exists() else []
 
     def keep(row: dict) -> None:  # each row is written as it comes: a run cut short keeps what it measured
         rows.append(row)
@@ -320,7 +344,9 @@ def main() -> None:
         configs = schedules(names, levels, len(stmsearch.create_model(m).layers))
         for b in batches:
             for d in dtypes:
-                table(m, b, d, names, levels, args.rounds, configs, keep)
+                done = frozenset((r["variant"], r["level"]) for r in rows
+                                 if (r["model"], r["batch"], r["dtype"]) == (m, b, d))
+                table(m, b, d, names, levels, args.rounds, configs, keep, done)
     if rows:
         worst = min(rows, key=lambda r: r["ratio"])
         print(f"\nworst ratio {worst['ratio']:.3f}: {worst['variant']} at {worst['level']:.0%}, {worst['model']} "

@@ -39,3 +39,49 @@ def test_table_runs_on_the_cpu(bench, monkeypatch):
     for r in rows:
         assert r["ratio"] == pytest.approx(r["measured"] / r["bound"])
         assert 0.25 < r["reduction"] < 0.35
+
+
+def test_resume_times_only_the_rows_not_done(bench, monkeypatch):
+    monkeypatch.setattr(bench, "DEV", "cpu")
+    monkeypatch.setattr(bench, "LOOP_IMAGES", 2)
+    configs = bench.schedules(NAMES, [0.3], 12)
+    rows = bench.table("vim_proxy", 2, "fp32", NAMES, [0.3], 1, configs,
+                       done=frozenset({("stm", 0.3), ("stm 2d", 0.3)}))
+    assert sorted(r["variant"] for r in rows) == sorted(set(NAMES) - {"stm", "stm 2d"})
+
+
+def _row(variant, level, ratio, label, **kw):
+    return {"model": "vim_tiny", "batch": 64, "dtype": "bf16", "variant": variant, "level": level, "ratio": ratio,
+            "label": label, **kw}
+
+
+def test_merge_table_prints_the_latest_rows(tmp_path):
+    import json
+
+    from bench import merge_table as mt
+
+    old = [_row("stm", 0.4, 0.80, "a"), _row("tome", 0.4, 0.95, "a"), _row("prune", 0.4, 0.99, "a"),
+           _row("tome metric=dt", 0.4, 0.70, "a", superseded="code changed")]
+    new = [_row("stm", 0.4, 0.93, "b"), _row("tome", 0.4, 0.85, "b"), _row("stm", 0.2, 0.97, "b"),
+           _row("prune", 0.2, 0.88, "b")]
+    f1, f2 = tmp_path / "old.json", tmp_path / "new.json"
+    f1.write_text(json.dumps(old))
+    f2.write_text(json.dumps(new))
+    rows = mt.latest([f1, f2])
+    assert rows["vim_tiny", 64, "bf16", "stm", 0.4]["ratio"] == 0.93  # the later file wins
+    assert ("vim_tiny", 64, "bf16", "tome metric=dt", 0.4) not in rows  # superseded rows are left out
+    text = mt.level_table(rows, 0.4)
+    assert "| stm | 0.930 |" in text and "| tome | **0.850** |" in text  # below 0.9 in bold
+    assert "| prune | 0.990‡ |" in text and "‡: a" in text  # the minority label marked, with its legend
+    assert "2 of 3 at or above 0.9" in text
+    assert "prune **0.880** (2 rows)" in mt.lowest_table(rows, 0.4)
+
+
+def test_rows_file_errors_name_the_file(tmp_path, bench):
+    bad = tmp_path / "rows.json"
+    bad.write_text('[{"model": "vim_tiny"}]')
+    with pytest.raises(SystemExit, match="rows.json.*'batch'"):
+        bench.read_rows(bad)
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match="rows.json: not bench_merge rows"):
+        bench.read_rows(bad)
