@@ -344,8 +344,8 @@ def main() -> None:
         configs = schedules(names, levels, len(stmsearch.create_model(m).layers))
         for b in batches:
             for d in dtypes:
-                done = frozenset((r["variant"], r["level"]) for r in rows
-                                 if (r["model"], r["batch"], r["dtype"]) == (m, b, d))
+                done = frozenset((r["variant"], r["level"]) for r in rows  # a superseded row is timed again
+                                 if (r["model"], r["batch"], r["dtype"]) == (m, b, d) and not r.get("superseded"))
                 table(m, b, d, names, levels, args.rounds, configs, keep, done)
     if rows:
         worst = min(rows, key=lambda r: r["ratio"])
