@@ -656,7 +656,7 @@ def edge_tiles(channels_first: bool, chans: int) -> tuple[int, int, int, bool]:
     if _interpreting():
         return 16, min(64, _pow2(chans)), 4, True
     # measured on an H200 (vim_tiny, batch 64, bf16 and fp32, features x, dt and the residual): 4-8 us a
-    # launch against 6-27 with 32 edges x 64 channels read twice (README, "Merges on the GPU")
+    # launch against 6-27 with 32 edges x 64 channels read twice (bench/results/gpu/MERGE_HISTORY.md)
     return 16, min(128, _pow2(chans)), 4, True
 
 
@@ -792,7 +792,8 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
 def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int]:
     """(sources a program, channels a step, the dot's input precision, warps of the plan) for
     :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
-    vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU"). Three-pass TF32
+    vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU", and
+    bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32
     gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores, one
     pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype."""
