@@ -130,22 +130,31 @@ if _HAVE_TRITON:
         return x
 
     @triton.jit
-    def _no_sums(BLOCK_E: tl.constexpr):
-        """_damage's four sums before the first channel tile."""
-        return (tl.zeros((BLOCK_E,), tl.float32), tl.zeros((BLOCK_E,), tl.float32), tl.zeros((BLOCK_E,), tl.float32),
-                tl.zeros((BLOCK_E,), tl.float32))
-
-    @triton.jit
-    def _accumulate(a, n, sq, dot, na, nb, WARD: tl.constexpr):
-        """Adds a channel tile's share of _damage's sums: the squared difference (Ward), else the dot
-        product and squared norms (cosine)."""
-        if WARD:
-            d = a - n
-            sq += tl.sum(d * d, axis=1)
-        else:
-            dot += tl.sum(a * n, axis=1)
-            na += tl.sum(a * a, axis=1)
-            nb += tl.sum(n * n, axis=1)
+    def _pair_sums(base, rows, partner, m_t, bias_ptr, C, sf_t, sf_c, SOFTPLUS: tl.constexpr, WARD: tl.constexpr,
+                   SHIFT: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
+        """_damage's sums of each token of ``rows`` with its ``partner``, over every channel tile; with
+        SHIFT the partner is the tile's next row (the program's last row has none), taken from the tile
+        already read."""
+        sq = tl.zeros((BLOCK_E,), tl.float32)
+        dot = tl.zeros((BLOCK_E,), tl.float32)
+        na = tl.zeros((BLOCK_E,), tl.float32)
+        nb = tl.zeros((BLOCK_E,), tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            m = m_t[:, None] & (c < C)[None, :]
+            a = _features(base, rows, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            if SHIFT:
+                nxt = tl.minimum(tl.arange(0, BLOCK_E) + 1, BLOCK_E - 1)
+                n = tl.gather(a, tl.broadcast_to(nxt[:, None], (BLOCK_E, BLOCK_C)), axis=0)
+            else:
+                n = _features(base, partner, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            if WARD:  # the squared difference, else the dot product and squared norms (cosine)
+                d = a - n
+                sq += tl.sum(d * d, axis=1)
+            else:
+                dot += tl.sum(a * n, axis=1)
+                na += tl.sum(a * a, axis=1)
+                nb += tl.sum(n * n, axis=1)
         return sq, dot, na, nb
 
     @triton.jit
@@ -189,22 +198,12 @@ if _HAVE_TRITON:
             e = tl.program_id(1) * (BLOCK_E - 1) + i
             m_e = (e < E) & (i < BLOCK_E - 1)
             m_t = e < E + 1
-            nxt = tl.minimum(i + 1, BLOCK_E - 1)
         else:
             e = tl.program_id(1) * BLOCK_E + tl.arange(0, BLOCK_E)
             m_e = e < E
             m_t = m_e
-        base = f_ptr + b * sf_b
-        sq, dot, na, nb = _no_sums(BLOCK_E)
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            m = m_t[:, None] & (c < C)[None, :]
-            a = _features(base, e, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
-            if SHIFT:
-                n = tl.gather(a, tl.broadcast_to(nxt[:, None], (BLOCK_E, BLOCK_C)), axis=0)
-            else:
-                n = _features(base, e + 1, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
-            sq, dot, na, nb = _accumulate(a, n, sq, dot, na, nb, WARD)
+        sq, dot, na, nb = _pair_sums(f_ptr + b * sf_b, e, e + 1, m_t, bias_ptr, C, sf_t, sf_c, SOFTPLUS, WARD, SHIFT,
+                                     BLOCK_E, BLOCK_C)
         cls = tl.load(cls_ptr + b)
         damage = _damage(sq, dot, na, nb, w_ptr + b * sw_b, imp_ptr + b * s_imp, gamma_ptr + b * s_gamma, gamma, e,
                          e + 1, m_e, tl.abs(e - cls), WARD, UNIT_W, IMPORTANCE, FADE)
@@ -237,6 +236,19 @@ if _HAVE_TRITON:
             tl.store(w_ptr + b * T + t, sizes * w, mask=m)
 
     @triton.jit
+    def _choose(rank, score, at, m, cls, R, LEFT, ok_at, SIDES: tl.constexpr):
+        """The places ``at`` ranked among the R least (with sides, LEFT of them before the class token and
+        R - LEFT after it), and the row's ok flag stored at ``ok_at``: R chosen, none of them not allowed."""
+        if SIDES:
+            k = tl.where(at < cls, LEFT, R - LEFT)
+        else:
+            k = R
+        chosen = m & (rank < k)
+        worst = tl.max(tl.where(chosen, score, 0.0), axis=0)
+        tl.store(ok_at, ((worst < 5e8) & (tl.sum(chosen.to(tl.int32), axis=0) == R)).to(tl.int8))
+        return chosen
+
+    @triton.jit
     def _select_chain_kernel(score_ptr, cls_ptr, index_ptr, keep_ptr, first_ptr, ok_ptr, T, R, LEFT, OUT, s_b,
                              window, runs, offset, SIDES: tl.constexpr, MASK: tl.constexpr,
                              BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
@@ -261,14 +273,7 @@ if _HAVE_TRITON:
             if SIDES:
                 ahead = ahead & ((u < cls)[None, :] == (e < cls)[:, None])
             rank += tl.sum((m_u[None, :] & ahead).to(tl.int32), axis=1)
-        if SIDES:
-            k = tl.where(e < cls, LEFT, R - LEFT)
-        else:
-            k = R
-        chosen = m_e & (rank < k)
-        n_chosen = tl.sum(chosen.to(tl.int32), axis=0)
-        worst = tl.max(tl.where(chosen, score, 0.0), axis=0)
-        tl.store(ok_ptr + b, ((worst < 5e8) & (n_chosen == R)).to(tl.int8))
+        chosen = _choose(rank, score, e, m_e, cls, R, LEFT, ok_ptr + b, SIDES)
         keep_row = keep_ptr + b * T
         tl.store(keep_row + e, tl.full((BLOCK_T,), 1, tl.int8), mask=e < T)
         tl.debug_barrier()
@@ -459,14 +464,8 @@ if _HAVE_TRITON:
             first = tl.minimum(first, tl.min(tl.where(same, u[None, :], T), axis=1))
         member = m_t & (cell != 2 * (grid // 2 + 1) * (grid // 2 + 1)) & (first < t)
         partner = tl.where(member, first, t)
-        base = f_ptr + b * sf_b
-        sq, dot, na, nb = _no_sums(BLOCK_E)
-        for c0 in range(0, C, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
-            m = m_t[:, None] & (c < C)[None, :]
-            a = _features(base, t, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
-            n = _features(base, partner, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS)
-            sq, dot, na, nb = _accumulate(a, n, sq, dot, na, nb, WARD)
+        sq, dot, na, nb = _pair_sums(f_ptr + b * sf_b, t, partner, m_t, bias_ptr, C, sf_t, sf_c, SOFTPLUS, WARD, False,
+                                     BLOCK_E, BLOCK_C)
         damage = _damage(sq, dot, na, nb, w_ptr + b * sw_b, imp_ptr + b * s_imp, gamma_ptr + b * s_gamma, gamma, t,
                          partner, m_t, tl.abs(partner - cls), WARD, UNIT_W, IMPORTANCE, FADE)
         tl.store(score_ptr + b * T + t, tl.where(member, damage, 1e9), mask=m_t)
@@ -506,13 +505,7 @@ if _HAVE_TRITON:
             if SIDES:
                 ahead = ahead & ((u < cls)[None, :] == (t < cls)[:, None])
             rank += tl.sum(ahead.to(tl.int32), axis=1)
-        if SIDES:
-            k = tl.where(t < cls, LEFT, R - LEFT)
-        else:
-            k = R
-        chosen = m_t & (rank < k)
-        worst = tl.max(tl.where(chosen, score, 0.0), axis=0)
-        tl.store(ok_ptr + b, ((worst < 5e8) & (tl.sum(chosen.to(tl.int32), axis=0) == R)).to(tl.int8))
+        chosen = _choose(rank, score, t, m_t, cls, R, LEFT, ok_ptr + b, SIDES)
         kept = m_t & ~chosen
         tl.store(keep_ptr + row + t, kept.to(tl.int8), mask=m_t)
         tl.store(index_ptr + row + t, (tl.cumsum(kept.to(tl.int32), axis=0) - 1).to(tl.int64), mask=m_t)
