@@ -174,20 +174,22 @@ def table(model_name: str, batch: int, dtype: str, names: list[str], levels: lis
     """Each variant's row at each level. The unreduced model, a group's bound and its variants (one
     model copy each) take turns in one interleaved set (:func:`timing_groups`), so a bound shared by
     n variants costs one timing, not n. ``done``: (variant, level) rows to leave out (``--resume``)."""
+    for (name, level), cfg in configs.items():  # schedules() made exactly names x levels
+        if isinstance(cfg, Exception):
+            print(f"{name:28} {level:5.0%}  no valid schedule: {cfg}")
+    groups = [[g for g in group if (g[0], g[1]) not in done] for group in timing_groups(configs, names, levels).values()]
+    groups = [g for g in groups if g]
+    if not groups:
+        print(f"\n{model_name}, batch {batch}, {dtype}: every row is in the --json file already")
+        return []
     plain = make_model(model_name)
     depth = len(plain.layers)
     x = images(plain, batch)
     base = forward_fn(plain, x, dtype)
     rows = []
-    for (name, level), cfg in configs.items():  # schedules() made exactly names x levels
-        if isinstance(cfg, Exception):
-            print(f"{name:28} {level:5.0%}  no valid schedule: {cfg}")
     print(f"\n{model_name}, batch {batch}, {dtype}  (speed-ups over the unreduced model; ratio = measured / bound)")
     print(f"{'variant':28} {'level':>5} {'reduction':>9} {'bound':>7} {'measured':>8} {'ratio':>6}")
-    for group in timing_groups(configs, names, levels).values():
-        group = [g for g in group if (g[0], g[1]) not in done]
-        if not group:
-            continue
+    for group in groups:
         with torch.inference_mode(False):
             models = [copy.deepcopy(plain) for _ in range(len(group) + 1)]
         for m, (_, _, cfg) in zip(models, [group[0]] + group):
@@ -273,9 +275,11 @@ def read_rows(path: Path) -> list[dict]:
     """The rows of a ``--json`` file; exits with one line naming the file where it is not one."""
     try:
         rows = json.loads(path.read_text())
-        missing = next((k for r in rows for k in ROW_KEYS if k not in r), None) if isinstance(rows, list) else "a list"
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         sys.exit(f"{path}: not bench_merge rows ({exc})")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        sys.exit(f"{path}: not bench_merge rows (not a JSON list of objects)")
+    missing = next((k for r in rows for k in ROW_KEYS if k not in r), None)
     if missing:
         sys.exit(f"{path}: not bench_merge rows (no {missing!r} in a row)")
     return rows

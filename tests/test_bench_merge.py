@@ -85,3 +85,13 @@ def test_rows_file_errors_name_the_file(tmp_path, bench):
     bad.write_text("{not json")
     with pytest.raises(SystemExit, match="rows.json: not bench_merge rows"):
         bench.read_rows(bad)
+    bad.write_text('{"model": "vim_tiny"}')
+    with pytest.raises(SystemExit, match="rows.json.*not a JSON list of objects"):
+        bench.read_rows(bad)
+
+
+def test_resume_with_every_row_done_builds_no_model(bench, monkeypatch):
+    monkeypatch.setattr(bench, "make_model", lambda name: pytest.fail("a model made for no rows"))
+    configs = bench.schedules(NAMES, [0.3], 12)
+    assert bench.table("vim_proxy", 2, "fp32", NAMES, [0.3], 1, configs,
+                       done=frozenset((n, 0.3) for n in NAMES)) == []
