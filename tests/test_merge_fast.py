@@ -302,7 +302,6 @@ def test_stm_2d_kernel_equals_torch_plan_interp() -> None:
         else:  # two kinds of token: many members tie at damage 0, within cells and across them
             feat = torch.randint(0, 2, (2, t, 1), generator=g).float().expand(-1, -1, 8).contiguous()
         channels_first = case % 2 == 1
-        src = feat.transpose(1, 2).contiguous().transpose(1, 2) if channels_first else feat
         weight = torch.rand(2, t, generator=g) + 0.5
         imp = torch.rand(2, t, generator=g) + 0.1
         fading = torch.tensor([0.9, 0.95]) if case == 2 else 0.97
@@ -310,7 +309,7 @@ def test_stm_2d_kernel_equals_torch_plan_interp() -> None:
         left = split_sides(r, layer)[0] if symmetric else None
         ref = fn.stm_2d(feat, cls, rep, grid, r, window, runs, layer, symmetric, fading, weight,
                         "ward" if ward else "cosine", importance=imp, importance_kind="min")
-        index, keep, first, order, ok = mt.stm_2d_plan(feat.transpose(1, 2) if channels_first else src,
+        index, keep, first, order, ok = mt.stm_2d_plan(feat.transpose(1, 2) if channels_first else feat,
                                                        channels_first, cls, rep, grid, r, window, runs, layer,
                                                        left, weight, ward, fading, importance=imp,
                                                        importance_kind="min")
