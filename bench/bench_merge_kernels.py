@@ -1,16 +1,22 @@
 """Per-kernel device time of each merge method's fast path at the shapes a real forward records
 (each launch captured 20 times in a CUDA graph and replayed), and edge_scores tiles on the same inputs.
 
-    STMSEARCH_SCAN=triton python bench/bench_merge_kernels.py vim_tiny:64:bf16:0.4 vim_tiny:64:fp32:0.4
+    STMSEARCH_SCAN=triton python bench/bench_merge_kernels.py vim_tiny:64:bf16:0.4 vim_tiny:64:fp32:0.4 \
+        [--variants "tome,tome metric=dt"] [--no-tiles]
 
-Arguments MODEL:BATCH:DTYPE:LEVEL. Needs a CUDA GPU.
+Arguments MODEL:BATCH:DTYPE:LEVEL; ``--variants`` names rows of bench_merge.VARIANTS. Needs a CUDA GPU.
 """
-import statistics, sys, torch, stmsearch
+import argparse, statistics, sys, torch, stmsearch
+from pathlib import Path
 from stmsearch.ops import merge_triton as mt
 from stmsearch.merging.schedules import for_reduction
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_merge import VARIANTS  # noqa: E402
 
 DEV = "cuda"
-NAMES = ["edge_scores", "select_chain", "importance_vectors", "prune_plan", "tome_plan", "merge_segments"]
+NAMES = ["edge_scores", "select_chain", "importance_vectors", "prune_plan", "tome_plan", "stm_2d_plan", "dt_weights",
+         "mean_decay", "drop_scores", "apply_drops", "merge_segments"]
+DEFAULT = ["stm", "stm metric=x", "stm metric=hidden", "stm weights=dt", "stm fading=estimated", "tome", "prune", "random"]
 
 
 def graph_us(fn, n=20, rounds=7):
@@ -49,13 +55,11 @@ def record_calls(model, x, dtype, names):
 
 
 @torch.inference_mode()
-def main(model_name, batch, dtype, level):
+def main(model_name, batch, dtype, level, names=DEFAULT, tiles_sweep=True):
     model = stmsearch.create_model(model_name).to(DEV).eval()
     x = torch.randn(batch, 3, 224, 224, device=DEV)
     depth = len(model.layers)
-    for variant in [{"method": "stm"}, {"method": "stm", "metric": "x"}, {"method": "stm", "metric": "hidden"},
-                    {"method": "stm", "weights": "dt"}, {"method": "stm", "fading": "estimated"},
-                    {"method": "tome"}, {"method": "prune"}, {"method": "random"}]:
+    for variant in (VARIANTS[n] for n in names):
         cfg = for_reduction(stmsearch.MergeConfig(**variant), level, depth)
         stmsearch.apply(model, cfg)
         calls, originals = record_calls(model, x, dtype, NAMES)
@@ -67,7 +71,7 @@ def main(model_name, batch, dtype, level):
         tot = sum(sum(v) for v in per.values())
         print(f"{model_name} b{batch} {dtype} {level:.0%} {desc}: {steps} merge steps, kernels {tot:.0f} us/forward: "
               + ", ".join(f"{n} {statistics.mean(v):.1f}us x{len(v)}" for n, v in per.items()), flush=True)
-        if batch == 64 and variant in ({"method": "stm"}, {"method": "stm", "metric": "x"},
+        if tiles_sweep and batch == 64 and variant in ({"method": "stm"}, {"method": "stm", "metric": "x"},
                                        {"method": "stm", "metric": "hidden"}):
             es = [(a, k) for n, a, k in calls if n == "edge_scores"]
             a, k = es[len(es) // 2]
@@ -89,6 +93,14 @@ def main(model_name, batch, dtype, level):
 
 
 if __name__ == "__main__":
-    for spec in sys.argv[1:]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("specs", nargs="+", metavar="MODEL:BATCH:DTYPE:LEVEL")
+    ap.add_argument("--variants", default=",".join(DEFAULT))
+    ap.add_argument("--no-tiles", action="store_true", help="skip the edge_scores tile sweep")
+    args = ap.parse_args()
+    chosen = [v.strip() for v in args.variants.split(",")]
+    if unknown := [v for v in chosen if v not in VARIANTS]:
+        sys.exit(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
+    for spec in args.specs:
         m, b, d, l = spec.split(":")
-        main(m, int(b), d, float(l))
+        main(m, int(b), d, float(l), chosen, not args.no_tiles)
