@@ -1,7 +1,8 @@
 """Tiles of the merge kernels whose best tile depends on shape, at the shapes one forward records.
 
 For each model:batch:dtype it records the first and last merge step's arguments of dt_weights,
-mean_decay and tome_plan (metric x, dt and the residual) at 40% fewer token-layers, then times graph
+mean_decay and tome_plan (metric x, dt and the residual) at 40% fewer token-layers, and 2-D STM's plan at
+30% (at 40% it merges once), then times graph
 replays of each with the default tiles and every listed alternative (DIFF: another result).
 
     STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16
@@ -17,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_merge_kernels import graph_us, record_calls  # noqa: E402
 
 
-def record(model, x, dtype, variant, name):
-    stmsearch.apply(model, for_reduction(stmsearch.MergeConfig(**variant), 0.4, len(model.layers)))
+def record(model, x, dtype, variant, name, level=0.4):
+    stmsearch.apply(model, for_reduction(stmsearch.MergeConfig(**variant), level, len(model.layers)))
     calls, originals = record_calls(model, x, dtype, [name])
     stmsearch.apply(model, None)
     return [(a, k) for _, a, k in calls], originals[name]
@@ -42,7 +43,7 @@ def sweep(label, calls, orig, tile_list):
 
 
 @torch.inference_mode()
-def main(model_name, batch, dtype):
+def main(model_name, batch, dtype, level_2d=0.3):
     model = stmsearch.create_model(model_name).cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     print(f"{model_name} b{batch} {dtype}", flush=True)
@@ -54,8 +55,10 @@ def main(model_name, batch, dtype):
     sweep("tome x", calls, orig, [(32, 16, "tf32x3", 4), (64, 32, "tf32x3", 4), (64, 32, "tf32", 4), (32, 16, "ieee", 4),
                                   (64, 16, "ieee", 4), (32, 32, "ieee", 4), (64, 32, "ieee", 8), (16, 16, "ieee", 4)])
     calls, orig = record(model, x, dtype, {"method": "tome", "metric": "dt"}, "tome_plan")
-    sweep("tome dt", calls, orig, [(32, 16, "tf32x3", 4), (32, 16, "tf32x3", 8), (16, 16, "tf32x3", 4),
+    sweep("tome dt", calls, orig, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 4), (128, 16, "tf32x3", 8),
                                    (32, 32, "tf32x3", 4), (64, 32, "tf32x3", 8), (32, 16, "ieee", 4), (64, 16, "tf32", 8)])
+    calls, orig = record(model, x, dtype, {"method": "stm", "neighbourhood": "2d"}, "stm_2d_plan", level_2d)
+    sweep("stm 2d", calls, orig, [(16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (8, 4)])
     calls, orig = record(model, x, dtype, {"method": "tome"}, "tome_plan")
     sweep("tome hidden", calls, orig, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 8), (64, 16, "tf32", 8)])
 

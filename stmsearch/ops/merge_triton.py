@@ -42,6 +42,9 @@ import torch
 
 from .scan_triton import _HAVE_TRITON, _interpreting, triton, tl
 
+if _HAVE_TRITON:
+    from triton.language.extra import libdevice
+
 BIG = 1e9  # the torch path's "never choose" score (stmsearch.merging.functions._BIG)
 IMPORTANCE_KINDS = ("min", "max", "mean")  # stmsearch.merging.functions.importance_scale
 
@@ -69,9 +72,23 @@ if _HAVE_TRITON:
             ok = ok & ((d0 + offset) // runs == (d1 + offset) // runs)
         return ok
 
+    # the interpreter has no libdevice; there the same formula runs on tl.log2
+    _FAST_LOG2: tl.constexpr = tl.constexpr(not _interpreting())
+
     @triton.jit
     def _softplus(x):
-        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))  # torch's threshold of 20
+        """torch's softplus (log1p(exp(x)), x past 20) as max(x, 0) + log1p(exp(-|x|)), log1p(u) taken as
+        log(1 + u) u / ((1 + u) - 1), exact where 1 + u rounds: log(1 + exp(x)) itself lost the relative
+        precision of small steps (all of it below x = -17; Mamba's dt init puts the bias at -6.9 to -2.3). On approximate
+        exp2/log2: the exact log was some twenty instructions an element, and ToMe over ``dt`` takes
+        it for every feature it loads, compute-bound at 2.4x ToMe over ``x``'s kernel time."""
+        u = tl.exp2(tl.abs(x) * -1.4426950408889634)
+        w = 1.0 + u
+        if _FAST_LOG2:
+            log2_w = libdevice.fast_log2f(w)
+        else:
+            log2_w = tl.log2(w)
+        return tl.maximum(x, 0.0) + tl.where(w == 1.0, u, log2_w * 0.6931471805599453 * tl.fdiv(u, w - 1.0))
 
     @triton.jit
     def _mean_decay_kernel(delta_ptr, bias_ptr, a_ptr, out_ptr, D, L, N, s_b, s_d, s_l, s_ad, s_an,
@@ -616,13 +633,15 @@ def _damage_args(feat: torch.Tensor, cls: torch.Tensor, weight: torch.Tensor | N
 def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int,
                 window: int, runs: int, layer: int, left: int | None, weight: torch.Tensor | None, ward: bool,
                 fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
-                importance: torch.Tensor | None = None, importance_kind: str = "none"
+                importance: torch.Tensor | None = None, importance_kind: str = "none",
+                tiles: tuple[int, int] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """STM's 2-D plan (:func:`stmsearch.merging.functions.stm_2d`) in two launches: each token's cell,
     its earliest token and the damage of joining it (features and their options as :func:`edge_scores`
     reads them, spread over programs of a few tokens), then per image the ``runs - 1`` cheapest members a
     cell, the ``r`` cheapest of those (``left`` of them before the class token, where given), and the
-    slots listed as :func:`tome_plan` returns them: (index, keep, first, order, ok)."""
+    slots listed as :func:`tome_plan` returns them: (index, keep, first, order, ok). ``tiles``: (tokens
+    a step of the per-image kernel's pairwise loops, its warps; for tuning)."""
     bsz, t, chans, strides = _token_view(feat, channels_first)
     index = torch.empty(bsz, t, device=feat.device, dtype=torch.long)
     keep = torch.empty(bsz, t, device=feat.device, dtype=torch.bool)
@@ -637,9 +656,10 @@ def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep
                                                         *args[7:], rep.stride(0), window, grid, layer, **flags,
                                                         BLOCK_E=block_e, BLOCK_C=block_c, BLOCK_U=32,
                                                         num_warps=warps)
+    block_u, warps = tiles or (16, 4)
     _stm_2d_plan_kernel[(bsz,)](score, partner, cls, rep, index, keep.view(torch.int8), first, order,
                                 ok.view(torch.int8), t, r, left or 0, t - r, rep.stride(0), window, grid, layer, runs,
-                                SIDES=left is not None, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=4)
+                                SIDES=left is not None, BLOCK_T=_pow2(t), BLOCK_U=block_u, num_warps=warps)
     return index, keep, first, order, ok
 
 
