@@ -5,7 +5,8 @@ mean_decay and tome_plan (metric x, dt and the residual) at 40% fewer token-laye
 30% (at 40% it merges once), then times graph
 replays of each with the default tiles and every listed alternative (DIFF: another result).
 
-    STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16
+    STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16 \
+        [--only "tome dt,stm 2d"]
 """
 import sys
 from pathlib import Path
@@ -18,11 +19,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_merge_kernels import graph_us, record_calls  # noqa: E402
 
 
-def record(model, x, dtype, variant, name, level=0.4):
+def record(model, x, dtype, variant, name, level):
     stmsearch.apply(model, for_reduction(stmsearch.MergeConfig(**variant), level, len(model.layers)))
     calls, originals = record_calls(model, x, dtype, [name])
     stmsearch.apply(model, None)
     return [(a, k) for _, a, k in calls], originals[name]
+
+
+ONLY: set[str] = set()  # --only "tome dt,stm 2d": the sweeps to run (all when empty)
 
 
 def sweep(label, calls, orig, tile_list):
@@ -42,27 +46,41 @@ def sweep(label, calls, orig, tile_list):
         print(f"  {label} {tuple(f.shape)} {f.dtype}: " + ", ".join(res), flush=True)
 
 
+# (label, variant recorded, kernel, level, alternative tiles)
+SWEEPS = [
+    ("dt_weights", {"method": "stm", "weights": "dt"}, "dt_weights", 0.4,
+     [(32, 64, 4), (128, 32, 4), (64, 32, 4), (128, 16, 4), (256, 16, 8), (64, 64, 4), (128, 64, 8)]),
+    ("mean_decay", {"method": "stm", "fading": "estimated"}, "mean_decay", 0.4,
+     [(32, 4), (64, 8), (64, 4), (128, 8), (16, 4)]),
+    ("tome x", {"method": "tome", "metric": "x"}, "tome_plan", 0.4,
+     [(32, 16, "tf32x3", 4), (64, 32, "tf32x3", 4), (64, 32, "tf32", 4), (32, 16, "ieee", 4), (64, 16, "ieee", 4),
+      (32, 32, "ieee", 4), (64, 32, "ieee", 8), (16, 16, "ieee", 4)]),
+    ("tome dt", {"method": "tome", "metric": "dt"}, "tome_plan", 0.4,
+     [(64, 16, "tf32x3", 8), (64, 64, "tf32x3", 8), (32, 64, "tf32x3", 8), (32, 32, "tf32x3", 4),
+      (128, 32, "tf32x3", 8), (64, 32, "tf32", 8)]),
+    # at 40% 2-D STM merges once (for_reduction), so its steps are recorded at 30%
+    ("stm 2d", {"method": "stm", "neighbourhood": "2d"}, "stm_2d_plan", 0.3,
+     [(16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (8, 4)]),
+    ("tome hidden", {"method": "tome"}, "tome_plan", 0.4, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 8), (64, 16, "tf32", 8)]),
+]
+
+
 @torch.inference_mode()
-def main(model_name, batch, dtype, level_2d=0.3):
+def main(model_name, batch, dtype):
     model = stmsearch.create_model(model_name).cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     print(f"{model_name} b{batch} {dtype}", flush=True)
-    calls, orig = record(model, x, dtype, {"method": "stm", "weights": "dt"}, "dt_weights")
-    sweep("dt_weights", calls, orig, [(32, 64, 4), (128, 32, 4), (64, 32, 4), (128, 16, 4), (256, 16, 8), (64, 64, 4), (128, 64, 8)])
-    calls, orig = record(model, x, dtype, {"method": "stm", "fading": "estimated"}, "mean_decay")
-    sweep("mean_decay", calls, orig, [(32, 4), (64, 8), (64, 4), (128, 8), (16, 4)])
-    calls, orig = record(model, x, dtype, {"method": "tome", "metric": "x"}, "tome_plan")
-    sweep("tome x", calls, orig, [(32, 16, "tf32x3", 4), (64, 32, "tf32x3", 4), (64, 32, "tf32", 4), (32, 16, "ieee", 4),
-                                  (64, 16, "ieee", 4), (32, 32, "ieee", 4), (64, 32, "ieee", 8), (16, 16, "ieee", 4)])
-    calls, orig = record(model, x, dtype, {"method": "tome", "metric": "dt"}, "tome_plan")
-    sweep("tome dt", calls, orig, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 4), (128, 16, "tf32x3", 8),
-                                   (32, 32, "tf32x3", 4), (64, 32, "tf32x3", 8), (32, 16, "ieee", 4), (64, 16, "tf32", 8)])
-    calls, orig = record(model, x, dtype, {"method": "stm", "neighbourhood": "2d"}, "stm_2d_plan", level_2d)
-    sweep("stm 2d", calls, orig, [(16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (8, 4)])
-    calls, orig = record(model, x, dtype, {"method": "tome"}, "tome_plan")
-    sweep("tome hidden", calls, orig, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 8), (64, 16, "tf32", 8)])
+    for label, variant, name, level, tiles in SWEEPS:
+        if not ONLY or label in ONLY:
+            calls, orig = record(model, x, dtype, variant, name, level)
+            sweep(label, calls, orig, tiles)
 
 
-for spec in sys.argv[1:]:
+args = sys.argv[1:]
+if "--only" in args:
+    at = args.index("--only")
+    ONLY.update(v.strip() for v in args[at + 1].split(","))
+    del args[at:at + 2]
+for spec in args:
     m, b, d = spec.split(":")
     main(m, int(b), d)
