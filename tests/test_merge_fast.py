@@ -118,7 +118,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 8} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 7} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 @interp
@@ -161,26 +161,6 @@ def test_step_statistics_equal_the_features_interp() -> None:
                                state={"sizes": sizes})
         torch.testing.assert_close(mt.mean_decay(delta, bias, a), ft.fading(step), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(mt.dt_weights(delta, bias, sizes), ft.weights(step), rtol=1e-5, atol=1e-6)
-
-
-def _softplus_keeps_small_steps(device: str) -> None:
-    """The kernels' softplus (here through dt_weights, one token a channel) equals torch's to a few fp32
-    roundings from x = -40 to 30: log(1 + exp(x)) lost the relative precision of small steps, all of it
-    below x = -17."""
-    from stmsearch.ops import merge_triton as mt
-
-    x = torch.cat([torch.linspace(-40, 30, 701), torch.tensor([-17.0, -8.0, 0.0, 20.0, 20.5])]).to(device)
-    weights = mt.dt_weights(x.view(1, -1, 1), None, torch.ones(1, 1, device=device))
-    # the mean over channels of one token: compare each value alone through a batch of one channel each
-    each = mt.dt_weights(x.view(-1, 1, 1), None, torch.ones(x.numel(), 1, device=device)).view(-1)
-    ref = torch.nn.functional.softplus(x.double())
-    torch.testing.assert_close(each.double(), ref, rtol=1e-5, atol=0)
-    torch.testing.assert_close(weights.double().view(()), ref.mean(), rtol=1e-5, atol=0)
-
-
-@interp
-def test_softplus_keeps_small_steps_interp() -> None:
-    _softplus_keeps_small_steps("cpu")
 
 
 @interp
@@ -365,12 +345,6 @@ def test_fast_equals_torch_gpu(case: dict) -> None:
     model = stmsearch.create_model("vim_tiny").cuda().eval()
     images = torch.randn(4, 3, 224, 224, device="cuda")
     _compare(model, images, case, [0, 0] + [8, 0] * 11)
-
-
-@gpu
-@needs_cuda
-def test_softplus_keeps_small_steps_gpu() -> None:
-    _softplus_keeps_small_steps("cuda")
 
 
 @gpu

@@ -71,13 +71,14 @@ if _HAVE_TRITON:
 
     @triton.jit
     def _softplus(x):
-        """torch's softplus (log1p(exp(x)), x past 20) as max(x, 0) + log1p(exp(-|x|)), log1p(u) taken as
-        log(1 + u) u / ((1 + u) - 1), exact where 1 + u rounds: log(1 + exp(x)) lost the relative precision
-        of small steps (all of it below x = -17; Mamba's dt init puts the bias at -6.9 to -2.3). The log
-        stays exact: an approximate one (lg2.approx) errs by 2^-22 absolute near 1, all of a small step."""
-        u = tl.exp(-tl.abs(x))
-        w = 1.0 + u
-        return tl.maximum(x, 0.0) + tl.where(w == 1.0, u, tl.log(w) * tl.fdiv(u, w - 1.0))
+        """torch's softplus (threshold 20) as log(1 + exp(x)): 1 + exp(x) rounds, so a small step errs by
+        up to 6e-8 absolute (1e-4 relative at x = -7, all of it below -17) where torch's log1p does not;
+        plans still equal the torch path's (tests/test_merge_fast.py). The form sets the speed of ToMe over
+        ``dt``'s similarity kernel (vim_tiny b64 bf16, 197 tokens, bench_merge_tiles, H200, 2026-12-03):
+        70.8 us as here; max(x, 0) + log1p(exp(-|x|)) with log1p(u) = log(1 + u) u / ((1 + u) - 1), exact,
+        83.6 (83.3 at 32 channels a step); the same on lg2.approx 68.0 (57.3), but that log errs by 2^-22
+        absolute near 1, which broke ToMe-dt's parity on the GPU."""
+        return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
 
     @triton.jit
     def _mean_decay_kernel(delta_ptr, bias_ptr, a_ptr, out_ptr, D, L, N, s_b, s_d, s_l, s_ad, s_an,
@@ -804,8 +805,7 @@ def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tupl
     fp32 = feat.dtype == torch.float32 or softplus
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
         # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
-        # a step-size metric: 57 / 22 us against 68 / 24 at 16 channels (vim_tiny b64 bf16's dt, 197 / 54 tokens)
-        return 64, 32 if softplus else 16, "tf32x3" if fp32 else "tf32", 8
+        return 64, 16, "tf32x3" if fp32 else "tf32", 8
     if fp32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4
     # 16-bit channel-major: a bf16 or fp16 value is a TF32 value, so one TF32 pass multiplies exactly
