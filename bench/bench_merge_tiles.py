@@ -52,16 +52,18 @@ SWEEPS = [
      [(32, 64, 4), (128, 32, 4), (64, 32, 4), (128, 16, 4), (256, 16, 8), (64, 64, 4), (128, 64, 8)]),
     ("mean_decay", {"method": "stm", "fading": "estimated"}, "mean_decay", 0.4,
      [(32, 4), (64, 8), (64, 4), (128, 8), (16, 4)]),
+    # ToMe: (sources a program, channels a step, precision, warps of the plan, warps of the similarities)
     ("tome x", {"method": "tome", "metric": "x"}, "tome_plan", 0.4,
-     [(32, 16, "tf32x3", 4), (64, 32, "tf32x3", 4), (64, 32, "tf32", 4), (32, 16, "ieee", 4), (64, 16, "ieee", 4),
-      (32, 32, "ieee", 4), (64, 32, "ieee", 8), (16, 16, "ieee", 4)]),
+     [(32, 16, "tf32x3", 4, 4), (64, 32, "tf32x3", 4, 4), (64, 32, "tf32", 4, 4), (64, 32, "tf32", 4, 8),
+      (64, 16, "tf32", 8, 8), (32, 16, "ieee", 4, 4), (64, 16, "ieee", 4, 4), (32, 32, "ieee", 4, 4)]),
     ("tome dt", {"method": "tome", "metric": "dt"}, "tome_plan", 0.4,
-     [(64, 16, "tf32x3", 8), (64, 64, "tf32x3", 8), (32, 64, "tf32x3", 8), (32, 32, "tf32x3", 4),
-      (128, 32, "tf32x3", 8), (64, 32, "tf32", 8)]),
+     [(64, 16, "tf32x3", 8, 8), (64, 32, "tf32x3", 8, 8), (128, 16, "tf32x3", 8, 8), (32, 16, "tf32x3", 8, 8),
+      (64, 32, "tf32x3", 8, 4), (32, 32, "tf32x3", 4, 4), (64, 16, "tf32", 8, 8)]),
     # at 40% 2-D STM merges once (for_reduction), so its steps are recorded at 30%
     ("stm 2d", {"method": "stm", "neighbourhood": "2d"}, "stm_2d_plan", 0.3,
      [(16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (8, 4)]),
-    ("tome hidden", {"method": "tome"}, "tome_plan", 0.4, [(32, 16, "tf32x3", 4), (64, 16, "tf32x3", 8), (64, 16, "tf32", 8)]),
+    ("tome hidden", {"method": "tome"}, "tome_plan", 0.4,
+     [(32, 16, "tf32x3", 4, 4), (64, 16, "tf32x3", 8, 8), (64, 16, "tf32", 8, 4)]),
 ]
 
 

@@ -95,3 +95,16 @@ def test_resume_with_every_row_done_builds_no_model(bench, monkeypatch):
     configs = bench.schedules(NAMES, [0.3], 12)
     assert bench.table("vim_proxy", 2, "fp32", NAMES, [0.3], 1, configs,
                        done=frozenset((n, 0.3) for n in NAMES)) == []
+
+
+def test_kernel_registers_compiles_for_sm90_on_the_cpu(capsys):
+    """bench/kernel_registers.py needs no GPU: it compiles a merge kernel for sm_90 and reads its resources."""
+    pytest.importorskip("triton", reason="kernel_registers compiles Triton kernels")
+    from bench import kernel_registers as kr
+
+    kernel, pointers, constexprs, warps = kr.rows()["select_chain"]
+    got = kr.compile_row(kernel, pointers, constexprs, warps)
+    assert 0 < got["regs"] <= 255 and got["stack"] >= 0 and got["ldl"] >= 0 and got["stl"] >= 0
+    kr.main("select_chain")
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[0] == "select_chain" and int(out[1].split()[1]) == got["regs"]

@@ -364,7 +364,7 @@ def test_tome_tf32x3_plan_equals_ieee_and_torch_gpu() -> None:
                 feat = feat.to(dtype)
                 cls_t = torch.full((b,), t // 2, device="cuda")
                 fast = mt.tome_plan(feat, cls_t, r, 0)
-                ieee = mt.tome_plan(feat, cls_t, r, 0, tiles=(32, 16, "ieee", 4))
+                ieee = mt.tome_plan(feat, cls_t, r, 0, tiles=(32, 16, "ieee", 4, 4))
                 assert all(torch.equal(x, y) for x, y in zip(fast, ieee)), (b, t, c, channel_major, dtype)
                 if dtype == torch.float32:
                     ref = fn.tome_plan(feat, cls_t, r, 0, None)

@@ -766,7 +766,8 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
 
     Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32, order (B, T) int32, as
     :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge). ``tiles``
-    (sources a program, channels a step, the dot's input precision, warps of the plan; for tuning).
+    (sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
+    similarities; for tuning).
     """
     bsz, t, chans = feat.shape
     out_len = t - r
@@ -780,38 +781,41 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
     best = torch.empty(bsz, block_s, device=feat.device, dtype=torch.float32)
     best_dst = torch.empty(bsz, block_s, device=feat.device, dtype=torch.int32)
-    block_r, block_c, precision, warps = tiles or tome_tiles(feat, block_s, softplus_bias is not None)
+    block_r, block_c, precision, warps, match_warps = tiles or tome_tiles(feat, block_s, softplus_bias is not None)
     block_r = min(block_r, block_s)
     _tome_match_kernel[(bsz, block_s // block_r)](feat, cls if softplus_bias is None else softplus_bias, cls, best,
                                                   best_dst, t, chans, *feat.stride(), window,
                                                   SOFTPLUS=softplus_bias is not None, BLOCK_R=block_r,
                                                   BLOCK_S=block_s, BLOCK_C=block_c, PRECISION=precision,
-                                                  num_warps=4)
+                                                  num_warps=match_warps)
     _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
                               out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
     return index, keep, first, order, ok
 
 
-def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int]:
-    """(sources a program, channels a step, the dot's input precision, warps of the plan) for
-    :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
+def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int, int]:
+    """(sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
+    similarities) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
     vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU", and
     bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32
     gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores, one
     pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
-    ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype."""
+    ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
+    The similarities run on 4 warps, where the token-major three-pass tiles use all 255 registers a
+    thread and spill (32-144 stack bytes; at 8 warps 192-224 registers and no spill, compiled for sm_90
+    by ``bench/kernel_registers.py``); 8 warps are not yet timed."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
-        return 32, 32 if block_s <= 64 else 16, "ieee", 4
+        return 32, 32 if block_s <= 64 else 16, "ieee", 4, 4
     fp32 = feat.dtype == torch.float32 or softplus
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
         # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
-        return 64, 16, "tf32x3" if fp32 else "tf32", 8
+        return 64, 16, "tf32x3" if fp32 else "tf32", 8, 4
     if fp32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
-        return 32, 16, "ieee", 4
+        return 32, 16, "ieee", 4, 4
     # 16-bit channel-major: a bf16 or fp16 value is a TF32 value, so one TF32 pass multiplies exactly
     # (sums in fp32, as IEEE): bf16 34 / 45 us against 42 / 63 for TF32x3 and 54 / 86 at (32, 16)
     # (vim_tiny / vim_small)
-    return 64, 32, "tf32", 4
+    return 64, 32, "tf32", 4, 4
 
 
 def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
