@@ -16,7 +16,8 @@ from bench_merge import VARIANTS  # noqa: E402
 DEV = "cuda"
 NAMES = ["edge_scores", "select_chain", "importance_vectors", "prune_plan", "tome_plan", "stm_2d_plan", "dt_weights",
          "mean_decay", "drop_scores", "apply_drops", "merge_segments"]
-DEFAULT = ["stm", "stm metric=x", "stm metric=hidden", "stm weights=dt", "stm fading=estimated", "tome", "prune", "random"]
+DEFAULT = ["stm", "stm metric=x", "stm metric=hidden", "stm weights=dt", "stm fading=estimated", "tome", "prune",
+           "random"]
 
 
 def graph_us(fn, n=20, rounds=7):

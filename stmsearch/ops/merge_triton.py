@@ -72,7 +72,7 @@ if _HAVE_TRITON:
     @triton.jit
     def _softplus(x):
         """torch's softplus (threshold 20) as log(1 + exp(x)): 1 + exp(x) rounds, so a small step errs by
-        up to 6e-8 absolute (1e-4 relative at x = -7, all of it below -17) where torch's log1p does not;
+        up to 6e-8 absolute (7e-5 relative at x = -7, all of it below -17) where torch's log1p does not;
         plans still equal the torch path's (tests/test_merge_fast.py). The form sets the speed of ToMe over
         ``dt``'s similarity kernel (vim_tiny b64 bf16, 197 tokens, bench_merge_tiles, H200, 2026-12-03):
         70.8 us as here; max(x, 0) + log1p(exp(-|x|)) with log1p(u) = log(1 + u) u / ((1 + u) - 1), exact,
@@ -795,8 +795,8 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
 
 def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int, int]:
     """(sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
-    similarities) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200 (graph replays at
-    vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU", and
+    similarities) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200
+    (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU", and
     bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32
     gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores, one
     pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
