@@ -798,7 +798,8 @@ def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tupl
     similarities) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200
     (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU", and
     bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32
-    gives fp32-grade similarities (the same plans as IEEE on every input timed) on tensor cores, one
+    gives fp32-grade similarities (the same plans as IEEE on every ``x`` and residual input timed; over a
+    random-init model's ``dt`` steps, whose best matches can tie that closely, IEEE's 54-token plans differed) on tensor cores, one
     pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
     The similarities run on 4 warps, where the token-major three-pass tiles use all 255 registers a
