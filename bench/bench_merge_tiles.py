@@ -8,6 +8,7 @@ replays of each with the default tiles and every listed alternative (DIFF: anoth
     STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16 \
         [--only "tome dt,stm 2d"]
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -24,9 +25,6 @@ def record(model, x, dtype, variant, name, level):
     calls, originals = record_calls(model, x, dtype, [name])
     stmsearch.apply(model, None)
     return [(a, k) for _, a, k in calls], originals[name]
-
-
-ONLY: set[str] = set()  # --only "tome dt,stm 2d": the sweeps to run (all when empty)
 
 
 def sweep(label, calls, orig, tile_list):
@@ -68,21 +66,24 @@ SWEEPS = [
 
 
 @torch.inference_mode()
-def main(model_name, batch, dtype):
+def main(model_name, batch, dtype, only=()):
     model = stmsearch.create_model(model_name).cuda().eval()
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     print(f"{model_name} b{batch} {dtype}", flush=True)
     for label, variant, name, level, tiles in SWEEPS:
-        if not ONLY or label in ONLY:
+        if not only or label in only:
             calls, orig = record(model, x, dtype, variant, name, level)
             sweep(label, calls, orig, tiles)
 
 
-args = sys.argv[1:]
-if "--only" in args:
-    at = args.index("--only")
-    ONLY.update(v.strip() for v in args[at + 1].split(","))
-    del args[at:at + 2]
-for spec in args:
-    m, b, d = spec.split(":")
-    main(m, int(b), d)
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("specs", nargs="+", metavar="MODEL:BATCH:DTYPE")
+    ap.add_argument("--only", default="", help='the sweeps to run, e.g. "tome dt,stm 2d" (default: all)')
+    args = ap.parse_args()
+    only = {v.strip() for v in args.only.split(",") if v.strip()}
+    if unknown := only - {label for label, *_ in SWEEPS}:
+        sys.exit(f"--only: unknown {sorted(unknown)} (known: {', '.join(label for label, *_ in SWEEPS)})")
+    for spec in args.specs:
+        m, b, d = spec.split(":")
+        main(m, int(b), d, only)

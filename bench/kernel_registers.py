@@ -53,17 +53,21 @@ def tome(dtype: str, softplus: bool, tiles: tuple, warps: int) -> tuple:
             dict(SOFTPLUS=softplus, BLOCK_R=block_r, BLOCK_S=128, BLOCK_C=block_c, PRECISION=precision), warps)
 
 
+CHANNELS = 384  # vim_tiny's mixer channels
+
+
 def edges(dtype: str, softplus: bool) -> tuple:
-    block_e, block_c, warps, shift = 16, 128, 4, True  # mt.edge_tiles on CUDA
+    block_e, block_c, warps, shift = mt.edge_tiles(False, CHANNELS)
     return (mt._edge_scores_kernel, {"f_ptr": dtype, "cls_ptr": "*i64"},
             dict(SOFTPLUS=softplus, WARD=True, UNIT_W=False, FADE=1, IMPORTANCE=1, BLOCKED=True, BLOCK_E=block_e,
                  BLOCK_C=block_c, SHIFT=shift), warps)
 
 
 def cells(dtype: str, softplus: bool) -> tuple:
+    block_e, block_c, warps, _ = mt.edge_tiles(False, CHANNELS)  # stm_2d_plan's first kernel takes the edge tiles
     return (mt._cell_damage_kernel, {"f_ptr": dtype, "cls_ptr": "*i64", "rep_ptr": "*i64", "partner_ptr": "*i32"},
-            dict(SOFTPLUS=softplus, WARD=True, UNIT_W=False, FADE=1, IMPORTANCE=1, BLOCK_E=16, BLOCK_C=128,
-                 BLOCK_U=32), 4)
+            dict(SOFTPLUS=softplus, WARD=True, UNIT_W=False, FADE=1, IMPORTANCE=1, BLOCK_E=block_e, BLOCK_C=block_c,
+                 BLOCK_U=32), warps)
 
 
 def plan_2d(block_u: int, warps: int) -> tuple:
@@ -91,7 +95,7 @@ def rows() -> dict[str, tuple]:
         out[f"edge_scores x {name}"] = edges(dtype, False)
         out[f"stm 2d cell damage dt {name}"] = cells(dtype, True)
     out["tome x bf16 channel-major (64, 32, tf32), 4 warps"] = tome("*bf16", False, (64, 32, "tf32", 0), 4)
-    for block_u, warps in ((16, 4), (32, 4), (64, 8), (16, 8)):
+    for block_u, warps in (mt.PLAN_2D_TILES, (32, 4), (64, 8), (16, 8)):
         out[f"stm 2d plan (BLOCK_U {block_u}), {warps} warps"] = plan_2d(block_u, warps)
     out["select_chain"] = chain()
     return out

@@ -620,6 +620,9 @@ def _damage_args(feat: torch.Tensor, cls: torch.Tensor, weight: torch.Tensor | N
                       IMPORTANCE=imp_mode)
 
 
+PLAN_2D_TILES = (16, 4)  # stm_2d_plan's per-image kernel: tokens a step of its pairwise loops, warps
+
+
 def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int,
                 window: int, runs: int, layer: int, left: int | None, weight: torch.Tensor | None, ward: bool,
                 fading: float | torch.Tensor | None, softplus_bias: torch.Tensor | None = None,
@@ -646,7 +649,7 @@ def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep
                                                         *args[7:], rep.stride(0), window, grid, layer, **flags,
                                                         BLOCK_E=block_e, BLOCK_C=block_c, BLOCK_U=32,
                                                         num_warps=warps)
-    block_u, warps = tiles or (16, 4)
+    block_u, warps = tiles or PLAN_2D_TILES
     _stm_2d_plan_kernel[(bsz,)](score, partner, cls, rep, index, keep.view(torch.int8), first, order,
                                 ok.view(torch.int8), t, r, left or 0, t - r, rep.stride(0), window, grid, layer, runs,
                                 SIDES=left is not None, BLOCK_T=_pow2(t), BLOCK_U=block_u, num_warps=warps)
@@ -796,11 +799,11 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
 def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int, int]:
     """(sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
     similarities) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200
-    (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU", and
-    bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32
-    gives fp32-grade similarities (the same plans as IEEE on every ``x`` and residual input timed; over a
-    random-init model's ``dt`` steps, whose best matches can tie that closely, IEEE's 54-token plans differed) on tensor cores, one
-    pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
+    (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU",
+    and bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32 gives fp32-grade
+    similarities on tensor cores (the same plans as IEEE on every ``x`` and residual input timed; over a
+    random-init model's ``dt`` steps, whose best matches can tie that closely, IEEE's 54-token plans
+    differed), one pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
     The similarities run on 4 warps, where the token-major three-pass tiles use all 255 registers a
     thread and spill (32-144 stack bytes; at 8 warps 192-224 registers and no spill, compiled for sm_90
