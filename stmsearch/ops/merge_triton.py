@@ -620,7 +620,12 @@ def _damage_args(feat: torch.Tensor, cls: torch.Tensor, weight: torch.Tensor | N
                       IMPORTANCE=imp_mode)
 
 
-PLAN_2D_TILES = (16, 4)  # stm_2d_plan's per-image kernel: tokens a step of its pairwise loops, warps
+def plan_2d_tiles(t: int) -> tuple[int, int]:
+    """(tokens a step of the pairwise loops, warps) of :func:`stm_2d_plan`'s per-image kernel at ``t``
+    tokens. Graph replays on an H200 (vim_tiny batch 64, ``bench/bench_merge_tiles.py``, 2026-12-04), µs at
+    197 / 87 tokens: (32, 8) 43.0 / 24.5, (32, 4) 51.6 / 19.4, the former (16, 4) 59.2 / 23.0: a row of
+    256 slots wants 8 warps (173 registers a thread at 4, ``bench/kernel_registers.py``), one of 128 four."""
+    return (32, 8) if _pow2(t) > 128 else (32, 4)
 
 
 def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep: torch.Tensor, grid: int, r: int,
@@ -649,7 +654,7 @@ def stm_2d_plan(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, rep
                                                         *args[7:], rep.stride(0), window, grid, layer, **flags,
                                                         BLOCK_E=block_e, BLOCK_C=block_c, BLOCK_U=32,
                                                         num_warps=warps)
-    block_u, warps = tiles or PLAN_2D_TILES
+    block_u, warps = tiles or plan_2d_tiles(t)
     _stm_2d_plan_kernel[(bsz,)](score, partner, cls, rep, index, keep.view(torch.int8), first, order,
                                 ok.view(torch.int8), t, r, left or 0, t - r, rep.stride(0), window, grid, layer, runs,
                                 SIDES=left is not None, BLOCK_T=_pow2(t), BLOCK_U=block_u, num_warps=warps)
@@ -805,14 +810,17 @@ def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tupl
     random-init model's ``dt`` steps, whose best matches can tie that closely, IEEE's 54-token plans
     differed), one pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
-    The similarities run on 4 warps, where the token-major three-pass tiles use all 255 registers a
-    thread and spill (32-144 stack bytes; at 8 warps 192-224 registers and no spill, compiled for sm_90
-    by ``bench/kernel_registers.py``); 8 warps are not yet timed."""
+    The token-major three-pass tiles use all 255 registers a thread at 4 warps and spill (32-144 stack
+    bytes; at 8 warps 192-224 registers and no spill, compiled for sm_90 by ``bench/kernel_registers.py``);
+    over steps 8 warps are faster, elsewhere not yet timed."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
         return 32, 32 if block_s <= 64 else 16, "ieee", 4, 4
     fp32 = feat.dtype == torch.float32 or softplus
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
         # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
+        if softplus:  # vim_tiny b64, 197 tokens: 61.9 us (bf16 steps) / 66.1 (fp32) against 70.9 / 79.4 for
+            # (64, 16, _, 8, 4), whose similarity kernel spills (2026-12-04)
+            return 64, 32, "tf32x3", 8, 8
         return 64, 16, "tf32x3" if fp32 else "tf32", 8, 4
     if fp32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4, 4
