@@ -812,15 +812,14 @@ def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tupl
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
     The token-major three-pass tiles use all 255 registers a thread at 4 warps and spill (32-144 stack
     bytes; at 8 warps 192-224 registers and no spill, compiled for sm_90 by ``bench/kernel_registers.py``);
-    over steps 8 warps are faster, elsewhere not yet timed."""
+    over steps the faster 8-warp tile sums channels 32 at a time and changed plans (above)."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
         return 32, 32 if block_s <= 64 else 16, "ieee", 4, 4
     fp32 = feat.dtype == torch.float32 or softplus
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
         # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
-        if softplus:  # vim_tiny b64, 197 tokens: 61.9 us (bf16 steps) / 66.1 (fp32) against 70.9 / 79.4 for
-            # (64, 16, _, 8, 4), whose similarity kernel spills (2026-12-04)
-            return 64, 32, "tf32x3", 8, 8
+        # over steps (64, 32, _, 8, 8) took 61.9 / 66.1 us against 70.9 / 79.4 (vim_tiny b64, 197 tokens, bf16 /
+        # fp32) but its plans left the torch path's in test_fast_equals_torch_gpu[tome metric=dt] (2026-12-04)
         return 64, 16, "tf32x3" if fp32 else "tf32", 8, 4
     if fp32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4, 4
