@@ -95,7 +95,7 @@ def rows() -> dict[str, tuple]:
         out[f"edge_scores x {name}"] = edges(dtype, False)
         out[f"stm 2d cell damage dt {name}"] = cells(dtype, True)
     out["tome x bf16 channel-major (64, 32, tf32), 4 warps"] = tome("*bf16", False, (64, 32, "tf32", 0), 4)
-    for block_u, warps in (mt.plan_2d_tiles(256), (32, 4), (64, 8), (16, 4)):
+    for block_u, warps in (mt.plan_2d_tiles(256), (32, 4), (64, 8), (16, 4), (16, 8)):
         out[f"stm 2d plan (BLOCK_U {block_u}), {warps} warps"] = plan_2d(block_u, warps)
     out["select_chain"] = chain()
     return out

@@ -624,7 +624,8 @@ def plan_2d_tiles(t: int) -> tuple[int, int]:
     """(tokens a step of the pairwise loops, warps) of :func:`stm_2d_plan`'s per-image kernel at ``t``
     tokens. Graph replays on an H200 (vim_tiny batch 64, ``bench/bench_merge_tiles.py``, 2026-12-04), µs at
     197 / 87 tokens: (32, 8) 43.0 / 24.5, (32, 4) 51.6 / 19.4, the former (16, 4) 59.2 / 23.0: a row of
-    256 slots wants 8 warps (173 registers a thread at 4, ``bench/kernel_registers.py``), one of 128 four."""
+    256 slots wants 8 warps (at 4, (32, 4) spills 96 stack bytes there; (32, 8) needs 168 registers a thread,
+    ``bench/kernel_registers.py``), one of 128 four."""
     return (32, 8) if _pow2(t) > 128 else (32, 4)
 
 
