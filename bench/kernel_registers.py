@@ -47,10 +47,11 @@ def compile_row(kernel, pointers: dict[str, str], constexprs: dict, warps: int) 
             "stl": sass.count("STL")}
 
 
-def tome(dtype: str, softplus: bool, tiles: tuple, warps: int) -> tuple:
+def tome(dtype: str, softplus: bool, tiles: tuple, warps: int, block_d: int = 128, unroll: int = 1) -> tuple:
     block_r, block_c, precision, _ = tiles
     return (mt._tome_match_kernel, {"f_ptr": dtype, "cls_ptr": "*i64", "dst_ptr": "*i32"},
-            dict(SOFTPLUS=softplus, BLOCK_R=block_r, BLOCK_S=128, BLOCK_C=block_c, PRECISION=precision), warps)
+            dict(SOFTPLUS=softplus, BLOCK_R=block_r, BLOCK_S=128, BLOCK_D=block_d, BLOCK_C=block_c,
+                 PRECISION=precision, UNROLL=unroll), warps)
 
 
 CHANNELS = 384  # vim_tiny's mixer channels
@@ -91,6 +92,10 @@ def rows() -> dict[str, tuple]:
             for warps in (4, 8):
                 out[f"tome {what} {name} token-major (64, 16, {precision}), {warps} warps"] = \
                     tome(dtype, softplus, (64, 16, precision, 0), warps)
+        for block_r, block_d, unroll in ((64, 64, 1), (64, 64, 2), (64, 128, 2), (16, 32, 1), (16, 32, 2)):
+            # destinations split over programs, the channel loop unrolled
+            out[f"tome dt {name} token-major ({block_r}, 16, tf32x3), 4 warps, {block_d} destinations, "
+                f"unroll {unroll}"] = tome(dtype, True, (block_r, 16, "tf32x3", 0), 4, block_d, unroll)
         out[f"edge_scores dt {name}"] = edges(dtype, True)
         out[f"edge_scores x {name}"] = edges(dtype, False)
         out[f"stm 2d cell damage dt {name}"] = cells(dtype, True)

@@ -261,6 +261,10 @@ def test_tome_kernel_equals_torch_plan_interp() -> None:
         ref = fn.tome_plan(feat, cls_t, r, window, None)
         index, keep, first, order, ok = mt.tome_plan(feat, cls_t, r, window)
         assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep) and ok.all()
+        # destinations split over programs (16 a program), the channel loop unrolled: the same plan
+        for tiles in ((32, 16, "ieee", 4, 4, 16), (16, 16, "ieee", 4, 4, 32, 2)):
+            split = mt.tome_plan(feat, cls_t, r, window, tiles=tiles)
+            assert all(torch.equal(x, y) for x, y in zip(split, (index, keep, first, order, ok))), (t, r, tiles)
         assert first.shape == (b, t - r + 1) and order.shape == (b, t)
         pos = torch.arange(t)
         for i in range(b):
@@ -274,6 +278,15 @@ def test_tome_kernel_equals_torch_plan_interp() -> None:
     index, keep, *_ = mt.tome_plan(feat, cls_t, 9, 1, softplus_bias=bias)
     assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep)
     assert not torch.equal(mt.tome_plan(feat, cls_t, 9, 1)[0], index)  # the bias is not ignored
+    # exact ties across the split's parts go to the earlier destination, as the torch plan's
+    feat = torch.randn(2, 70, 16)
+    feat[:, 1::2] = feat[:, 1:2]  # every destination alike: each source's best is destination 0
+    feat[:, 40] = feat[:, 1]  # a source as alike as can be
+    cls_t = torch.full((2,), 35)
+    ref = fn.tome_plan(feat, cls_t, 6, 0, None)
+    for tiles in ((32, 16, "ieee", 4, 4), (32, 16, "ieee", 4, 4, 16)):
+        index, keep, *_ = mt.tome_plan(feat, cls_t, 6, 0, tiles=tiles)
+        assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep), tiles
     *_, ok = mt.tome_plan(torch.randn(1, 9, 4), torch.tensor([4]), 3, 2)  # 2 sources left outside the window
     assert not ok.any()
 

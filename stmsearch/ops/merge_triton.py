@@ -130,7 +130,13 @@ if _HAVE_TRITON:
     @triton.jit
     def _features(base, rows, c, m, bias_ptr, C, sf_t, sf_c, SOFTPLUS: tl.constexpr):
         """(rows x channels) fp32 tile of the similarity features; a step-size metric as softplus(delta + bias)."""
-        x = tl.load(base + rows[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0).to(tl.float32)
+        x = tl.load(base + rows[:, None] * sf_t + c[None, :] * sf_c, mask=m, other=0.0)
+        return _activate(x, c, m, bias_ptr, C, SOFTPLUS)
+
+    @triton.jit
+    def _activate(x, c, m, bias_ptr, C, SOFTPLUS: tl.constexpr):
+        """A loaded feature tile as fp32 features (:func:`_features` apart from its load)."""
+        x = x.to(tl.float32)
         if SOFTPLUS:
             bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
             x = tl.where(m, _softplus(x + bias), 0.0)
@@ -329,19 +335,34 @@ if _HAVE_TRITON:
     @triton.jit
     def _tome_match_kernel(f_ptr, bias_ptr, cls_ptr, best_ptr, dst_ptr, T, C, sf_b, sf_t, sf_c, window,
                            SOFTPLUS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_S: tl.constexpr,
-                           BLOCK_C: tl.constexpr, PRECISION: tl.constexpr):
+                           BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, PRECISION: tl.constexpr,
+                           UNROLL: tl.constexpr):
+        """Each source's best destination among this program's ``BLOCK_D`` (a row's destinations split
+        over programs keeps every similarity's sum, channels ``BLOCK_C`` at a time, as one program's)."""
         b = tl.program_id(0)
         i = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # this program's sources: source i is token 2i
-        j = tl.arange(0, BLOCK_S)  # every destination: destination j is token 2j + 1
+        part = tl.program_id(2)
+        j = part * BLOCK_D + tl.arange(0, BLOCK_D)  # its destinations: destination j is token 2j + 1
         src_in, dst_in = 2 * i < T, 2 * j + 1 < T
         base = f_ptr + b * sf_b
-        dot = tl.zeros((BLOCK_R, BLOCK_S), tl.float32)
+        dot = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
         ns = tl.zeros((BLOCK_R,), tl.float32)
-        nd = tl.zeros((BLOCK_S,), tl.float32)
-        for c0 in range(0, C, BLOCK_C):
+        nd = tl.zeros((BLOCK_D,), tl.float32)
+        # each step's tiles are loaded one step ahead (registers), so a step waits on no memory
+        # latency; the sums run in the same order as without
+        src_at = base + (2 * i)[:, None] * sf_t
+        dst_at = base + (2 * j + 1)[:, None] * sf_t
+        c = tl.arange(0, BLOCK_C)
+        next_a = tl.load(src_at + c[None, :] * sf_c, mask=src_in[:, None] & (c < C)[None, :], other=0.0)
+        next_d = tl.load(dst_at + c[None, :] * sf_c, mask=dst_in[:, None] & (c < C)[None, :], other=0.0)
+        for c0 in tl.range(0, C, BLOCK_C, loop_unroll_factor=UNROLL):
             c = c0 + tl.arange(0, BLOCK_C)
-            a = _features(base, 2 * i, c, src_in[:, None] & (c < C)[None, :], bias_ptr, C, sf_t, sf_c, SOFTPLUS)
-            d = _features(base, 2 * j + 1, c, dst_in[:, None] & (c < C)[None, :], bias_ptr, C, sf_t, sf_c, SOFTPLUS)
+            a_raw, d_raw = next_a, next_d
+            n = c + BLOCK_C
+            next_a = tl.load(src_at + n[None, :] * sf_c, mask=src_in[:, None] & (n < C)[None, :], other=0.0)
+            next_d = tl.load(dst_at + n[None, :] * sf_c, mask=dst_in[:, None] & (n < C)[None, :], other=0.0)
+            a = _activate(a_raw, c, src_in[:, None] & (c < C)[None, :], bias_ptr, C, SOFTPLUS)
+            d = _activate(d_raw, c, dst_in[:, None] & (c < C)[None, :], bias_ptr, C, SOFTPLUS)
             dot += tl.dot(a, tl.trans(d), input_precision=PRECISION)
             ns += tl.sum(a * a, axis=1)
             nd += tl.sum(d * d, axis=1)
@@ -351,8 +372,9 @@ if _HAVE_TRITON:
         src_ok = src_in & (tl.abs(2 * i - cls) > window)
         dst_ok = dst_in & (tl.abs(2 * j + 1 - cls) > window)
         sim = tl.where(src_ok[:, None] & dst_ok[None, :], sim, -1e9)
-        tl.store(best_ptr + b * BLOCK_S + i, tl.max(sim, axis=1))
-        tl.store(dst_ptr + b * BLOCK_S + i, tl.argmax(sim, axis=1).to(tl.int32))
+        at = (b * (BLOCK_S // BLOCK_D) + part) * BLOCK_S + i
+        tl.store(best_ptr + at, tl.max(sim, axis=1))
+        tl.store(dst_ptr + at, (part * BLOCK_D + tl.argmax(sim, axis=1)).to(tl.int32))
 
     @triton.jit
     def _list_slots(index_ptr, order_ptr, first_row, row, T, OUT, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
@@ -376,13 +398,19 @@ if _HAVE_TRITON:
 
     @triton.jit
     def _tome_plan_kernel(best_ptr, dst_ptr, index_ptr, keep_ptr, first_ptr, order_ptr, ok_ptr, T, R, OUT,
-                          BLOCK_S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
+                          BLOCK_S: tl.constexpr, PARTS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_U: tl.constexpr):
         b = tl.program_id(0)
         i = tl.arange(0, BLOCK_S)  # source i is token 2i
         src_in = 2 * i < T
-        best_dst = tl.load(dst_ptr + b * BLOCK_S + i)
+        # each source's best over the match kernel's parts of the row: ties to the earlier destination
+        best = tl.load(best_ptr + b * PARTS * BLOCK_S + i)
+        best_dst = tl.load(dst_ptr + b * PARTS * BLOCK_S + i)
+        for p in tl.static_range(1, PARTS):
+            other = tl.load(best_ptr + (b * PARTS + p) * BLOCK_S + i)
+            best_dst = tl.where(other > best, tl.load(dst_ptr + (b * PARTS + p) * BLOCK_S + i), best_dst)
+            best = tl.maximum(best, other)
         # rows past the sequence rank below every real one
-        best = tl.where(src_in, tl.load(best_ptr + b * BLOCK_S + i), -3e9)
+        best = tl.where(src_in, best, -3e9)
         tl.store(ok_ptr + b, (tl.sum((best > -5e8).to(tl.int32), axis=0) >= R).to(tl.int8))
         # the R best sources (ties to the earlier one): their rank among all sources
         ahead = _ahead(-best, i, -best, i)
@@ -767,7 +795,7 @@ def apply_drops(keep: torch.Tensor, cls: torch.Tensor, score: torch.Tensor, weig
 
 
 def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
-              tiles: tuple[int, int, str, int] | None = None, softplus_bias: torch.Tensor | None = None
+              tiles: tuple | None = None, softplus_bias: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """ToMe's bipartite plan (:func:`stmsearch.merging.functions.tome_plan`) over ``feat`` (B, T, C),
     any strides, with its segments: the similarities, the matching and the bookkeeping in two launches.
@@ -776,7 +804,8 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     Returns (index (B, T) int64, keep (B, T) bool, first (B, T-r+1) int32, order (B, T) int32, as
     :func:`merge_segments` reads them, ok (B,) bool: at least ``r`` sources could merge). ``tiles``
     (sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
-    similarities; for tuning).
+    similarities, and optionally destinations a program (all by default) and the channel loop's unroll
+    factor (1); for tuning).
     """
     bsz, t, chans = feat.shape
     out_len = t - r
@@ -788,17 +817,20 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     block_s = _pow2((t + 1) // 2)
     # the similarities spread over programs of 32 sources each (one program a row left most SMs idle
     # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
-    best = torch.empty(bsz, block_s, device=feat.device, dtype=torch.float32)
-    best_dst = torch.empty(bsz, block_s, device=feat.device, dtype=torch.int32)
-    block_r, block_c, precision, warps, match_warps = tiles or tome_tiles(feat, block_s, softplus_bias is not None)
-    block_r = min(block_r, block_s)
-    _tome_match_kernel[(bsz, block_s // block_r)](feat, cls if softplus_bias is None else softplus_bias, cls, best,
-                                                  best_dst, t, chans, *feat.stride(), window,
-                                                  SOFTPLUS=softplus_bias is not None, BLOCK_R=block_r,
-                                                  BLOCK_S=block_s, BLOCK_C=block_c, PRECISION=precision,
-                                                  num_warps=match_warps)
+    block_r, block_c, precision, warps, match_warps, *more = tiles or tome_tiles(feat, block_s,
+                                                                               softplus_bias is not None)
+    block_d, unroll = (*more, *(block_s, 1)[len(more):])[:2]
+    block_r, block_d = min(block_r, block_s), min(block_d, block_s)
+    parts = block_s // block_d
+    best = torch.empty(bsz, parts, block_s, device=feat.device, dtype=torch.float32)
+    best_dst = torch.empty(bsz, parts, block_s, device=feat.device, dtype=torch.int32)
+    _tome_match_kernel[(bsz, block_s // block_r, parts)](feat, cls if softplus_bias is None else softplus_bias, cls,
+                                                         best, best_dst, t, chans, *feat.stride(), window,
+                                                         SOFTPLUS=softplus_bias is not None, BLOCK_R=block_r,
+                                                         BLOCK_S=block_s, BLOCK_D=block_d, BLOCK_C=block_c,
+                                                         PRECISION=precision, UNROLL=unroll, num_warps=match_warps)
     _tome_plan_kernel[(bsz,)](best, best_dst, index, keep.view(torch.int8), first, order, ok.view(torch.int8), t, r,
-                              out_len, BLOCK_S=block_s, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
+                              out_len, BLOCK_S=block_s, PARTS=parts, BLOCK_T=_pow2(t), BLOCK_U=16, num_warps=warps)
     return index, keep, first, order, ok
 
 
