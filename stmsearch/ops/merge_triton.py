@@ -386,9 +386,12 @@ if _HAVE_TRITON:
         idx = tl.load(index_ptr + row + t, mask=m_t, other=0).to(tl.int32)
         place = tl.zeros((BLOCK_T,), tl.int32)
         first = tl.zeros((BLOCK_T,), tl.int32)
+        u = tl.arange(0, BLOCK_U)
+        upcoming = tl.load(index_ptr + row + u, mask=u < T, other=0).to(tl.int32)  # each chunk one step early
         for u0 in range(0, T, BLOCK_U):
             u = u0 + tl.arange(0, BLOCK_U)
-            other = tl.load(index_ptr + row + u, mask=u < T, other=0).to(tl.int32)
+            other = upcoming
+            upcoming = tl.load(index_ptr + row + u + BLOCK_U, mask=u + BLOCK_U < T, other=0).to(tl.int32)
             m_u = (u < T)[None, :]
             before = _ahead(other, u, idx, t)
             place += tl.sum((m_u & before).to(tl.int32), axis=1)
@@ -418,16 +421,16 @@ if _HAVE_TRITON:
         row = b * T
         t = tl.arange(0, BLOCK_T)
         m_t = t < T
-        tl.store(keep_ptr + row + t, tl.full((BLOCK_T,), 1, tl.int8), mask=m_t)
-        tl.debug_barrier()
-        tl.store(keep_ptr + row + 2 * i, tl.zeros((BLOCK_S,), tl.int8), mask=chosen)
-        tl.debug_barrier()
-        kept = tl.load(keep_ptr + row + t, mask=m_t, other=0).to(tl.int32)
-        tl.store(index_ptr + row + t, (tl.cumsum(kept, axis=0) - 1).to(tl.int64), mask=m_t)
-        tl.debug_barrier()
-        # a chosen source takes its destination's slot
-        slot = tl.load(index_ptr + row + 2 * best_dst + 1, mask=chosen, other=0)
-        tl.store(index_ptr + row + 2 * i, slot, mask=chosen)
+        # kept tokens, slots and each chosen source's (its destination's) slot in registers: gathers
+        # instead of round trips through memory, each a barrier and a wait
+        half = tl.minimum(t // 2, BLOCK_S - 1)  # BLOCK_T <= 2 BLOCK_S
+        merged = m_t & (t % 2 == 0) & (tl.gather(chosen.to(tl.int32), half, 0) != 0)
+        kept = (m_t & ~merged).to(tl.int32)
+        slots = tl.cumsum(kept, axis=0) - 1
+        dst_slot = tl.gather(slots, tl.minimum(2 * best_dst + 1, BLOCK_T - 1), 0)
+        slots = tl.where(merged, tl.gather(dst_slot, half, 0), slots)
+        tl.store(keep_ptr + row + t, kept.to(tl.int8), mask=m_t)
+        tl.store(index_ptr + row + t, slots.to(tl.int64), mask=m_t)
         tl.debug_barrier()
         _list_slots(index_ptr, order_ptr, first_ptr + b * (OUT + 1), row, T, OUT, BLOCK_T, BLOCK_U)
 
@@ -834,26 +837,31 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     return index, keep, first, order, ok
 
 
-def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple[int, int, str, int, int]:
+def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple:
     """(sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
-    similarities) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200
+    similarities[, destinations a program]) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200
     (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU",
     and bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32 gives fp32-grade
     similarities on tensor cores (the same plans as IEEE on every ``x`` and residual input timed; over a
     random-init model's ``dt`` steps, whose best matches can tie that closely, IEEE's 54-token plans
     differed), one pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
-    The token-major three-pass tiles use all 255 registers a thread at 4 warps and spill (32-144 stack
-    bytes; at 8 warps 192-224 registers and no spill, compiled for sm_90 by ``bench/kernel_registers.py``);
-    over steps the faster 8-warp tile sums channels 32 at a time and changed plans (above)."""
+    Token-major tiles split a row's destinations over programs 64 at a time: four programs a row at 197
+    tokens instead of two, 188-211 registers a thread and no spill where the unsplit tile spilled
+    (``bench/kernel_registers.py``, sm_90). Channels stay 16 a step and a program's sources 64 where
+    that took 64: another sum order or matrix instruction changes plans over steps (below)."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
         return 32, 32 if block_s <= 64 else 16, "ieee", 4, 4
     fp32 = feat.dtype == torch.float32 or softplus
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
-        # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass
-        # over steps (64, 32, _, 8, 8) took 61.9 / 66.1 us against 70.9 / 79.4 (vim_tiny b64, 197 tokens, bf16 /
-        # fp32) but its plans left the torch path's in test_fast_equals_torch_gpu[tome metric=dt] (2026-12-04)
-        return 64, 16, "tf32x3" if fp32 else "tf32", 8, 4
+        # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass.
+        # Over steps (vim_tiny b64 bf16, 197 / 119 / 54 tokens, 2026-12-04): 71.0 / - / 26.2 us before the
+        # prefetch, 54.4 / 33.2 / 23.4 with it, 52.0 with 64 destinations a program at 197 and 19.6 with 16
+        # sources a program at 54 (where the default's 32 sources use the same matrix instruction as 16: same
+        # plans; 16 at 119 changed plans, as did the faster (64, 32, _, 8, 8) at 197, 32 channels a step)
+        if softplus and block_s <= 32:
+            return 16, 16, "tf32x3", 8, 4, 16
+        return 64, 16, "tf32x3" if fp32 else "tf32", 8, 4, 64
     if fp32:  # 63 us against 93 for TF32x3 (vim_tiny's x)
         return 32, 16, "ieee", 4, 4
     # 16-bit channel-major: a bf16 or fp16 value is a TF32 value, so one TF32 pass multiplies exactly
