@@ -818,8 +818,8 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     order = torch.empty(bsz, t, device=feat.device, dtype=torch.int32)
     ok = torch.empty(bsz, device=feat.device, dtype=torch.bool)
     block_s = _pow2((t + 1) // 2)
-    # the similarities spread over programs of 32 sources each (one program a row left most SMs idle
-    # at small batches), then the choice and the bookkeeping, which need the whole row, one per row
+    # the similarities spread over programs of sources x destinations (one program a row left most SMs
+    # idle at small batches), then the choice and the bookkeeping, which need the whole row, one per row
     block_r, block_c, precision, warps, match_warps, *more = tiles or tome_tiles(feat, block_s,
                                                                                softplus_bias is not None)
     block_d, unroll = (*more, *(block_s, 1)[len(more):])[:2]
@@ -856,7 +856,7 @@ def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tupl
     if feat.stride(1) != 1:  # token-major (the residual stream): 42-31 us against 46-33 for (32, 16, _, 4);
         # a mixer's features lie so too in the CUDA token layout (models.vim), 16-bit ones exact in one pass.
         # Over steps (vim_tiny b64 bf16, 197 / 119 / 54 tokens, 2026-12-04): 71.0 / - / 26.2 us before the
-        # prefetch, 54.4 / 33.2 / 23.4 with it, 52.0 with 64 destinations a program at 197 and 19.6 with 16
+        # prefetch, 54.4 / 33.5 / 23.6 with it, 52.5 with 64 destinations a program at 197 and 19.9 with 16
         # sources a program at 54 (where the default's 32 sources use the same matrix instruction as 16: same
         # plans; 16 at 119 changed plans, as did the faster (64, 32, _, 8, 8) at 197, 32 channels a step)
         if softplus and block_s <= 32:
