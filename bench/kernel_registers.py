@@ -89,11 +89,14 @@ def rows() -> dict[str, tuple]:
         for softplus in (False, True):
             what = "dt" if softplus else "x/residual"
             precision = "tf32x3" if softplus or dtype == "*fp32" else "tf32"
+            # tome_tiles' token-major tile: 64 destinations a program; unsplit rows for comparison
+            out[f"tome {what} {name} token-major (64, 16, {precision}), 4 warps, 64 destinations"] = \
+                tome(dtype, softplus, (64, 16, precision, 0), 4, 64)
             for warps in (4, 8):
-                out[f"tome {what} {name} token-major (64, 16, {precision}), {warps} warps"] = \
+                out[f"tome {what} {name} token-major (64, 16, {precision}), {warps} warps, unsplit"] = \
                     tome(dtype, softplus, (64, 16, precision, 0), warps)
-        for block_r, block_d, unroll in ((64, 64, 1), (64, 64, 2), (64, 128, 2), (16, 32, 1), (16, 32, 2)):
-            # destinations split over programs, the channel loop unrolled
+        # over steps at 32 source slots or fewer: 16 sources a program; the channel loop unrolled (not chosen)
+        for block_r, block_d, unroll in ((16, 16, 1), (64, 64, 2), (16, 32, 2)):
             out[f"tome dt {name} token-major ({block_r}, 16, tf32x3), 4 warps, {block_d} destinations, "
                 f"unroll {unroll}"] = tome(dtype, True, (block_r, 16, "tf32x3", 0), 4, block_d, unroll)
         out[f"edge_scores dt {name}"] = edges(dtype, True)
