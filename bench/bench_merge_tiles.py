@@ -50,7 +50,6 @@ SWEEPS = [
      [(32, 64, 4), (128, 32, 4), (64, 32, 4), (128, 16, 4), (256, 16, 8), (64, 64, 4), (128, 64, 8)]),
     ("mean_decay", {"method": "stm", "fading": "estimated"}, "mean_decay", 0.4,
      [(32, 4), (64, 8), (64, 4), (128, 8), (16, 4)]),
-    # ToMe: (sources a program, channels a step, precision, warps of the plan, warps of the similarities)
     # ToMe: (sources a program, channels a step, precision, warps of the plan, warps of the similarities
     # [, destinations a program: a row's destinations split over programs])
     ("tome x", {"method": "tome", "metric": "x"}, "tome_plan", 0.4,

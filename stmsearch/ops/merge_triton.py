@@ -839,15 +839,15 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
 
 def tome_tiles(feat: torch.Tensor, block_s: int, softplus: bool = False) -> tuple:
     """(sources a program, channels a step, the dot's input precision, warps of the plan, warps of the
-    similarities[, destinations a program]) for :func:`tome_plan` over ``feat`` in its layout and dtype, as measured on an H200
-    (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README "Merges on the GPU",
-    and bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32 gives fp32-grade
+    similarities[, destinations a program]) for :func:`tome_plan` over ``feat`` in its layout and dtype, as
+    measured on an H200 (graph replays at vim_tiny's and vim_small's recorded shapes, batch 64; README
+    "Merges on the GPU", and bench/results/gpu/MERGE_HISTORY.md for the precisions). Three-pass TF32 gives fp32-grade
     similarities on tensor cores (the same plans as IEEE on every ``x`` and residual input timed; over a
     random-init model's ``dt`` steps, whose best matches can tie that closely, IEEE's 54-token plans
     differed), one pass does for 16-bit features, and fp32 channel-major features (a mixer's ``x``) keep IEEE.
     ``softplus``: the features compared are fp32 steps computed in the kernel, whatever ``feat``'s dtype.
     Token-major tiles split a row's destinations over programs 64 at a time: four programs a row at 197
-    tokens instead of two, 188-211 registers a thread and no spill where the unsplit tile spilled
+    tokens instead of two, 166-211 registers a thread and no spill where the unsplit tile spilled
     (``bench/kernel_registers.py``, sm_90). Channels stay 16 a step and a program's sources 64 where
     that took 64: another sum order or matrix instruction changes plans over steps (below)."""
     if not feat.is_cuda:  # the interpreter has no tensor cores to emulate
