@@ -822,7 +822,8 @@ def tome_plan(feat: torch.Tensor, cls: torch.Tensor, r: int, window: int,
     # idle at small batches), then the choice and the bookkeeping, which need the whole row, one per row
     block_r, block_c, precision, warps, match_warps, *more = tiles or tome_tiles(feat, block_s,
                                                                                softplus_bias is not None)
-    block_d, unroll = (*more, *(block_s, 1)[len(more):])[:2]
+    block_d = more[0] if more else block_s
+    unroll = more[1] if len(more) > 1 else 1
     block_r, block_d = min(block_r, block_s), min(block_d, block_s)
     parts = block_s // block_d
     best = torch.empty(bsz, parts, block_s, device=feat.device, dtype=torch.float32)
