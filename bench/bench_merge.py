@@ -83,11 +83,11 @@ class Bound:
     """Inside the block, a patched model runs its schedule without merge cost."""
 
     def __enter__(self):
-        self._original = patch.reduce_tokens
-        patch.reduce_tokens = cut_tokens
+        self._original = patch.reduce_tokens, patch.plan_ahead
+        patch.reduce_tokens, patch.plan_ahead = cut_tokens, lambda info, layer: None
 
     def __exit__(self, *exc):
-        patch.reduce_tokens = self._original
+        patch.reduce_tokens, patch.plan_ahead = self._original
 
 
 GRAPHS = False  # --graphs: every timed forward is a CUDA graph replay (no host launch cost)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,24 @@ def test_kernel_registers_compiles_for_sm90_on_the_cpu(capsys):
     kr.main("select_chain")
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[0] == "select_chain" and int(out[1].split()[1]) == got["regs"]
+
+
+def test_the_bound_plans_no_merge(bench):
+    """The no-merge-cost bound cuts tokens and plans nothing, not even a plan started ahead."""
+    import dataclasses
+
+    import stmsearch
+
+    model = stmsearch.create_model("vim_proxy", pretrained=False, depth=4).eval()
+    stmsearch.apply(model, stmsearch.MergeConfig(method="tome", metric="dt", schedule=[6, 9, 0, 12]))
+    planned = []
+    method = model._stm["method"]
+    model._stm["method"] = dataclasses.replace(method, plan=lambda step: planned.append(step.layer) or method.plan(step))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.inference_mode():
+        with bench.Bound():
+            model(x)
+        assert planned == [] and model._stm["pending"] is None
+        assert [t["tokens"] for t in stmsearch.trace(model)] == [191, 182, 182, 170]
+        model(x)
+    assert planned == [0, 1, 3]

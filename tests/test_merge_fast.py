@@ -400,3 +400,37 @@ def test_merged_forward_never_syncs(case: dict) -> None:
             model(images)
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_plan_ahead_on_a_side_stream_gpu(dtype, monkeypatch) -> None:
+    """ToMe over ``dt`` plans on a side stream beside the scan (patch.plan_ahead): eager and graph-replayed
+    forwards equal, bit for bit, the forward that plans at the merge on the main stream."""
+    from stmsearch.merging import patch
+
+    torch.manual_seed(0)
+    model = stmsearch.create_model("vim_tiny").cuda().eval()
+    stmsearch.apply(model, stmsearch.MergeConfig(method="tome", metric="dt", schedule=[0, 0] + [8, 0] * 11))
+    images = torch.randn(8, 3, 224, 224, device="cuda")
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16,  # noqa: E731
+                                      cache_enabled=False)
+    with torch.no_grad(), autocast():
+        ahead = model(images).float()
+        trace = stmsearch.trace(model)
+        assert len(model._stm["streams"]) == 1
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            model(images)  # warm-up before capture, off the default stream
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = model(images)
+        graph.replay()
+        torch.cuda.synchronize()
+        monkeypatch.setattr(patch, "plan_ahead", lambda info, layer: None)
+        plain = model(images).float()
+    assert stmsearch.trace(model) == trace
+    assert torch.equal(ahead, plain) and torch.equal(captured.float(), plain)

@@ -209,3 +209,40 @@ def test_apply_rejects_invalid_schedule_before_patching(model):
 def test_trace_needs_a_patched_model():
     with pytest.raises(RuntimeError, match="apply"):
         stmsearch.trace(stmsearch.create_model("vim_proxy", pretrained=False, depth=1))
+
+
+@pytest.mark.parametrize("case", [{"metric": "dt", "weights": "dt"}, {"metric": "x", "weights": "size"},
+                                  {"metric": "B", "weights": "mean"}])
+def test_a_plan_made_ahead_equals_the_plan_made_at_the_merge(model, case, monkeypatch):
+    """ToMe over a recorded metric plans as soon as the previous mixer records (patch.plan_ahead); the
+    forward must be the one that plans at the merge, and every merge after a record must plan ahead."""
+    from stmsearch.merging import patch
+
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    cfg = MergeConfig(method="tome", schedule=[6, 9, 0, 12], **case)
+    ahead = []
+    original = patch.plan_ahead
+
+    def counted(info, layer):
+        original(info, layer)
+        if info["pending"] is not None and info["pending"][0] == layer:
+            ahead.append(layer)
+
+    monkeypatch.setattr(patch, "plan_ahead", counted)
+    out = run(model, cfg, x)
+    trace = stmsearch.trace(model)
+    assert ahead == [1, 3]  # layer 0 has no record before it; layer 2 removes nothing
+    monkeypatch.setattr(patch, "plan_ahead", lambda info, layer: None)
+    assert torch.equal(run(model, cfg, x), out)
+    assert stmsearch.trace(model) == trace
+    assert [t["tokens"] for t in trace] == [191, 182, 182, 170]
+
+
+def test_plans_that_read_the_residual_wait_for_the_merge():
+    from stmsearch.merging.methods import get_method
+
+    tome = get_method("tome")
+    assert tome.ahead(MergeConfig(method="tome", metric="dt"))
+    assert not tome.ahead(MergeConfig(method="tome", metric="hidden", weights="dt"))
+    assert not tome.ahead(MergeConfig(method="tome", metric="x", weights="norm"))  # norm weights read hidden
+    assert not any(get_method(m).ahead(MergeConfig(method=m)) for m in ("stm", "prune", "random"))

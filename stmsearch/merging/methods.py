@@ -35,7 +35,9 @@ class Method:
     ``cls_shift(cfg, r, layer)`` says how far removing ``r`` tokens moves it, else the rule must
     hold wherever it sits; ``patches``: the model's patch count, for rules that depend on the grid).
     ``knobs`` maps the MergeConfig fields the method reads to default search ranges.
-    ``example`` is a small valid config the tests run for every method.
+    ``example`` is a small valid config the tests run for every method. ``ahead(cfg)``: the plan reads
+    only the recorded direction and the shared state (no ``residual``, ``hidden`` or ``mixer``), so the
+    patch may start it as soon as the previous mixer has recorded (:func:`~stmsearch.merging.patch.plan_ahead`).
     """
 
     def cost_key(self, cfg: Any) -> str:
@@ -50,6 +52,7 @@ class Method:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # knob values when a config leaves them out
     knobs: Mapping[str, Any] = field(default_factory=dict)
     records: Callable[[Any], bool] = lambda cfg: False
+    ahead: Callable[[Any], bool] = lambda cfg: False
     cls_shift: Callable[[Any, int, int], int] = lambda cfg, r, layer: 0
     flop_ops: tuple[str, ...] = MERGE_OPS
     cost_knobs: tuple[str, ...] = ()  # knobs that change the merge step's run time (the latency model's key)
@@ -159,7 +162,7 @@ register_method(Method(
 
 # --- tome --------------------------------------------------------------------------------------------------
 def _tome_plan(step: ft.MergeStep) -> fn.Plan:
-    if fast.enabled(step.residual):
+    if fast.enabled(step.cls):
         return fast.tome(step)
     return fn.tome_plan(ft.metric(step), step.cls, step.r, step.window, ft.weights_or_none(step))
 
@@ -168,6 +171,7 @@ register_method(Method(
     "tome", _tome_plan,
     lambda cfg, tokens, cls, layer, patches: max(0, (eligible(tokens, cfg.protect) - 1) // 2),
     records=lambda cfg: cfg.metric != "hidden" or cfg.weights == "dt",
+    ahead=lambda cfg: cfg.metric != "hidden" and cfg.weights != "norm",
     flop_ops=MERGE_OPS + ("aten::max", "aten::masked_fill"), cost_knobs=("metric", "weights"),
     knobs={"window": WINDOW, "metric": METRIC, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE},
     example={"schedule": [4] * 4, "metric": "x"},

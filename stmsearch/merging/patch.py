@@ -8,6 +8,7 @@ per-layer trace.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -27,6 +28,7 @@ class MergeBiMamba(BiMamba):
         d = super().direction(x, reverse)
         if not reverse and self._stm["record"]:
             self._stm["mixer"] = d
+            plan_ahead(self._stm, self._stm_layer + 1)
         return d
 
 
@@ -59,17 +61,44 @@ class MergeVisionMamba(VisionMamba):
         info["cls"] = torch.full((b,), self.cls_pos, dtype=torch.long, device=x.device)
         info["sizes"] = torch.ones(b, t, device=x.device)
         info["rep"] = torch.cat([rep[:self.cls_pos], rep.new_full((1,), -1), rep[self.cls_pos:]]).expand(b, t)
-        info["mixer"], info["trace"], info["grid"] = None, [], math.isqrt(t - 1)
+        info["mixer"], info["pending"], info["trace"], info["grid"] = None, None, [], math.isqrt(t - 1)
         return x
 
     def class_token(self, h):
         return h[torch.arange(h.shape[0], device=h.device), self._stm["cls"]]
 
 
+def plan_ahead(info: dict, layer: int) -> None:
+    """Start ``layer``'s plan as soon as the previous mixer has recorded, where the method's plan reads
+    nothing else (``Method.ahead``). On CUDA it runs on a side stream that :func:`reduce_tokens` joins:
+    its kernels then share the GPU with the rest of that mixer (the other direction's projections, the
+    scan), which leave most SMs idle at small batches, instead of waiting in line behind them."""
+    schedule = info["schedule"]
+    if layer >= len(schedule) or not schedule[layer] or not info["ahead"] or torch.jit.is_tracing():
+        return
+    step = MergeStep(info["config"], info, None, None, schedule[layer], layer, None)
+    side, device = None, info["cls"].device
+    if device.type == "cuda":
+        streams = info.setdefault("streams", {})
+        side = streams.get(device) or streams.setdefault(device, torch.cuda.Stream(device))
+        side.wait_stream(torch.cuda.current_stream())
+    # the inputs stay referenced (the recorded direction, cls, sizes) until reduce_tokens joins the side
+    # stream, and the plan's tensors are only freed after it: no block is reused while the other stream reads it
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+        info["pending"] = (layer, info["method"].plan(step), side)
+
+
 def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: int, layer: int,
                   mixer: BiMamba) -> torch.Tensor:
     """Remove ``r`` tokens from the residual stream and update the shared state."""
-    plan = info["method"].plan(MergeStep(info["config"], info, residual, hidden, r, layer, mixer))
+    pending, info["pending"], plan = info.get("pending"), None, None
+    if pending is not None:
+        ahead_of, plan, side = pending
+        if side is not None:
+            torch.cuda.current_stream().wait_stream(side)
+        plan = plan if ahead_of == layer else None
+    if plan is None:
+        plan = info["method"].plan(MergeStep(info["config"], info, residual, hidden, r, layer, mixer))
     if plan.first is not None and fast.enabled(residual):
         return fast.merge(info, residual, plan)
     info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
@@ -94,11 +123,12 @@ def apply(model: VisionMamba, config: MergeConfig | None) -> VisionMamba:
         return model
     schedule = config.validate_for(len(model.layers), model.pos_embed.shape[1])
     method = get_method(config.method)
-    info = {"config": config, "schedule": schedule, "method": method, "record": method.records(config)}
+    info = {"config": config, "schedule": schedule, "method": method, "record": method.records(config),
+            "ahead": method.ahead(config)}
     swaps = [(model, type(model), _merge_class(type(model)))]
     for i, block in enumerate(model.layers):
         swaps += [(block, type(block), MergeBlock), (block.mixer, type(block.mixer), MergeBiMamba)]
-        block._stm_layer = i
+        block._stm_layer = block.mixer._stm_layer = i
     for m, _, new in swaps:
         m._stm = info
         m.__class__ = new
