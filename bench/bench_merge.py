@@ -351,10 +351,16 @@ def main() -> None:
                 done = frozenset((r["variant"], r["level"]) for r in rows  # a superseded row is timed again
                                  if (r["model"], r["batch"], r["dtype"]) == (m, b, d) and not r.get("superseded"))
                 table(m, b, d, names, levels, args.rounds, configs, keep, done)
-    if rows:
-        worst = min(rows, key=lambda r: r["ratio"])
-        print(f"\nworst ratio {worst['ratio']:.3f}: {worst['variant']} at {worst['level']:.0%}, {worst['model']} "
-              f"batch {worst['batch']} {worst['dtype']}; {sum(r['ratio'] >= 0.9 for r in rows)}/{len(rows)} at >= 0.9")
+    if any(not r.get("superseded") for r in rows):
+        print("\n" + summary(rows))
+
+
+def summary(rows: list[dict]) -> str:
+    """The worst current row and how many current rows reach 0.9 (superseded rows are history, not the code)."""
+    current = [r for r in rows if not r.get("superseded")]
+    worst = min(current, key=lambda r: r["ratio"])
+    return (f"worst ratio {worst['ratio']:.3f}: {worst['variant']} at {worst['level']:.0%}, {worst['model']} batch "
+            f"{worst['batch']} {worst['dtype']}; {sum(r['ratio'] >= 0.9 for r in current)}/{len(current)} at >= 0.9")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,9 @@ def test_the_bound_plans_no_merge(bench):
         assert [t["tokens"] for t in stmsearch.trace(model)] == [191, 182, 182, 170]
         model(x)
     assert planned == [0, 1, 3]
+
+
+def test_summary_leaves_superseded_rows_out(bench):
+    rows = [_row("tome metric=dt", 0.4, 0.70, "a", superseded="code changed"), _row("tome metric=dt", 0.4, 0.91, "b"),
+            _row("stm", 0.4, 0.95, "b"), _row("tome", 0.3, 0.89, "b")]
+    assert bench.summary(rows) == "worst ratio 0.890: tome at 30%, vim_tiny batch 64 bf16; 2/3 at >= 0.9"
