@@ -1,7 +1,7 @@
 """Tiles of the merge kernels whose best tile depends on shape, at the shapes one forward records.
 
 For each model:batch:dtype it records the first and last merge step's arguments of dt_weights,
-mean_decay and tome_plan (metric x, dt and the residual) at 40% fewer token-layers, and 2-D STM's plan at
+mean_decay, tome_plan (metric x, dt and the residual) and merge_segments at 40% fewer token-layers, and 2-D STM's plan at
 30% (at 40% it merges once), then times graph
 replays of each with the default tiles and every listed alternative (DIFF: another result).
 
@@ -57,10 +57,15 @@ SWEEPS = [
       (32, 16, "ieee", 4, 4), (32, 16, "ieee", 4, 4, 64), (32, 16, "ieee", 4, 4, 32)]),
     # over steps channels stay 16 a step: another sum order changes plans (see tome_tiles)
     ("tome dt", {"method": "tome", "metric": "dt"}, "tome_plan", 0.4,
-     [(64, 16, "tf32x3", 8, 4, 64), (64, 16, "tf32x3", 8, 4, 64, 2), (64, 16, "tf32x3", 8, 8, 64, 2),
-      (64, 16, "tf32x3", 4, 4, 64), (64, 16, "tf32x3", 8, 4, 32), (64, 16, "tf32x3", 8, 4, 32, 2),
-      (64, 16, "tf32x3", 8, 8, 128, 2), (16, 16, "tf32x3", 8, 4, 16), (16, 16, "tf32x3", 8, 4, 16, 2),
-      (16, 16, "tf32x3", 4, 4, 16), (16, 16, "tf32x3", 4, 4, 32, 2)]),
+     [(64, 16, "tf32x3", 8, 4, 64), (64, 16, "tf32x3", 8, 4, 32), (32, 16, "tf32x3", 8, 4, 32),
+      (32, 16, "tf32x3", 8, 4, 64), (32, 16, "tf32x3", 8, 4, 16), (16, 16, "tf32x3", 8, 4, 16),
+      (16, 16, "tf32x3", 8, 4, 32), (16, 16, "tf32x3", 8, 2, 16), (32, 16, "tf32x3", 8, 2, 32),
+      (64, 16, "tf32x3", 8, 8, 32)]),
+    # the merge itself: (slots a program, warps), over runs (STM) and over ToMe's listed slots
+    ("merge", {"method": "stm"}, "merge_segments", 0.4,
+     [(1, 1), (1, 4), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 2), (8, 4), (16, 4)]),
+    ("merge tome", {"method": "tome", "metric": "dt"}, "merge_segments", 0.4,
+     [(1, 1), (1, 4), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 2), (8, 4), (16, 4)]),
     # at 40% 2-D STM merges once (for_reduction), so its steps are recorded at 30%
     ("stm 2d", {"method": "stm", "neighbourhood": "2d"}, "stm_2d_plan", 0.3,
      [(16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (8, 4)]),

@@ -118,7 +118,7 @@ def test_interpreter_parity() -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
                           cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 7} passed" in proc.stdout, proc.stdout[-2000:]
+    assert f"{len(CASES) + len(KERNELS) + 8} passed" in proc.stdout, proc.stdout[-2000:]
 
 
 @interp
@@ -272,11 +272,13 @@ def test_tome_kernel_equals_torch_plan_interp() -> None:
             for j in range(t - r):
                 members = order[i, int(first[i, j]):int(first[i, j + 1])].tolist()
                 assert members == pos[index[i] == j].tolist()
-    # pre-activation steps: softplus(feat + bias) compared, as features.step_sizes makes them
-    feat, bias, cls_t = torch.randn(2, 16, 33).transpose(1, 2), torch.randn(16), torch.full((2,), 16)
+    # pre-activation steps: softplus(feat + bias) compared, as features.step_sizes makes them; channels
+    # over three steps (each step's bias loaded a step ahead)
+    feat, bias, cls_t = torch.randn(2, 40, 33).transpose(1, 2), torch.randn(40), torch.full((2,), 16)
     ref = fn.tome_plan(torch.nn.functional.softplus(feat + bias), cls_t, 9, 1, None)
-    index, keep, *_ = mt.tome_plan(feat, cls_t, 9, 1, softplus_bias=bias)
-    assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep)
+    for tiles in (None, (16, 16, "ieee", 4, 4, 16)):
+        index, keep, *_ = mt.tome_plan(feat, cls_t, 9, 1, tiles=tiles, softplus_bias=bias)
+        assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep), tiles
     assert not torch.equal(mt.tome_plan(feat, cls_t, 9, 1)[0], index)  # the bias is not ignored
     # exact ties across the split's parts go to the earlier destination, as the torch plan's
     feat = torch.randn(2, 70, 16)
@@ -289,6 +291,39 @@ def test_tome_kernel_equals_torch_plan_interp() -> None:
         assert torch.equal(index, ref.index) and torch.equal(keep, ref.keep), tiles
     *_, ok = mt.tome_plan(torch.randn(1, 9, 4), torch.tensor([4]), 3, 2)  # 2 sources left outside the window
     assert not ok.any()
+
+
+@interp
+def test_merge_kernel_slots_interp() -> None:
+    """merge_segments with several slots a program gives the one-slot program's result bit for bit:
+    runs of one to four tokens with and without weights, ToMe's listed slots, rows that end inside a
+    program's slots."""
+    from stmsearch.ops import merge_triton as mt
+
+    torch.manual_seed(3)
+    b, t, c = 2, 23, 40
+    x, w, sizes = torch.randn(b, t, c), torch.rand(b, t), torch.rand(b, t) + 0.5
+    rep, cls = torch.arange(t).expand(b, t).contiguous(), torch.tensor([11, 4])
+    lengths = [1, 3, 1, 1, 4, 2, 1, 1, 1, 2, 1, 1, 3, 1]  # 14 slots over 23 tokens
+    starts = torch.tensor([0] + lengths).cumsum(0)
+    first = starts.to(torch.int32).expand(b, -1).contiguous()
+    keep = torch.zeros(b, t, dtype=torch.bool)
+    keep[:, starts[:-1]] = True
+    index, keep_t, first_t, order, _ = mt.tome_plan(torch.randn(b, t, 16), cls, 8, 0)
+    for args in ((x, w, first, keep, sizes, rep, cls), (x, None, first, keep, sizes, rep, cls),
+                 (x, w, first_t, keep_t, sizes, rep, cls, order)):
+        ref = mt.merge_segments(*args, tiles=(1, 1))
+        assert ref[0].shape[1] in (14, 15)
+        for tiles in ((4, 1), (8, 4), (16, 2)):
+            got = mt.merge_segments(*args, tiles=tiles)
+            assert all(torch.equal(p, q) for p, q in zip(ref, got)), tiles
+    # the runs' weighted means, their sizes and the class token's slot
+    out, osizes, orep, ocls = mt.merge_segments(x, w, first, keep, sizes, rep, cls, tiles=(8, 4))
+    j = 4  # tokens 6..9
+    want = (w[:, 6:10, None] * x[:, 6:10]).sum(1) / w[:, 6:10].sum(1, keepdim=True)
+    torch.testing.assert_close(out[:, j], want)
+    assert torch.allclose(osizes[:, j], sizes[:, 6:10].sum(1)) and (orep[:, j] == 6).all()
+    assert ocls.tolist() == [int((starts[1:] > 11).nonzero()[0]), int((starts[1:] > 4).nonzero()[0])]
 
 
 @interp

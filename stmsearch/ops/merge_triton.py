@@ -136,10 +136,21 @@ if _HAVE_TRITON:
     @triton.jit
     def _activate(x, c, m, bias_ptr, C, SOFTPLUS: tl.constexpr):
         """A loaded feature tile as fp32 features (:func:`_features` apart from its load)."""
+        return _activated(x, _bias(bias_ptr, c, C, SOFTPLUS), m, SOFTPLUS)
+
+    @triton.jit
+    def _bias(bias_ptr, c, C, SOFTPLUS: tl.constexpr):
+        """Channels ``c``'s step bias (a stand-in 0 without SOFTPLUS, where ``bias_ptr`` is no bias)."""
+        if SOFTPLUS:
+            return tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+        return tl.zeros_like(c).to(tl.float32)
+
+    @triton.jit
+    def _activated(x, bias, m, SOFTPLUS: tl.constexpr):
+        """:func:`_activate` with its channels' ``bias`` already loaded."""
         x = x.to(tl.float32)
         if SOFTPLUS:
-            bias = tl.load(bias_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
-            x = tl.where(m, _softplus(x + bias), 0.0)
+            x = tl.where(m, _softplus(x + bias[None, :]), 0.0)
         return x
 
     @triton.jit
@@ -348,21 +359,23 @@ if _HAVE_TRITON:
         dot = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
         ns = tl.zeros((BLOCK_R,), tl.float32)
         nd = tl.zeros((BLOCK_D,), tl.float32)
-        # each step's tiles are loaded one step ahead (registers), so a step waits on no memory
-        # latency; the sums run in the same order as without
+        # each step's tiles and step bias are loaded one step ahead (registers), so a step waits on no
+        # memory latency; the sums run in the same order as without
         src_at = base + (2 * i)[:, None] * sf_t
         dst_at = base + (2 * j + 1)[:, None] * sf_t
         c = tl.arange(0, BLOCK_C)
         next_a = tl.load(src_at + c[None, :] * sf_c, mask=src_in[:, None] & (c < C)[None, :], other=0.0)
         next_d = tl.load(dst_at + c[None, :] * sf_c, mask=dst_in[:, None] & (c < C)[None, :], other=0.0)
+        next_bias = _bias(bias_ptr, c, C, SOFTPLUS)
         for c0 in tl.range(0, C, BLOCK_C, loop_unroll_factor=UNROLL):
             c = c0 + tl.arange(0, BLOCK_C)
-            a_raw, d_raw = next_a, next_d
+            a_raw, d_raw, bias = next_a, next_d, next_bias
             n = c + BLOCK_C
             next_a = tl.load(src_at + n[None, :] * sf_c, mask=src_in[:, None] & (n < C)[None, :], other=0.0)
             next_d = tl.load(dst_at + n[None, :] * sf_c, mask=dst_in[:, None] & (n < C)[None, :], other=0.0)
-            a = _activate(a_raw, c, src_in[:, None] & (c < C)[None, :], bias_ptr, C, SOFTPLUS)
-            d = _activate(d_raw, c, dst_in[:, None] & (c < C)[None, :], bias_ptr, C, SOFTPLUS)
+            next_bias = _bias(bias_ptr, n, C, SOFTPLUS)
+            a = _activated(a_raw, bias, src_in[:, None] & (c < C)[None, :], SOFTPLUS)
+            d = _activated(d_raw, bias, dst_in[:, None] & (c < C)[None, :], SOFTPLUS)
             dot += tl.dot(a, tl.trans(d), input_precision=PRECISION)
             ns += tl.sum(a * a, axis=1)
             nd += tl.sum(d * d, axis=1)
@@ -559,39 +572,49 @@ if _HAVE_TRITON:
     @triton.jit
     def _merge_segments_kernel(x_ptr, w_ptr, first_ptr, keep_ptr, sizes_ptr, rep_ptr, order_ptr, cls_ptr, out_ptr,
                                osizes_ptr, orep_ptr, ocls_ptr, T, OUT, C, sx_b, sx_t, sw_b, so_b, so_t, s_first,
-                               UNIT_W: tl.constexpr, ORDER: tl.constexpr, BLOCK_C: tl.constexpr):
-        j = tl.program_id(0)
+                               UNIT_W: tl.constexpr, ORDER: tl.constexpr, SLOTS: tl.constexpr,
+                               BLOCK_C: tl.constexpr):
+        """``SLOTS`` slots of one row a program, their k-th members read together (most slots hold one
+        token: one slot a program left each program one dependent chain of small loads); each slot sums
+        its members in sequence as one slot a program did."""
+        j = tl.program_id(0) * SLOTS + tl.arange(0, SLOTS)
         b = tl.program_id(1)
-        lo = tl.load(first_ptr + b * s_first + j)
-        hi = tl.load(first_ptr + b * s_first + j + 1)
+        m_j = j < OUT
+        lo = tl.load(first_ptr + b * s_first + j, mask=m_j, other=0)
+        hi = tl.load(first_ptr + b * s_first + j + 1, mask=m_j, other=0)
         c = tl.arange(0, BLOCK_C)
         m_c = c < C
-        acc = tl.zeros((BLOCK_C,), tl.float32)
-        wsum = lo.to(tl.float32) * 0.0  # scalars typed as the loop carries them
-        size = lo.to(tl.float32) * 0.0
-        rep = lo.to(tl.int64) * 0
+        acc = tl.zeros((SLOTS, BLOCK_C), tl.float32)
+        wsum = tl.zeros((SLOTS,), tl.float32)
+        size = tl.zeros((SLOTS,), tl.float32)
+        rep = tl.zeros((SLOTS,), tl.int64)
         cls = tl.load(cls_ptr + b)
-        has_cls = lo < 0  # False, typed as the loop carries it
-        for p in range(lo, hi):
+        has_cls = j < 0  # False, typed as the loop carries it
+        for k in range(0, tl.max(hi - lo, axis=0)):
+            p = lo + k
+            on = m_j & (p < hi)
             if ORDER:  # slots are runs of ``order``, not of the sequence (ToMe's cross-set merges)
-                t = tl.load(order_ptr + b * T + p)
+                t = tl.load(order_ptr + b * T + p, mask=on, other=0)
             else:
                 t = p
             if UNIT_W:
-                w = 1.0
+                w = tl.where(on, 1.0, 0.0)
             else:
-                w = tl.load(w_ptr + b * sw_b + t).to(tl.float32)
-            acc += w * tl.load(x_ptr + b * sx_b + t * sx_t + c, mask=m_c, other=0.0).to(tl.float32)
+                w = tl.load(w_ptr + b * sw_b + t, mask=on, other=0.0).to(tl.float32)
+            row = tl.load(x_ptr + b * sx_b + t[:, None] * sx_t + c[None, :], mask=on[:, None] & m_c[None, :],
+                          other=0.0)
+            acc += w[:, None] * row.to(tl.float32)
             wsum += w
-            size += tl.load(sizes_ptr + b * T + t).to(tl.float32)
-            kept = tl.load(keep_ptr + b * T + t).to(tl.int64)
-            rep += kept * tl.load(rep_ptr + b * T + t)
-            has_cls = has_cls | (t == cls)
-        out = acc / tl.maximum(wsum, 1e-12)
-        tl.store(out_ptr + b * so_b + j * so_t + c, out.to(out_ptr.dtype.element_ty), mask=m_c)
-        tl.store(osizes_ptr + b * OUT + j, size)
-        tl.store(orep_ptr + b * OUT + j, rep)
-        tl.store(ocls_ptr + b, j.to(tl.int64), mask=has_cls)  # the one slot that holds the class token
+            size += tl.load(sizes_ptr + b * T + t, mask=on, other=0.0).to(tl.float32)
+            kept = tl.load(keep_ptr + b * T + t, mask=on, other=0).to(tl.int64)
+            rep += kept * tl.load(rep_ptr + b * T + t, mask=on, other=0)
+            has_cls = has_cls | (on & (t == cls))
+        out = acc / tl.maximum(wsum, 1e-12)[:, None]
+        tl.store(out_ptr + b * so_b + j[:, None] * so_t + c[None, :], out.to(out_ptr.dtype.element_ty),
+                 mask=m_j[:, None] & m_c[None, :])
+        tl.store(osizes_ptr + b * OUT + j, size, mask=m_j)
+        tl.store(orep_ptr + b * OUT + j, rep, mask=m_j)
+        tl.store(ocls_ptr + b + 0 * j, j.to(tl.int64), mask=has_cls)  # the one slot that holds the class token
 
 
 def edge_scores(feat: torch.Tensor, channels_first: bool, cls: torch.Tensor, window: int, runs: int | None,
@@ -893,14 +916,15 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
 
 
 def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Tensor, keep: torch.Tensor,
-                   sizes: torch.Tensor, rep: torch.Tensor, cls: torch.Tensor, order: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                   sizes: torch.Tensor, rep: torch.Tensor, cls: torch.Tensor, order: torch.Tensor | None = None,
+                   tiles: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Merge runs of tokens: slot j holds tokens first[:, j] .. first[:, j+1] - 1 (of ``order``
     (B, T) int32 when given: the tokens listed slot by slot, else of the sequence).
 
     x (B, T, C) (unit stride in C), weight (B, T) or None (all 1), keep (B, T) bool (one kept
     token per slot), sizes (B, T) float, rep (B, T) int64, cls (B,) int64. Returns the weighted mean
     (B, OUT, C) in x's dtype, the slots' summed sizes, their kept token's rep and the class token's slot.
+    ``tiles`` (slots a program, warps): :func:`merge_tiles` unless given (for tuning).
     """
     bsz, t, chans = x.shape
     out_len = first.shape[1] - 1
@@ -913,11 +937,22 @@ def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Te
     ocls = torch.empty(bsz, device=x.device, dtype=torch.long)
     w = weight if weight is not None else sizes
     block_c = _pow2(chans, 32)
+    slots, warps = tiles or merge_tiles(block_c)
     order = order.contiguous() if order is not None else first
-    _merge_segments_kernel[(out_len, bsz)](x, w, first, keep.view(torch.int8), sizes, rep, order, cls, out, osizes,
-                                           orep, ocls, t, out_len, chans, x.stride(0), x.stride(1),
-                                           w.stride(0) if weight is not None else 0, out.stride(0), out.stride(1),
-                                           first.stride(0), UNIT_W=weight is None, ORDER=order is not first,
-                                           BLOCK_C=block_c,
-                                           num_warps=1 if block_c <= 256 else 4)
+    _merge_segments_kernel[(triton.cdiv(out_len, slots), bsz)](
+        x, w, first, keep.view(torch.int8), sizes, rep, order, cls, out, osizes, orep, ocls, t, out_len, chans,
+        x.stride(0), x.stride(1), w.stride(0) if weight is not None else 0, out.stride(0), out.stride(1),
+        first.stride(0), UNIT_W=weight is None, ORDER=order is not first, SLOTS=slots, BLOCK_C=block_c,
+        num_warps=warps)
     return out, osizes, orep, ocls
+
+
+def merge_tiles(block_c: int) -> tuple[int, int]:
+    """(slots a program, warps) of :func:`merge_segments` for rows of ``block_c`` channels, as measured on an
+    H200 (``bench_merge_tiles.py --only "merge,merge tome"``, vim_tiny and vim_small at batch 64 and 256,
+    2026-12-04: the sums over their first, middle and last steps 164 -> 135 us at 256 channels, 274 -> 234
+    at 512, against one slot a program on 1 and 4 warps, this kernel's tiles before). Wider rows keep
+    those (not measured)."""
+    if block_c <= 256:
+        return 2, 1
+    return (1, 1) if block_c <= 512 else (1, 4)
