@@ -58,8 +58,11 @@ def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = Non
     return data
 
 
-def method_space(base: dict, methods: tuple[str, ...], table: str | None = None) -> SearchSpace:
-    data = {**base, "methods": [{"name": m, "knobs": {"window": dict(WINDOW)}} for m in methods]}
+def method_space(base: dict, methods: tuple[str, ...], table: str | None = None,
+                 stm_knobs: dict | None = None) -> SearchSpace:
+    """``stm_knobs``: more of STM's knobs its search chooses (name -> knob spec, as in a space file)."""
+    knobs = {m: {"window": dict(WINDOW), **((stm_knobs or {}) if m == "stm" else {})} for m in methods}
+    data = {**base, "methods": [{"name": m, "knobs": knobs[m]} for m in methods]}
     if table:
         data["throughput"] = {**data.get("throughput", {}), "table": table}
     return parse_space(data, f"bench_fronts:{'+'.join(methods)}")
@@ -207,10 +210,11 @@ def run(args: argparse.Namespace) -> dict:
         table = str(table.resolve())
     studies = {}
     for m in METHODS:
-        studies[m] = f"fronts-{args.proxy}-{m}"
+        extra = args.stm_knobs if m == "stm" else None
+        studies[m] = f"fronts-{args.proxy}-{m}" + "".join(f"-{k}" for k in sorted(extra or {}))
         with step(f"search_{m}"):
-            run_search(method_space(base, (m,), table), f"bench_fronts:{m}", storage_url=url, study=studies[m],
-                       executor="local", runs=runs, progress=False)
+            run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
+                       study=studies[m], executor="local", runs=runs, progress=False)
     for m in METHODS:
         if not any(r.verified for r in load_study_data(url, studies[m]).records if not r.is_reference):
             with step(f"verify_{m}"):
@@ -230,11 +234,29 @@ def run(args: argparse.Namespace) -> dict:
     ref = data["stm"].reference()
     return {"proxy": args.proxy, "dataset": PROXY_DATASETS[args.proxy], "storage": url, "studies": studies,
             "table": table, "trials": args.trials, "subset": args.subset, "images": args.images,
-            "pairs": args.pairs, "torch_threads": torch.get_num_threads(),
+            "pairs": args.pairs, "torch_threads": torch.get_num_threads(), "stm_knobs": args.stm_knobs or {},
             "reference": None if ref is None else ref.verified,
             "studies_summary": {m: {"trials": len(d.records), "complete": sum(r.complete for r in d.records),
                                     "verified": len(points[m]), "front": len(fronts[m])} for m, d in data.items()},
             "fronts": fronts, **result, "seconds": seconds}
+
+
+def stm_knobs(text: str) -> dict:
+    """--stm-knobs: a YAML mapping of STM knob specs, checked against STM's knobs."""
+    import yaml
+
+    try:
+        knobs = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not YAML: {exc}") from None
+    if not isinstance(knobs, dict) or not knobs:
+        raise argparse.ArgumentTypeError("a mapping of knob name -> spec, e.g. "
+                                         "'{drop: {type: categorical, choices: [0.0, 0.5]}}'")
+    try:
+        parse_space({**base_space("vim_proxy", 10, 2), "methods": [{"name": "stm", "knobs": knobs}]}, "--stm-knobs")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return knobs
 
 
 def fmt(v: Any, spec: str = ".3f") -> str:
@@ -282,6 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--evaluator", help="module:function standing in for evaluate() (smoke tests)")
     ap.add_argument("--lock", help="flock this file around each timed or heavy step (e.g. /tmp/stm-cpu.lock)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stm-knobs", type=stm_knobs, default=None, metavar="YAML",
+                    help="more STM knobs its search chooses, as in a space file's knobs, e.g. "
+                    "'{drop: {type: categorical, choices: [0.0, 0.25, 0.5, 0.75]}}' (a study of its own)")
     ap.add_argument("--out", help="write the JSON here")
     ap.add_argument("--report", metavar="JSON", help="print the report of an earlier run's JSON and stop")
     args = ap.parse_args(argv)

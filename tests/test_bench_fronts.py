@@ -3,6 +3,7 @@ pairing, and a smoke run end to end (stand-in evaluator for search and verify, t
 for the per-image correctness)."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -99,11 +100,26 @@ def test_every_method_gets_demo_yaml_search_settings(bench):
         assert space.methods[0].knobs == spaces[0].methods[0].knobs  # the same window range for each
 
 
+def test_stm_knobs_widen_only_stms_search(bench):
+    base = bench.base_space("vim_proxy_clutter", 500, 40)
+    extra = bench.stm_knobs("{drop: {type: categorical, choices: [0.0, 0.5]}}")
+    stm, prune = (bench.method_space(base, (m,), None, extra).methods[0] for m in ("stm", "prune"))
+    assert set(stm.knobs) == {"window", "drop"} and set(prune.knobs) == {"window"}
+    for bad in ("[1, 2", "3", "{bogus: {type: categorical, choices: [1]}}"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.stm_knobs(bad)
+
+
 def test_smoke_end_to_end(bench, tmp_path, one_thread):
     out = bench.main(["--proxy", "vim_proxy", "--trials", "6", "--subset", "10", "--images", "20",
                       "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",
-                      "--out", str(tmp_path / "out.json")])
+                      "--out", str(tmp_path / "out.json"), "--stm-knobs", "{drop: {type: categorical, choices: [0.5]}}"])
     assert json.loads((tmp_path / "out.json").read_text())["verdicts"] == out["verdicts"]
+    assert out["studies"]["stm"].endswith("-stm-drop") and out["stm_knobs"] == {"drop": {"type": "categorical",
+                                                                                          "choices": [0.5]}}
+    searched = [r for r in load_study_data(out["storage"], out["studies"]["stm"]).records
+                if not r.is_reference and not (r.seed_config or "").startswith("ladder")]
+    assert searched and all(r.config.get("drop") == 0.5 for r in searched)
     for method, study in out["studies"].items():
         data = load_study_data(out["storage"], study)
         assert len(data.records) == 6 and data.reference().verified
