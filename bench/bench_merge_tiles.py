@@ -1,9 +1,9 @@
 """Tiles of the merge kernels whose best tile depends on shape, at the shapes one forward records.
 
-For each model:batch:dtype it records the first and last merge step's arguments of dt_weights,
-mean_decay, tome_plan (metric x, dt and the residual) and merge_segments at 40% fewer token-layers, and 2-D STM's plan at
-30% (at 40% it merges once), then times graph
-replays of each with the default tiles and every listed alternative (DIFF: another result).
+For each model:batch:dtype it records the first, middle and last merge step's arguments of dt_weights,
+mean_decay, tome_plan (metric x, dt and the residual) and merge_segments at 40% fewer token-layers, and
+2-D STM's plan at 30% (at 40% it merges once), then times graph replays of each with the default tiles
+and every listed alternative (DIFF: another result).
 
     STMSEARCH_SCAN=triton python bench/bench_merge_tiles.py vim_tiny:64:bf16 vim_tiny:64:fp32 vim_small:64:bf16 \
         [--only "tome dt,stm 2d"]

@@ -113,7 +113,8 @@ def test_stm_knobs_widen_only_stms_search(bench):
 def test_smoke_end_to_end(bench, tmp_path, one_thread):
     out = bench.main(["--proxy", "vim_proxy", "--trials", "6", "--subset", "10", "--images", "20",
                       "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",
-                      "--out", str(tmp_path / "out.json"), "--stm-knobs", "{drop: {type: categorical, choices: [0.5]}}"])
+                      "--out", str(tmp_path / "out.json"),
+                      "--stm-knobs", "{drop: {type: categorical, choices: [0.5]}}"])
     assert json.loads((tmp_path / "out.json").read_text())["verdicts"] == out["verdicts"]
     assert out["studies"]["stm"].endswith("-stm-drop") and out["stm_knobs"] == {"drop": {"type": "categorical",
                                                                                           "choices": [0.5]}}

@@ -917,7 +917,8 @@ def prune_plan(magnitude: torch.Tensor, cls: torch.Tensor, r: int, window: int
 
 def merge_segments(x: torch.Tensor, weight: torch.Tensor | None, first: torch.Tensor, keep: torch.Tensor,
                    sizes: torch.Tensor, rep: torch.Tensor, cls: torch.Tensor, order: torch.Tensor | None = None,
-                   tiles: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                   tiles: tuple[int, int] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Merge runs of tokens: slot j holds tokens first[:, j] .. first[:, j+1] - 1 (of ``order``
     (B, T) int32 when given: the tokens listed slot by slot, else of the sequence).
 
