@@ -80,7 +80,9 @@ def plan_ahead(info: dict, layer: int) -> None:
     side, device = None, info["cls"].device
     if device.type == "cuda":
         streams = info.setdefault("streams", {})
-        side = streams.get(device) or streams.setdefault(device, torch.cuda.Stream(device))
+        if device not in streams:
+            streams[device] = torch.cuda.Stream(device)
+        side = streams[device]
         side.wait_stream(torch.cuda.current_stream())
     # the inputs stay referenced (the recorded direction, cls, sizes) until reduce_tokens joins the side
     # stream, and the plan's tensors are only freed after it: no block is reused while the other stream reads it
