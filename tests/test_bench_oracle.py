@@ -2,9 +2,6 @@
 drop) applied by the project's own plans, and the oracle applies the candidate it measured least."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,19 +9,18 @@ import torch.nn.functional as F
 from stmsearch.evaluation.fidelity import load_proxy
 from stmsearch.merging import functions as fn
 from stmsearch.merging.config import MergeConfig
+from stmsearch.merging.methods import unregister_method
 from stmsearch.merging.patch import apply
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_oracle.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_oracle", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.register()
-    return module
+    from bench import bench_oracle
+    bench_oracle.register()
+    yield bench_oracle
+    unregister_method("oracle")  # other modules' tests walk the method table
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +135,4 @@ def test_outside_its_layers_the_oracle_is_stm(bench, proxy):
             apply(proxy.model, None)
     torch.testing.assert_close(outs["none"], outs["stm"], rtol=0, atol=0)
     assert not torch.equal(outs["one"], outs["stm"])
+
