@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from stmsearch.merging.config import config_from_dict
 from stmsearch.search import SearchError, load_space, run_search
 from stmsearch.cli.search import search_cmd
-from stmsearch.search.record import finished, reap_stale
+from stmsearch.search.record import ask, counted, finished, reap_stale
 from stmsearch.database import open_storage
 from stmsearch.search.storage import study_name
 
@@ -172,6 +172,26 @@ def test_stale_running_trials_are_failed_on_the_next_run(tmp_path):
     frozen = study.trials[0]
     assert frozen.state == TrialState.FAIL and frozen.user_attrs["interrupted"]
     assert "interrupted" in frozen.user_attrs["error"] and finished(study) == []
+
+
+@pytest.mark.parametrize("enqueued", [False, True])
+def test_a_search_killed_right_after_asking_leaves_a_reapable_trial(tmp_path, enqueued):
+    """A process that takes a trial and dies before doing anything else (the window SIGKILL hit in
+    test_sigkill_mid_search_loses_no_completed_trial once): the trial names its dead owner, so the next
+    search reaps it at once instead of counting it against the budget."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="s", directions=["maximize"])
+    if enqueued:
+        study.enqueue_trial({}, user_attrs={"seed_config": "a"})
+    child = ("import optuna, os; from stmsearch.database import open_storage; from stmsearch.search.record import ask; "
+             f"ask(optuna.load_study(study_name='s', storage=open_storage({url!r}))); os._exit(0)")
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=120)
+    orphan = study.trials[0]
+    assert orphan.state == TrialState.RUNNING and orphan.user_attrs["pid"] != os.getpid()
+    assert len(counted(study)) == 1
+    assert reap_stale(study) == 1 and counted(study) == []
+    mine = ask(study)  # this process's own trial is not reaped while it lives
+    assert mine.user_attrs["pid"] == os.getpid() and reap_stale(study) == 0 and len(counted(study)) == 1
 
 
 def _completed(db: Path) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -13,7 +12,7 @@ from .executor import start_study
 from .objective import run_trial
 from .params import suggest
 from .progress import SearchProgress
-from .record import (INTERRUPTED, Heartbeat, admitted, counted, measured_twin, owner, reference_metrics, tell,
+from .record import (INTERRUPTED, Heartbeat, admitted, ask, counted, measured_twin, reference_metrics, tell,
                      withdraw)
 from .space import REFERENCE, SearchSpace
 
@@ -41,16 +40,12 @@ def run_local(study: optuna.Study, space: SearchSpace, budget: int, progress: Se
             if deadline and time.monotonic() + (statistics.median(took) if took else 0.0) > deadline:
                 break
             started = time.monotonic()
-            with warnings.catch_warnings():  # optuna warns that heartbeats are meant for optimize()
-                warnings.simplefilter("ignore", UserWarning)
-                trial = study.ask()
+            trial = ask(study)
             beat.add(trial._trial_id)
             try:
                 if not admitted(study, trial.number, budget):
                     withdraw(study, trial._trial_id, "the study's budget is full")
                     break
-                for key, value in owner().items():
-                    trial.set_user_attr(key, value)
                 params, seed = suggest(trial, space), trial.user_attrs.get("seed_config")
                 outcome = run_trial(space, params, seed, measured_twin(study, space, params, seed))
                 tell(study, trial, outcome, space, reference)

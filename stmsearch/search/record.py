@@ -95,6 +95,22 @@ def owner_gone(attrs: dict) -> bool:
     return start is not None and _process_start(pid) not in (None, start)
 
 
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``, owned by this process from the write that creates the trial: a search killed
+    between asking and recording its owner would leave a RUNNING trial nobody can reap (no owner, no
+    heartbeat yet), counted against the budget. A waiting (enqueued) trial is owned right after it is taken."""
+    study._thread_local.cached_all_trials = None  # as Study.ask: sync with the storage once per trial
+    trial_id = study._pop_waiting_trial_id()
+    if trial_id is None:
+        template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=owner())
+        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+        return optuna.Trial(study, trial_id)
+    trial = optuna.Trial(study, trial_id)
+    for key, value in owner().items():
+        trial.set_user_attr(key, value)
+    return trial
+
+
 def new_running_trial(study: optuna.Study, space: SearchSpace, user_attrs: dict) -> optuna.Trial:
     """A RUNNING trial at the least-reduction parameters (the reference's), owned by this process."""
     template = optuna.trial.create_trial(state=TrialState.RUNNING, params=reference_params(space),
