@@ -97,8 +97,9 @@ def owner_gone(attrs: dict) -> bool:
 
 def ask(study: optuna.Study) -> optuna.Trial:
     """``study.ask()``, owned by this process from the write that creates the trial: a search killed
-    between asking and recording its owner would leave a RUNNING trial nobody can reap (no owner, no
-    heartbeat yet), counted against the budget. A waiting (enqueued) trial is owned right after it is taken."""
+    between asking and recording its owner would leave a RUNNING trial the next search cannot reap at once
+    (no owner; never, if it died before its first heartbeat), counted against the budget meanwhile. A waiting
+    (enqueued) trial is owned one write after it is taken."""
     study._thread_local.cached_all_trials = None  # as Study.ask: sync with the storage once per trial
     trial_id = study._pop_waiting_trial_id()
     if trial_id is None:
