@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, config_at, load_proxy, paired, parse_range
+from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, config_at, correct, load_proxy, paired, parse_range
 from stmsearch.merging import features as ft
 from stmsearch.merging import functions as fn
 from stmsearch.merging.capacity import eligible
@@ -106,7 +106,8 @@ def oracle_plan(step: ft.MergeStep) -> fn.Plan:
     on any adjacent pair (``edges``), merged with STM's weights. Outside the layers ``oracle_layers``
     names (a range; default all), STM's own plan under the same config."""
     cfg, info = step.config, step.state
-    if step.layer not in info.get("oracle_layers", range(step.layer, step.layer + 1)):
+    layers = info.get("oracle_layers")
+    if layers is not None and step.layer not in layers:
         return METHODS["stm"].plan(step)
     model, chunk = info["oracle_model"], info.get("oracle_chunk", 8192)
     residual, t = step.residual.float(), step.residual.shape[1]
@@ -132,7 +133,6 @@ def register() -> None:
                                description="diagnostic: measures every candidate (bench/bench_oracle.py)"))
 
 
-@torch.inference_mode()
 def evaluate(proxy, overrides: dict, target: float, batch: int, chunk: int, layers: range | None = None) -> dict:
     """One row at one level: per-image correctness on the proxy's images under the shared schedule
     (``layers``: where the oracle chooses; STM's plan elsewhere)."""
@@ -143,8 +143,7 @@ def evaluate(proxy, overrides: dict, target: float, batch: int, chunk: int, laye
     if layers is not None:
         proxy.model._stm["oracle_layers"] = layers
     try:
-        ok = torch.cat([(proxy.model(proxy.images[i:i + batch]).argmax(-1) == proxy.labels[i:i + batch]).cpu()
-                        for i in range(0, len(proxy.images), batch)])
+        ok = correct(proxy.model, proxy.images, proxy.labels, batch)
     finally:
         apply(proxy.model, None)
     return {"accuracy": ok.float().mean().item(), "shared": shared, "correct": ok,
