@@ -103,21 +103,22 @@ def ask(study: optuna.Study) -> optuna.Trial:
     study._thread_local.cached_all_trials = None  # as Study.ask: sync with the storage once per trial
     trial_id = study._pop_waiting_trial_id()
     if trial_id is None:
-        template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=owner())
-        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-        return optuna.Trial(study, trial_id)
+        return _owned_trial(study, {})
     trial = optuna.Trial(study, trial_id)
     for key, value in owner().items():
         trial.set_user_attr(key, value)
     return trial
 
 
+def _owned_trial(study: optuna.Study, user_attrs: dict, **fields: Any) -> optuna.Trial:
+    """A new RUNNING trial owned by this process from the write that creates it (``fields``: create_trial's)."""
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs={**user_attrs, **owner()}, **fields)
+    return optuna.Trial(study, study._storage.create_new_trial(study._study_id, template_trial=template))
+
+
 def new_running_trial(study: optuna.Study, space: SearchSpace, user_attrs: dict) -> optuna.Trial:
     """A RUNNING trial at the least-reduction parameters (the reference's), owned by this process."""
-    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=reference_params(space),
-                                         distributions=distributions(space), user_attrs={**user_attrs, **owner()})
-    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
-    return optuna.Trial(study, trial_id)
+    return _owned_trial(study, user_attrs, params=reference_params(space), distributions=distributions(space))
 
 
 def claim_reference(study: optuna.Study, space: SearchSpace) -> optuna.Trial | None:
