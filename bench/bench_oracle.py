@@ -11,13 +11,21 @@ damage estimate could buy each family under the shared schedules of bench_fideli
     python bench/bench_oracle.py --device cuda --images 0:500 --out oracle.json     # ~2 min per proxy on an H200
     python bench/bench_oracle.py --proxy vim_proxy --images 0:4 --levels 0.4        # CPU smoke, ~1 min
 
+``taylor blocks`` prices the same merges without running them: the Jacobian of the class logits with
+respect to the residual stream (one batched backward through the remaining layers, no further
+reduction) gives each merge's first-order logit change, and its Fisher quadratic 1/2 dz^T (diag p -
+p p^T) dz approximates the measured KL. Still a diagnostic (a backward per merging layer): it shows
+how much of the oracle's gain a per-image gradient carries.
+
 Rows: STM at its defaults, prune, and the oracles, each on the same images and shared schedule;
 ``+W/-L p``: exact two-sided sign test of the row against STM, prune and ``oracle prune``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 
@@ -30,11 +38,14 @@ from stmsearch.merging import functions as fn
 from stmsearch.merging.capacity import eligible
 from stmsearch.merging.methods import METHODS, STM_DEFAULTS, Method, _stm_capacity, register_method
 from stmsearch.merging.patch import apply
+from stmsearch.models import vim
 
 ROWS = {"stm": {"method": "stm"}, "prune": {"method": "prune", "window": 0},
         "oracle blocks": {"method": "oracle", "edges": "blocks"},
         "oracle free": {"method": "oracle", "edges": "free"},
-        "oracle prune": {"method": "oracle", "edges": "free", "drop": 1.0}}
+        "oracle prune": {"method": "oracle", "edges": "free", "drop": 1.0},
+        "taylor blocks": {"method": "oracle", "edges": "blocks"}}
+ESTIMATE = {"taylor blocks": "taylor"}  # rows whose oracle prices merges by the Jacobian, not by running them
 AGAINST = ("stm", "prune", "oracle prune")
 LEVELS = (0.2, 0.3, 0.4)
 
@@ -101,9 +112,57 @@ def measured_kl(model, step: ft.MergeStep, candidates, chunk: int) -> torch.Tens
     return (base.exp()[:, None] * (base[:, None] - q)).sum(-1)
 
 
+@contextlib.contextmanager
+def differentiable():
+    """The model's plain-op path on any device: the reference scan (the GPU kernels have no backward)
+    and no padded layout (its out= GEMMs cannot be differentiated)."""
+    scan, padded = os.environ.get("STMSEARCH_SCAN"), vim._padded_layout
+    os.environ["STMSEARCH_SCAN"], vim._padded_layout = "reference", lambda x: False
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        vim._padded_layout = padded
+        if scan is None:
+            os.environ.pop("STMSEARCH_SCAN")
+        else:
+            os.environ["STMSEARCH_SCAN"] = scan
+
+
+def merge_logit_change(model, step: ft.MergeStep, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, K) of the rest of the model and, per adjacent merge (weighted mean by ``weight``), their
+    first-order change (B, T-1, K): the merge moves token a by wb/(wa+wb) (b - a) and b by wa/(wa+wb)
+    (a - b), priced by the Jacobian of the logits (one batched backward through the remaining layers)."""
+    info = step.state
+    record, info["record"] = info["record"], False
+    try:
+        with differentiable():
+            x = step.residual.float().clone().requires_grad_(True)  # a tensor autograd may save
+            z = tail_logits(model, x, info["sizes"].clone(), step.cls.clone(), step.layer, step.config.size_aware_decay)
+            k = z.shape[1]
+            eye = torch.eye(k, device=z.device)[:, None].expand(k, z.shape[0], k)
+            g = torch.autograd.grad(z, x, grad_outputs=eye, is_grads_batched=True)[0]  # (K, B, T, C)
+            z, g = z.detach(), g.detach()
+    finally:
+        info["record"] = record
+    x = step.residual.float()
+    d = x[:, 1:] - x[:, :-1]
+    wa, wb = weight[:, :-1].float(), weight[:, 1:].float()
+    return z, (torch.einsum("kbec,bec->bek", g[:, :, :-1], d) * (wb / (wa + wb))[..., None]
+               - torch.einsum("kbec,bec->bek", g[:, :, 1:], d) * (wa / (wa + wb))[..., None])
+
+
+def fisher_kl(z: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(z) || softmax(z + dz)) to second order, 1/2 sum_k p_k (dz_k - p.dz)^2; z (B, K), dz (B, E, K)."""
+    p = z.softmax(-1)[:, None]
+    dl = dz - (p * dz).sum(-1, keepdim=True)
+    return 0.5 * (p * dl.pow(2)).sum(-1)
+
+
 def oracle_plan(step: ft.MergeStep) -> fn.Plan:
     """The ``r`` candidates of least measured KL: drops (``drop`` 1.0), else merges in STM's blocks or
-    on any adjacent pair (``edges``), merged with STM's weights. Outside the layers ``oracle_layers``
+    on any adjacent pair (``edges``), merged with STM's weights; the KL measured, or where the state's
+    ``oracle_estimate`` is ``taylor`` estimated (:func:`merge_logit_change`, :func:`fisher_kl`). Outside the layers ``oracle_layers``
     names (a range; default all), STM's own plan under the same config."""
     cfg, info = step.config, step.state
     layers = info.get("oracle_layers")
@@ -115,7 +174,10 @@ def oracle_plan(step: ft.MergeStep) -> fn.Plan:
         kl = measured_kl(model, step, drop_candidates(residual, info["sizes"], step.cls), chunk)
         return fn.prune_plan(kl, step.cls, step.r, step.window)
     weight = ft.weights(step)
-    kl = measured_kl(model, step, merge_candidates(residual, info["sizes"], step.cls, weight), chunk)
+    if info.get("oracle_estimate") == "taylor":
+        kl = fisher_kl(*merge_logit_change(model, step, weight))
+    else:
+        kl = measured_kl(model, step, merge_candidates(residual, info["sizes"], step.cls, weight), chunk)
     allowed = (fn.block_edges(step.cls, t, step.window, cfg.runs, step.layer) if cfg.edges == "blocks"
                else fn.free_edges(step.cls, t, step.window))
     return fn.chain_plan(fn.choose_edges(kl, allowed, step.r), weight, step.r)
@@ -133,13 +195,14 @@ def register() -> None:
                                description="diagnostic: measures every candidate (bench/bench_oracle.py)"))
 
 
-def evaluate(proxy, overrides: dict, target: float, batch: int, chunk: int, layers: range | None = None) -> dict:
+def evaluate(proxy, overrides: dict, target: float, batch: int, chunk: int, layers: range | None = None,
+             estimate: str = "measured") -> dict:
     """One row at one level: per-image correctness on the proxy's images under the shared schedule
     (``layers``: where the oracle chooses; STM's plan elsewhere)."""
     cfg, shared = config_at(overrides, target, proxy.depth, proxy.tokens)
     t0 = time.perf_counter()
     apply(proxy.model, cfg)
-    proxy.model._stm.update(oracle_model=proxy.model, oracle_chunk=chunk)
+    proxy.model._stm.update(oracle_model=proxy.model, oracle_chunk=chunk, oracle_estimate=estimate)
     if layers is not None:
         proxy.model._stm["oracle_layers"] = layers
     try:
@@ -197,7 +260,7 @@ def main() -> None:
             ap.error(f"--oracle-layers must be START:STOP (e.g. 2:7), got {text!r}")
         spans[text] = range(lo, hi)
     runs = [(row, ROWS[row], None) for row in rows]
-    runs += [(f"{row} @{text}", ROWS[row], span) for text, span in spans.items() for row in rows if row.startswith("oracle")]
+    runs += [(f"{row} @{text}", ROWS[row], span) for text, span in spans.items() for row in rows if row.startswith(("oracle", "taylor"))]
     register()
     names = list(PROXY_DATASETS) if args.proxy == "both" else [args.proxy]
     out = {"command": "python " + " ".join(sys.argv), "device": args.device, "torch": torch.__version__,
@@ -208,7 +271,8 @@ def main() -> None:
         for lv in levels:
             cells[lv] = {}
             for row, over, span in runs:
-                cells[lv][row] = evaluate(proxy, over, lv, args.batch, args.chunk, span)
+                cells[lv][row] = evaluate(proxy, over, lv, args.batch, args.chunk, span,
+                                          ESTIMATE.get(row.split(" @")[0], "measured"))
                 c = cells[lv][row]
                 print(f"{name} -{round(lv * 100)}% {row}: {c['accuracy']:.3f} ({c['seconds']:.0f} s)", flush=True)
         print(f"\n{name}, held-out images {args.images}\n\n{table(cells, levels)}\n", flush=True)

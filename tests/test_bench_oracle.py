@@ -136,3 +136,40 @@ def test_outside_its_layers_the_oracle_is_stm(bench, proxy):
     torch.testing.assert_close(outs["none"], outs["stm"], rtol=0, atol=0)
     assert not torch.equal(outs["one"], outs["stm"])
 
+
+
+def test_merge_logit_change_is_the_jacobian_of_the_merge(bench, proxy, state):
+    """The first-order logit change of each merge equals a central finite difference of the rest of the
+    model, moving the two tokens a fraction of the way to their weighted mean."""
+    from stmsearch.merging.features import MergeStep
+    x, t = state["residual"], state["residual"].shape[1]
+    weight = torch.rand(2, t, generator=torch.Generator().manual_seed(0)) + 0.5
+    cfg = MergeConfig(method="stm", schedule=[0] * 12)
+    step = MergeStep(cfg, {"record": True, "sizes": state["sizes"], "cls": state["cls"]}, x, None, 1, LAYER, None)
+    z, dz = bench.merge_logit_change(proxy.model, step, weight)
+    assert dz.shape == (2, t - 1, z.shape[1])
+    eps = 0.1
+    with torch.inference_mode():
+        torch.testing.assert_close(z, bench.tail_logits(proxy.model, x, state["sizes"], state["cls"], LAYER, True))
+        for e in (0, 5, int(state["cls"].max()) + 3, t - 2):
+            wa, wb = weight[:, e, None], weight[:, e + 1, None]
+            mean = (wa * x[:, e] + wb * x[:, e + 1]) / (wa + wb)
+            out = []
+            for sign in (1, -1):
+                moved = x.clone()
+                moved[:, e] += sign * eps * (mean - x[:, e])
+                moved[:, e + 1] += sign * eps * (mean - x[:, e + 1])
+                out.append(bench.tail_logits(proxy.model, moved, state["sizes"], state["cls"], LAYER, True))
+            fd = (out[0] - out[1]) / (2 * eps)
+            assert (fd - dz[:, e]).abs().max() <= 0.05 * dz[:, e].abs().max() + 1e-6
+
+
+def test_fisher_kl_is_the_kl_to_second_order(bench):
+    gen = torch.Generator().manual_seed(1)
+    z, dz = torch.randn(3, 10, generator=gen, dtype=torch.float64) * 2, torch.randn(3, 4, 10, generator=gen,
+                                                                                   dtype=torch.float64)
+    eps = 1e-3
+    p = F.log_softmax(z, -1)[:, None]
+    q = F.log_softmax(z[:, None] + eps * dz, -1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    torch.testing.assert_close(bench.fisher_kl(z, dz) * eps ** 2, kl, rtol=1e-2, atol=0)
