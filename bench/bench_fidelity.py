@@ -36,15 +36,12 @@ from pathlib import Path
 
 import torch
 
-from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, evaluate_cell, load_proxy, paired, parse_range
+from stmsearch.evaluation.fidelity import BASELINES, LEVELS, PROXY_DATASETS, bits, evaluate_cell, load_proxy, paired, parse_range
 from stmsearch.merging.config import ConfigError, MergeConfig
 from stmsearch.merging.methods import get_method
 
-LEVELS = (0.1, 0.2, 0.3, 0.4)
 WINDOWS = (0, 4, 8)  # the window's table range is 0-16; these span "none" to the current default
 STAGE1 = ("metric", "damage", "fading", "window", "runs")  # --stage1 changes it
-BASELINES = {"tome": {"method": "tome"}, "prune": {"method": "prune"},
-             **{f"random s{s}": {"method": "random", "seed": s} for s in range(3)}}
 RULE = ("highest mean accuracy over both proxies and all levels on the selection images, among variants "
         "that ran the shared schedule in every cell (all variants if none did); ties to the earlier variant "
         "(defaults first)")

@@ -392,3 +392,28 @@ def test_mnist5k_clutter_draws_fragments_from_the_same_split_only(monkeypatch):
 def test_clutter_needs_two_digits():
     with pytest.raises(ValueError, match="at least 2 digits"):
         clutter.clutter_images(np.zeros((1, 1, 28, 28), np.uint8), seed=0)
+
+
+def test_mnist5k_clutter_layouts_place_the_same_digits_anew():
+    """Layout K > 0: the same labels and the same digit in canvas i, on a new canvas; layout 0 is the
+    dataset itself; each layout is the same in every call."""
+    base = load_dataset("mnist5k-clutter", "val")
+    assert torch.equal(load_dataset("mnist5k-clutter:0", "val").images, base.images)
+    one, two = load_dataset("mnist5k-clutter:1", "val"), load_dataset("mnist5k-clutter:2", "val")
+    for other in (one, two):
+        assert torch.equal(other.labels, base.labels) and other.images.shape == base.images.shape
+        assert (other.images != base.images).flatten(1).any(1).all()  # every canvas differs
+    assert (one.images != two.images).flatten(1).any(1).all()
+    clear_cache()
+    assert np.array_equal(clutter.mnist5k_clutter("val", 1)[0], one.images.numpy())
+    digits = load_dataset("mnist5k", "val").images[:20, 0].numpy()
+    windows = np.lib.stride_tricks.sliding_window_view(one.images[:20, 0].numpy(), (28, 28), axis=(1, 2))
+    assert (windows >= digits[:, None, None]).all(axis=(-1, -2)).any(axis=(1, 2)).all()
+
+
+@pytest.mark.parametrize("spec, message", [("mnist5k-clutter:x", "mnist5k-clutter:x: the layout must be a whole number"),
+                                           ("mnist5k-clutter:", "unknown dataset 'mnist5k-clutter:'"),
+                                           ("mnist5k:1", "unknown dataset 'mnist5k:1'")])
+def test_a_bad_layout_is_one_clear_error(spec, message):
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(spec, "val")

