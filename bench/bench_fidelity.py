@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from stmsearch.evaluation.fidelity import BASELINES, LEVELS, PROXY_DATASETS, bits, evaluate_cell, load_proxy, paired, parse_range
+from stmsearch.evaluation.fidelity import (BASELINES, LEVELS, PROXY_DATASETS, bits, evaluate_cell, load_proxy, paired,
+                                           parse_levels, parse_range)
 from stmsearch.merging.config import ConfigError, MergeConfig
 from stmsearch.merging.methods import get_method
 
@@ -305,7 +306,7 @@ def main() -> None:
     ap.add_argument("--markdown", help="write the report tables as Markdown to this file")
     args = ap.parse_args()
     try:
-        levels = tuple(float(v) for v in args.levels.split(","))
+        levels = parse_levels(args.levels)
         sel_range, rep_range = parse_range(args.select_images), parse_range(args.report_images)
     except ValueError as exc:
         ap.error(str(exc))

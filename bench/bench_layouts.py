@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from stmsearch.evaluation.fidelity import BASELINES, LEVELS, bits, evaluate_cell, load_proxy, paired, paired_by_digit, parse_range
+from stmsearch.evaluation.fidelity import (BASELINES, LEVELS, accuracy_text, bits, evaluate_cell, level_table, load_proxy,
+                                           paired, paired_by_digit, parse_levels, parse_range)
 
 PROXY = "vim_proxy_clutter"
 ROWS = {"STM (defaults)": {"method": "stm"}, **BASELINES}
@@ -56,17 +57,11 @@ def tests(cells: dict, digits: int) -> dict:
 
 
 def table(cells: dict, tst: dict, levels) -> str:
-    lines = ["| row | " + " | ".join(f"-{t:.0%}" for t in levels) + " |", "|---|" + "---|" * len(levels)]
+    rows = {}
     for name, per in cells.items():
-        parts = []
-        for t in levels:
-            text = f"{per[t]['accuracy']:.3f}" + ("" if per[t]["shared"] else "*")
-            if name in tst:
-                d = tst[name][t]["by_digit"]
-                text += f" +{d['wins']}/-{d['losses']} p={d['p']:.2g}"
-            parts.append(text)
-        lines.append(f"| {name} | " + " | ".join(parts) + " |")
-    return "\n".join(lines)
+        rows[name] = [accuracy_text(per[t]) + ("" if name not in tst else
+                      " +{wins}/-{losses} p={p:.2g}".format(**tst[name][t]["by_digit"])) for t in levels]
+    return level_table(rows, levels)
 
 
 def main() -> None:
@@ -80,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     try:
         images = parse_range(args.images)
-        levels = tuple(float(v) for v in args.levels.split(","))
+        levels = parse_levels(args.levels)
     except ValueError as exc:
         ap.error(str(exc))
     if args.layouts < 0:

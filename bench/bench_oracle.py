@@ -32,7 +32,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, config_at, correct, load_proxy, paired, parse_range
+from stmsearch.evaluation.fidelity import (PROXY_DATASETS, accuracy_text, bits, config_at, correct, level_table,
+                                           load_proxy, paired, parse_levels, parse_range)
 from stmsearch.merging import features as ft
 from stmsearch.merging import functions as fn
 from stmsearch.merging.capacity import eligible
@@ -214,20 +215,19 @@ def evaluate(proxy, overrides: dict, target: float, batch: int, chunk: int, laye
 
 
 def table(cells: dict, levels) -> str:
-    lines = ["| row | " + " | ".join(f"-{round(lv * 100)}%" for lv in levels) + " |",
-             "|---|" + "---|" * len(levels)]
+    rows = {}
     for row in next(iter(cells.values())):
         parts = []
         for lv in levels:
             c = cells[lv][row]
-            text = f"{c['accuracy']:.3f}" + ("" if c["shared"] else "*")
+            text = accuracy_text(c)
             for other in AGAINST:
                 if other != row and other in cells[lv]:
                     p = paired(c["correct"], cells[lv][other]["correct"])
                     text += f"; vs {other} +{p['wins']}/-{p['losses']} p={p['p']:.2g}"
             parts.append(text)
-        lines.append(f"| {row} | " + " | ".join(parts) + " |")
-    return "\n".join(lines)
+        rows[row] = parts
+    return level_table(rows, levels)
 
 
 def main() -> None:
@@ -246,7 +246,7 @@ def main() -> None:
     args = ap.parse_args()
     try:
         images = parse_range(args.images)
-        levels = tuple(float(v) for v in args.levels.split(","))
+        levels = parse_levels(args.levels)
     except ValueError as exc:
         ap.error(str(exc))
     rows = args.rows.split(",")

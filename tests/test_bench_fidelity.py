@@ -12,7 +12,7 @@ import torch
 import stmsearch
 from stmsearch.evaluation.accuracy import evaluate_accuracy
 from stmsearch.evaluation.datasets import load_dataset
-from stmsearch.evaluation.fidelity import (config_at, evaluate_cell, load_proxy, paired, parse_range,
+from stmsearch.evaluation.fidelity import (config_at, evaluate_cell, load_proxy, paired, parse_levels, parse_range,
                                            shared_schedule)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -104,6 +104,13 @@ def test_bad_image_range_is_one_clear_error():
     for bad in ("500", "5:2", "0:1001", "a:b"):
         with pytest.raises(ValueError, match="--images"):
             parse_range(bad)
+
+
+def test_bad_levels_are_one_clear_error():
+    assert parse_levels("0.1,0.4") == (0.1, 0.4)
+    for bad in ("0.1,x", "", "0.4,1.2", "0"):
+        with pytest.raises(ValueError, match="--levels"):
+            parse_levels(bad)
 
 
 def test_stage2_crosses_every_categorical_knob_or_the_ones_named(bench):

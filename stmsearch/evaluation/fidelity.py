@@ -45,6 +45,17 @@ def parse_range(text: str, total: int = 1000) -> range:
     return range(lo, hi)
 
 
+def parse_levels(text: str) -> tuple[float, ...]:
+    """``"0.1,0.4"`` -> (0.1, 0.4): token reductions, each a fraction in (0, 1); a clear error otherwise."""
+    try:
+        levels = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--levels must be comma-separated fractions (e.g. 0.1,0.4), got {text!r}") from None
+    if not all(0 < t < 1 for t in levels):
+        raise ValueError(f"--levels {text}: each token reduction must lie between 0 and 1")
+    return levels
+
+
 @dataclass
 class Proxy:
     """A trained proxy and a range of its held-out images (normalised, on the model's device)."""
@@ -141,6 +152,17 @@ def paired_by_digit(a: torch.Tensor, b: torch.Tensor, digits: int) -> dict:
     net = ((a & ~b).int() - (~a & b).int()).view(-1, digits).sum(0)
     wins, losses = int((net > 0).sum()), int((net < 0).sum())
     return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
+
+
+def level_table(rows: Mapping[str, list[str]], levels) -> str:
+    """A Markdown table: one row per name, one column per token reduction, the given cell texts."""
+    lines = ["| row | " + " | ".join(f"-{round(t * 100)}%" for t in levels) + " |", "|---|" + "---|" * len(levels)]
+    return "\n".join(lines + [f"| {name} | " + " | ".join(parts) + " |" for name, parts in rows.items()])
+
+
+def accuracy_text(cell: Mapping[str, Any]) -> str:
+    """A cell's accuracy, marked * where it could not run the shared schedule."""
+    return f"{cell['accuracy']:.3f}" + ("" if cell["shared"] else "*")
 
 
 def bits(ok: torch.Tensor) -> str:
