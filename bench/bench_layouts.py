@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from stmsearch.evaluation.fidelity import (BASELINES, LEVELS, accuracy_text, bits, evaluate_cell, level_table, load_proxy,
-                                           paired, paired_by_digit, parse_levels, parse_range)
+from stmsearch.evaluation.fidelity import (BASELINES, LEVELS, accuracy_text, bits, evaluate_cell, level_table,
+                                           load_proxy, paired, paired_by_digit, parse_levels, parse_range)
 
 PROXY = "vim_proxy_clutter"
 ROWS = {"STM (defaults)": {"method": "stm"}, **BASELINES}
@@ -38,8 +38,8 @@ def evaluate(images: range, layouts: int, levels, device: str, batch: int) -> di
             t0 = time.perf_counter()
             runs = [evaluate_cell(p, over, t, batch) for p in proxies]
             ok = torch.cat([r["correct"] for r in runs])
-            cells[name][t] = {"correct": ok, "accuracy": ok.float().mean().item(), "shared": all(r["shared"] for r in runs),
-                              "by_layout": [r["accuracy"] for r in runs]}
+            cells[name][t] = {"correct": ok, "accuracy": ok.float().mean().item(),
+                              "shared": all(r["shared"] for r in runs), "by_layout": [r["accuracy"] for r in runs]}
             print(f"{name:16} -{t:.0%}: {cells[name][t]['accuracy']:.4f} (layouts "
                   + " ".join(f"{a:.3f}" for a in cells[name][t]["by_layout"]) + f"; {time.perf_counter() - t0:.0f} s)",
                   flush=True)

@@ -98,8 +98,7 @@ def measured_kl(model, step: ft.MergeStep, candidates, chunk: int) -> torch.Tens
     """(B, N) KL(current prediction || prediction with candidate n alone), the rest of the model run
     per candidate in chunks of ``chunk`` sequences."""
     info = step.state
-    record, info["record"] = info["record"], False  # the tails must not overwrite the recorded mixer
-    try:
+    with not_recording(info):
         sa = step.config.size_aware_decay
         base = F.log_softmax(tail_logits(model, step.residual.float(), info["sizes"], step.cls, step.layer, sa), -1)
         res, size, cls = candidates
@@ -107,10 +106,18 @@ def measured_kl(model, step: ft.MergeStep, candidates, chunk: int) -> torch.Tens
         res, size, cls = res.flatten(0, 1), size.flatten(0, 1), cls.flatten()
         out = torch.cat([tail_logits(model, res[i:i + chunk], size[i:i + chunk], cls[i:i + chunk], step.layer, sa)
                          for i in range(0, b * n, chunk)])
-    finally:
-        info["record"] = record
     q = F.log_softmax(out, -1).view(b, n, -1)
     return (base.exp()[:, None] * (base[:, None] - q)).sum(-1)
+
+
+@contextlib.contextmanager
+def not_recording(info: dict):
+    """The tails run the patched mixers, which must not overwrite the direction recorded for this layer."""
+    record, info["record"] = info["record"], False
+    try:
+        yield
+    finally:
+        info["record"] = record
 
 
 @contextlib.contextmanager
@@ -135,17 +142,13 @@ def merge_logit_change(model, step: ft.MergeStep, weight: torch.Tensor) -> tuple
     first-order change (B, T-1, K): the merge moves token a by wb/(wa+wb) (b - a) and b by wa/(wa+wb)
     (a - b), priced by the Jacobian of the logits (one batched backward through the remaining layers)."""
     info = step.state
-    record, info["record"] = info["record"], False
-    try:
-        with differentiable():
-            x = step.residual.float().clone().requires_grad_(True)  # a tensor autograd may save
-            z = tail_logits(model, x, info["sizes"].clone(), step.cls.clone(), step.layer, step.config.size_aware_decay)
-            k = z.shape[1]
-            eye = torch.eye(k, device=z.device)[:, None].expand(k, z.shape[0], k)
-            g = torch.autograd.grad(z, x, grad_outputs=eye, is_grads_batched=True)[0]  # (K, B, T, C)
-            z, g = z.detach(), g.detach()
-    finally:
-        info["record"] = record
+    with not_recording(info), differentiable():
+        x = step.residual.float().clone().requires_grad_(True)  # a tensor autograd may save
+        z = tail_logits(model, x, info["sizes"].clone(), step.cls.clone(), step.layer, step.config.size_aware_decay)
+        k = z.shape[1]
+        eye = torch.eye(k, device=z.device)[:, None].expand(k, z.shape[0], k)
+        g = torch.autograd.grad(z, x, grad_outputs=eye, is_grads_batched=True)[0]  # (K, B, T, C)
+        z, g = z.detach(), g.detach()
     x = step.residual.float()
     d = x[:, 1:] - x[:, :-1]
     wa, wb = weight[:, :-1].float(), weight[:, 1:].float()
@@ -163,8 +166,8 @@ def fisher_kl(z: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
 def oracle_plan(step: ft.MergeStep) -> fn.Plan:
     """The ``r`` candidates of least measured KL: drops (``drop`` 1.0), else merges in STM's blocks or
     on any adjacent pair (``edges``), merged with STM's weights; the KL measured, or where the state's
-    ``oracle_estimate`` is ``taylor`` estimated (:func:`merge_logit_change`, :func:`fisher_kl`). Outside the layers ``oracle_layers``
-    names (a range; default all), STM's own plan under the same config."""
+    ``oracle_estimate`` is ``taylor`` estimated (:func:`merge_logit_change`, :func:`fisher_kl`). Outside
+    the layers ``oracle_layers`` names (a range; default all), STM's own plan under the same config."""
     cfg, info = step.config, step.state
     layers = info.get("oracle_layers")
     if layers is not None and step.layer not in layers:
@@ -179,8 +182,7 @@ def oracle_plan(step: ft.MergeStep) -> fn.Plan:
         kl = fisher_kl(*merge_logit_change(model, step, weight))
     else:
         kl = measured_kl(model, step, merge_candidates(residual, info["sizes"], step.cls, weight), chunk)
-    allowed = (fn.block_edges(step.cls, t, step.window, cfg.runs, step.layer) if cfg.edges == "blocks"
-               else fn.free_edges(step.cls, t, step.window))
+    allowed = fn.allowed_edges(step.cls, t, step.window, cfg.runs, step.layer, cfg.edges)
     return fn.chain_plan(fn.choose_edges(kl, allowed, step.r), weight, step.r)
 
 
@@ -259,8 +261,9 @@ def main() -> None:
         except ValueError:
             ap.error(f"--oracle-layers must be START:STOP (e.g. 2:7), got {text!r}")
         spans[text] = range(lo, hi)
-    runs = [(row, ROWS[row], None) for row in rows]
-    runs += [(f"{row} @{text}", ROWS[row], span) for text, span in spans.items() for row in rows if row.startswith(("oracle", "taylor"))]
+    runs = [(row, row, None) for row in rows]
+    runs += [(f"{row} @{text}", row, span) for text, span in spans.items() for row in rows
+             if row.startswith(("oracle", "taylor"))]
     register()
     names = list(PROXY_DATASETS) if args.proxy == "both" else [args.proxy]
     out = {"command": "python " + " ".join(sys.argv), "device": args.device, "torch": torch.__version__,
@@ -270,9 +273,9 @@ def main() -> None:
         cells: dict = {}
         for lv in levels:
             cells[lv] = {}
-            for row, over, span in runs:
-                cells[lv][row] = evaluate(proxy, over, lv, args.batch, args.chunk, span,
-                                          ESTIMATE.get(row.split(" @")[0], "measured"))
+            for row, base, span in runs:
+                cells[lv][row] = evaluate(proxy, ROWS[base], lv, args.batch, args.chunk, span,
+                                          ESTIMATE.get(base, "measured"))
                 c = cells[lv][row]
                 print(f"{name} -{round(lv * 100)}% {row}: {c['accuracy']:.3f} ({c['seconds']:.0f} s)", flush=True)
         print(f"\n{name}, held-out images {args.images}\n\n{table(cells, levels)}\n", flush=True)

@@ -136,6 +136,11 @@ def block_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int) -
     return free_edges(cls, t, window) & (block[:, :-1] == block[:, 1:])
 
 
+def allowed_edges(cls: torch.Tensor, t: int, window: int, runs: int, layer: int, edges: str) -> torch.Tensor:
+    """(B, T-1) the edges STM may merge along: :func:`block_edges` (``edges`` ``blocks``) or :func:`free_edges`."""
+    return block_edges(cls, t, window, runs, layer) if edges == "blocks" else free_edges(cls, t, window)
+
+
 def choose_edges(damage: torch.Tensor, allowed: torch.Tensor, r: int) -> torch.Tensor:
     """(B, E) bool: the ``r`` allowed edges of least damage in every row."""
     score = torch.where(allowed, damage, torch.full_like(damage, _BIG))
@@ -192,7 +197,7 @@ def stm_1d(metric: torch.Tensor, cls: torch.Tensor, r: int, window: int, runs: i
     if importance is not None:
         damage = damage * importance_scale(importance[:, :-1].float(), importance[:, 1:].float(), importance_kind)
     damage = fade(damage, fading, (positions(b, t - 1, metric.device) - cls[:, None]).abs().float())
-    allowed = block_edges(cls, t, window, runs, layer) if edges == "blocks" else free_edges(cls, t, window)
+    allowed = allowed_edges(cls, t, window, runs, layer, edges)
     if symmetric:
         before = positions(b, t - 1, metric.device) < cls[:, None]
         parts = [(side, k) for side, k in zip((before, ~before), split_sides(r, layer)) if k]
