@@ -23,9 +23,7 @@ Rows: STM at its defaults, prune, and the oracles, each on the same images and s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 import time
 
@@ -36,10 +34,10 @@ from stmsearch.evaluation.fidelity import (PROXY_DATASETS, accuracy_text, bits, 
                                            load_proxy, paired, parse_levels, parse_range)
 from stmsearch.merging import features as ft
 from stmsearch.merging import functions as fn
+from stmsearch.merging.gradients import logit_jacobian, not_recording, tail_logits
 from stmsearch.merging.capacity import eligible
 from stmsearch.merging.methods import METHODS, STM_DEFAULTS, Method, _stm_capacity, register_method
 from stmsearch.merging.patch import apply
-from stmsearch.models import vim
 
 ROWS = {"stm": {"method": "stm"}, "prune": {"method": "prune", "window": 0},
         "oracle blocks": {"method": "oracle", "edges": "blocks"},
@@ -49,19 +47,6 @@ ROWS = {"stm": {"method": "stm"}, "prune": {"method": "prune", "window": 0},
 ESTIMATE = {"taylor blocks": "taylor"}  # rows whose oracle prices merges by the Jacobian, not by running them
 AGAINST = ("stm", "prune", "oracle prune")
 LEVELS = (0.2, 0.3, 0.4)
-
-
-def tail_logits(model, residual: torch.Tensor, sizes: torch.Tensor, cls: torch.Tensor, layer: int,
-                size_aware: bool) -> torch.Tensor:
-    """Logits (B, K) of the model run from ``layer``'s mixer on ``residual`` (B, T, C) with no further
-    reduction; ``sizes`` (B, T) scale the steps where ``size_aware``; ``cls`` (B,) the class-token index."""
-    dt = sizes if size_aware else None
-    hidden = model.layers[layer].mix(residual, dt)
-    for block in model.layers[layer + 1:]:
-        residual = residual + hidden.float()
-        hidden = block.mix(residual, dt)
-    h = model.norm_f((residual + hidden.float()).to(model.norm_f.weight.dtype))
-    return model.head(h[torch.arange(h.shape[0], device=h.device), cls]).float()
 
 
 def merge_candidates(residual: torch.Tensor, sizes: torch.Tensor, cls: torch.Tensor, weight: torch.Tensor):
@@ -110,45 +95,11 @@ def measured_kl(model, step: ft.MergeStep, candidates, chunk: int) -> torch.Tens
     return (base.exp()[:, None] * (base[:, None] - q)).sum(-1)
 
 
-@contextlib.contextmanager
-def not_recording(info: dict):
-    """The tails run the patched mixers, which must not overwrite the direction recorded for this layer."""
-    record, info["record"] = info["record"], False
-    try:
-        yield
-    finally:
-        info["record"] = record
-
-
-@contextlib.contextmanager
-def differentiable():
-    """The model's plain-op path on any device: the reference scan (the GPU kernels have no backward)
-    and no padded layout (its out= GEMMs cannot be differentiated)."""
-    scan, padded = os.environ.get("STMSEARCH_SCAN"), vim._padded_layout
-    os.environ["STMSEARCH_SCAN"], vim._padded_layout = "reference", lambda x: False
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        vim._padded_layout = padded
-        if scan is None:
-            os.environ.pop("STMSEARCH_SCAN")
-        else:
-            os.environ["STMSEARCH_SCAN"] = scan
-
-
 def merge_logit_change(model, step: ft.MergeStep, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, K) of the rest of the model and, per adjacent merge (weighted mean by ``weight``), their
     first-order change (B, T-1, K): the merge moves token a by wb/(wa+wb) (b - a) and b by wa/(wa+wb)
     (a - b), priced by the Jacobian of the logits (one batched backward through the remaining layers)."""
-    info = step.state
-    with not_recording(info), differentiable():
-        x = step.residual.float().clone().requires_grad_(True)  # a tensor autograd may save
-        z = tail_logits(model, x, info["sizes"].clone(), step.cls.clone(), step.layer, step.config.size_aware_decay)
-        k = z.shape[1]
-        eye = torch.eye(k, device=z.device)[:, None].expand(k, z.shape[0], k)
-        g = torch.autograd.grad(z, x, grad_outputs=eye, is_grads_batched=True)[0]  # (K, B, T, C)
-        z, g = z.detach(), g.detach()
+    z, g = logit_jacobian(model, step)
     x = step.residual.float()
     d = x[:, 1:] - x[:, :-1]
     wa, wb = weight[:, :-1].float(), weight[:, 1:].float()

@@ -67,7 +67,7 @@ def test_padded_layout_never_lets_padding_into_tokens(monkeypatch, schedule) -> 
     monkeypatch.setenv("STMSEARCH_SCAN", "reference")  # the CPU scan (a GPU machine may name triton)
     torch.manual_seed(0)
     model = stmsearch.create_model("vim_tiny", depth=4).eval()
-    stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=schedule))
+    stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=schedule, runs=3))  # 101: runs 3's capacity
     img = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         ref = model(img)

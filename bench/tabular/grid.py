@@ -30,7 +30,7 @@ DEMO = ROOT / "search_spaces" / "demo.yaml"
 # chosen by bench_fidelity; a later change of the defaults leaves them), so a rebuild reproduces its rows
 # and the shipped latency table covers them.
 PINNED_STM = {"metric": "dt", "symmetric": False, "weights": "norm", "damage": "ward", "size_aware_decay": True,
-              "importance": "min", "importance_power": 2.0, "weight_power": 4.0}
+              "importance": "min", "importance_power": 2.0, "weight_power": 4.0, "importance_source": "norm"}
 PIN_SETS = tuple(f"stm.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in PINNED_STM.items())
 DEFAULT_SETS = ("schedule.start={step: 2}", "schedule.count={step: 4}", "stm.window={step: 4}", *PIN_SETS)
 

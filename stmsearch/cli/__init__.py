@@ -18,6 +18,7 @@ COMMANDS = {
     "export": "stmsearch.cli.export:export_cmd",
     "verify": "stmsearch.cli.verify:verify_cmd",
     "calibrate": "stmsearch.cli.calibrate:calibrate_cmd",
+    "fit-probe": "stmsearch.cli.probe:fit_probe_cmd",
 }
 
 

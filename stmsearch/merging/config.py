@@ -76,6 +76,9 @@ class MergeConfig(BaseModel):
     damage: Literal["cosine", "ward"] = "cosine"  # how a merge is scored: 1 - cosine, or Ward's squared error
     # damage scaled by the pair's importance (hidden-output norm): the lesser, greater or mean of the two
     importance: Literal["none", "min", "max", "mean"] = "none"
+    # what "importance" is: the previous mixer's output norm, the model's saliency probe (an error where it has
+    # none), or the probe where the model carries one (auto); see stmsearch.models.probe
+    importance_source: Literal["norm", "probe", "auto"] = "norm"
     # ``weights: norm`` as size * importance ** weight_power: above 1 the important member of a merge
     # dominates it more (towards pruning its faint partner), below 1 less
     weight_power: float = Field(1.0, gt=0.0, le=8.0)

@@ -43,12 +43,19 @@ class MergeStep:
         return self.state["mixer"]
 
     @functools.cached_property
-    def importance(self) -> torch.Tensor:
-        """(B, T) how much each token carries: the norm of the previous mixer's output (what pruning
-        ranks by; small on empty or cluttered background, large on the object). Kept: `norm` weights
-        and importance-scaled damage both read it in one merge. Accumulated in fp32 inside one kernel, not
-        over an fp32 copy of a bf16 stream."""
+    def norm(self) -> torch.Tensor:
+        """(B, T) the norm of the previous mixer's output (what pruning ranks by; small on empty or
+        cluttered background, large on the object). Accumulated in fp32 inside one kernel, not over an
+        fp32 copy of a bf16 stream."""
         return torch.linalg.vector_norm(self.hidden, dim=-1, dtype=torch.float32)
+
+    @functools.cached_property
+    def importance(self) -> torch.Tensor:
+        """(B, T) how much each token carries: the saliency probe's prediction where the config's
+        ``importance_source`` resolved to one (``state["probe"]``, :mod:`stmsearch.models.probe`), else
+        :attr:`norm`. Kept: `norm` weights and importance-scaled damage both read it in one merge."""
+        probe = self.state.get("probe")
+        return self.norm if probe is None else probe.saliency(self)
 
 
 def step_sizes(d: Any) -> torch.Tensor:

@@ -41,9 +41,11 @@ class Method:
     """
 
     def cost_key(self, cfg: Any) -> str:
-        """The latency model's name for this method's merge step under ``cfg`` (e.g. ``stm:x,estimated``)."""
-        values = ",".join(str(getattr(cfg, k)) for k in self.cost_knobs)
-        return f"{self.name}:{values}" if values else self.name
+        """The latency model's name for this method's merge step under ``cfg`` (e.g. ``stm:x,estimated``;
+        a ``cost_extra`` knob adds ``,knob=value`` where it is not at its neutral value)."""
+        values = [str(getattr(cfg, k)) for k in self.cost_knobs]
+        values += [f"{k}={getattr(cfg, k)}" for k, neutral in self.cost_extra.items() if getattr(cfg, k) != neutral]
+        return f"{self.name}:{','.join(values)}" if values else self.name
 
     name: str
     plan: Callable[[ft.MergeStep], fn.Plan] | None
@@ -56,6 +58,9 @@ class Method:
     cls_shift: Callable[[Any, int, int], int] = lambda cfg, r, layer: 0
     flop_ops: tuple[str, ...] = MERGE_OPS
     cost_knobs: tuple[str, ...] = ()  # knobs that change the merge step's run time (the latency model's key)
+    # knobs that change it only away from a neutral value (knob -> that value): tables timed before the knob
+    # existed keep their keys
+    cost_extra: Mapping[str, Any] = field(default_factory=dict)
     searchable: bool = True
     example: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -135,16 +140,21 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
 STM_DEFAULTS = {"metric": "dt", "runs": 3, "fading": "fixed", "symmetric": False, "weights": "norm",
                 "damage": "ward", "size_aware_decay": True, "importance": "min", "importance_power": 2.0,
                 "weight_power": 4.0}
+# Not among them: the fifth selection's choice (importance_source auto with the shipped saliency probes,
+# runs 2, importance mean, powers 4 / 2), the most accurate at equal token reduction but, on the proxies,
+# costlier in MACs than the merges save at 20% (the README's "A saliency probe as STM's importance")
 
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
-    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum"),
+    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum",
+                          "aten::gelu"),  # the saliency probe's activation (its matmuls are counted)
     # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
     # measurable cost (shipped latency tables stay valid). So are edges and drop: the same plan kernels
     # (drops add three small launches on a GPU, one more top-k on the CPU); the latency model prices them
     # as blocks; time them measured where that matters
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
+    cost_extra={"importance_source": "norm"},  # the saliency probe: an MLP per token, timed where a model has one
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
            "runs": {"type": "categorical", "choices": [2, 3, 4]},
@@ -152,6 +162,7 @@ register_method(Method(
            "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE,
            "damage": {"type": "categorical", "choices": ["cosine", "ward"]},
            "importance": {"type": "categorical", "choices": ["none", "min", "max", "mean"]},
+           "importance_source": {"type": "categorical", "choices": ["norm", "auto"]},
            "importance_power": {"type": "categorical", "choices": [1.0, 2.0, 4.0, 8.0]},
            "weight_power": {"type": "categorical", "choices": [0.5, 1.0, 2.0, 4.0]},
            "edges": {"type": "categorical", "choices": ["blocks", "free"]},
@@ -188,7 +199,7 @@ def _prune_plan(step: ft.MergeStep) -> fn.Plan:
 register_method(Method(
     "prune", _prune_plan,
     lambda cfg, tokens, cls, layer, patches: eligible(tokens, cfg.protect),
-    flop_ops=MERGE_OPS + ("aten::linalg_vector_norm",),
+    flop_ops=MERGE_OPS + ("aten::linalg_vector_norm", "aten::gelu"),
     knobs={"window": WINDOW, "size_aware_decay": SIZE_AWARE},
     example={"schedule": [4] * 4},
     description="importance pruning: drop the tokens of smallest output norm"))

@@ -13,10 +13,11 @@ import math
 
 import torch
 
+from ..models import probe
 from ..models.vim import BiMamba, Block, VisionMamba
 from . import fast
 from . import functions as fn
-from .config import MergeConfig
+from .config import ConfigError, MergeConfig
 from .features import MergeStep
 from .methods import get_method
 
@@ -100,7 +101,10 @@ def reduce_tokens(info: dict, residual: torch.Tensor, hidden: torch.Tensor, r: i
             torch.cuda.current_stream().wait_stream(side)
         plan = plan if ahead_of == layer else None
     if plan is None:
-        plan = info["method"].plan(MergeStep(info["config"], info, residual, hidden, r, layer, mixer))
+        step = MergeStep(info["config"], info, residual, hidden, r, layer, mixer)
+        for observe in info.get("observers", ()):  # e.g. the saliency probe's fit, which reads every step
+            observe(step)
+        plan = info["method"].plan(step)
     if plan.first is not None and fast.enabled(residual):
         return fast.merge(info, residual, plan)
     info["cls"] = plan.index.gather(1, info["cls"][:, None]).squeeze(1)
@@ -126,7 +130,7 @@ def apply(model: VisionMamba, config: MergeConfig | None) -> VisionMamba:
     schedule = config.validate_for(len(model.layers), model.pos_embed.shape[1])
     method = get_method(config.method)
     info = {"config": config, "schedule": schedule, "method": method, "record": method.records(config),
-            "ahead": method.ahead(config)}
+            "ahead": method.ahead(config), "probe": resolve_probe(model, config)}
     swaps = [(model, type(model), _merge_class(type(model)))]
     for i, block in enumerate(model.layers):
         swaps += [(block, type(block), MergeBlock), (block.mixer, type(block.mixer), MergeBiMamba)]
@@ -136,6 +140,18 @@ def apply(model: VisionMamba, config: MergeConfig | None) -> VisionMamba:
         m.__class__ = new
     model._stm_classes = [(m, old) for m, old, _ in swaps]
     return model
+
+
+def resolve_probe(model: VisionMamba, config: MergeConfig):
+    """The saliency probe ``config``'s ``importance_source`` asks for: the model's (``probe``; ``auto``
+    where it carries one), or None (``norm``)."""
+    found = probe.of(model)
+    if config.importance_source == "probe" and found is None:
+        where = f" ({config._source})" if config._source else ""
+        raise ConfigError(f"importance_source{where}: probe needs a saliency probe on the model, and "
+                          f"{type(model).__name__} has none: fit one with `stmsearch fit-probe` and attach it "
+                          f"(stmsearch.models.probe.attach)")
+    return None if config.importance_source == "norm" else found
 
 
 def _merge_class(cls: type) -> type:

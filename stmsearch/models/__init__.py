@@ -7,6 +7,7 @@ from pathlib import Path
 from . import zoo
 from .checkpoint import CheckpointError, load_checkpoint
 from .hub import hub_download
+from .probe import attach
 from .registry import list_models, model_constructor, register_model
 from .vim import VimConfig, VisionMamba
 
@@ -43,12 +44,16 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
     Hugging Face Hub (``vim_tiny``/``vim_small``/``vim_base``, through huggingface_hub's cache;
     needs ``stmsearch[hub]``); ``False`` loads none. ``ema=True`` loads a training checkpoint's
     ``model_ema`` entry instead of ``model``. ``overrides`` change :class:`VimConfig` fields.
+    Shipped weights come with their saliency probe where one is shipped (``importance_source``).
     """
     model = model_constructor(name)(**overrides)
     if checkpoint is None:
         checkpoint = _weights(name, pretrained, bool(overrides))
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, key="model_ema" if ema else "model")
+        shipped = zoo.PRETRAINED.get(name, zoo.Pretrained())
+        if checkpoint == shipped.shipped and shipped.probe is not None and shipped.probe.is_file():
+            attach(model, shipped.probe)  # the probe fits these weights only
     elif ema:
         raise ValueError(f"{name}: ema=True needs weights to load: pass checkpoint=PATH or pretrained=True")
     return model.eval()

@@ -32,11 +32,13 @@ class Pretrained:
     """Where a model's published weights are (timm's ``pretrained_cfg``).
 
     ``shipped``: a file inside the package, loaded by default. ``hub``: the official file on the
-    Hugging Face Hub, loaded only with ``create_model(name, pretrained=True)``.
+    Hugging Face Hub, loaded only with ``create_model(name, pretrained=True)``. ``probe``: a saliency
+    probe fitted to the shipped weights, attached whenever they are loaded.
     """
 
     shipped: Path | None = None
     hub: HubFile | None = None
+    probe: Path | None = None  # a saliency probe fitted to the shipped weights (stmsearch.models.probe)
 
 
 PRETRAINED: dict[str, Pretrained] = {}
@@ -76,14 +78,14 @@ def vim_base(**overrides) -> VisionMamba:
 
 
 @register_model
-@pretrained(Pretrained(shipped=PROXY_CHECKPOINT))
+@pretrained(Pretrained(shipped=PROXY_CHECKPOINT, probe=WEIGHTS / "vim_proxy.probe.pt"))
 def vim_proxy(**overrides) -> VisionMamba:
     """The embedded CPU proxy for 28x28 grey digits (197 tokens); see ``PROXY``."""
     return _build(PROXY, **overrides)
 
 
 @register_model
-@pretrained(Pretrained(shipped=CLUTTER_PROXY_CHECKPOINT))
+@pretrained(Pretrained(shipped=CLUTTER_PROXY_CHECKPOINT, probe=WEIGHTS / "vim_proxy_clutter.probe.pt"))
 def vim_proxy_clutter(**overrides) -> VisionMamba:
     """The CPU proxy for 56x56 cluttered digits (197 tokens); see ``CLUTTER_PROXY``."""
     return _build(CLUTTER_PROXY, **overrides)

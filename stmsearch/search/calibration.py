@@ -28,10 +28,11 @@ def step_configs(space: SearchSpace) -> list[MergeConfig]:
     for m in space.methods:
         method = get_method(m.name)
         default = MergeConfig(method=m.name)  # the method's own defaults, where the space leaves a knob out
-        choices = [knob_values(m.knobs[k]) if k in m.knobs else [getattr(default, k)] for k in method.cost_knobs]
+        knobs = (*method.cost_knobs, *method.cost_extra)
+        choices = [knob_values(m.knobs[k]) if k in m.knobs else [getattr(default, k)] for k in knobs]
         for combo in itertools.product(*choices):
             try:
-                out.append(MergeConfig(method=m.name, **dict(zip(method.cost_knobs, combo))))
+                out.append(MergeConfig(method=m.name, **dict(zip(knobs, combo))))
             except ValueError:
                 continue  # an impossible combination (e.g. runs 8 with 2d cells) is never sampled
     return out

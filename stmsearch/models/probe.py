@@ -1,0 +1,139 @@
+"""The saliency probe: how much each token moves the class prediction, predicted from what a merge step holds.
+
+The output norm that pruning ranks by, and that STM scaled its damage and weights by, does not predict
+which tokens the rest of the model reads: on the clutter proxy its log explains 0-17% of the variance of
+the tokens' Fisher saliency (:func:`stmsearch.merging.gradients.fisher_saliency`). The exact saliency
+needs a backward pass per merging layer; the probe learns it once per model and weights (``fit``, on
+training images along STM's own path; :mod:`stmsearch.evaluation.saliency`) and a plan then pays one small MLP per token: features (3C + 8) ->
+H -> 1 (log saliency over the image's mean). ``importance_source: probe`` (or ``auto`` where the model
+carries one) makes it STM's importance (:attr:`~stmsearch.merging.features.MergeStep.importance`).
+
+A probe is a file of plain tensors and numbers (read with ``weights_only=True``); :func:`attach` puts it on a
+model, and ``create_model`` attaches the shipped one with a proxy's shipped weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+FORMAT = "stmsearch-saliency-probe"
+TAUS = (1.0, 4.0, 16.0, 64.0)  # distance scales (tokens) of the position features
+EXTRA = len(TAUS) + 4  # position features, signed position, log output norm, log size, constant
+
+
+class ProbeError(ValueError):
+    """A probe file that cannot be used (the message names the file and the field)."""
+
+
+def features(residual: torch.Tensor, hidden: torch.Tensor, cls: torch.Tensor, sizes: torch.Tensor,
+             norm: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3C + 8) per-token inputs: the RMS-normalised residual, the previous mixer's output over the
+    image's mean norm, their product with the class token's normalised residual (what the image's own
+    prediction reads), distance to the class token, and log output norm (``norm``) and size, each over
+    nothing but the image itself, so an image's features do not depend on its batch."""
+    x = residual.float()
+    b, t, _ = x.shape
+    xn = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    h = hidden.float()
+    hn = h / (norm.mean(-1)[:, None, None] + 1e-6)
+    xc = xn[torch.arange(b, device=x.device), cls]
+    d = (torch.arange(t, device=x.device)[None] - cls[:, None]).float()
+    pos = [torch.exp(-d.abs() / tau) for tau in TAUS] + [torch.sign(d) * torch.exp(-d.abs() / 16)]
+    extra = torch.stack(pos + [torch.log(norm / norm.mean(-1, keepdim=True) + 1e-6), torch.log(sizes.float()),
+                               torch.ones_like(d)], -1)
+    return torch.cat([xn, hn, xn * xc[:, None], extra], -1)
+
+
+def centred_log(saliency: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) log saliency less its mean over the image's tokens other than the class token (only ratios
+    within an image choose merges), and (B, T) the mask of those tokens."""
+    y = torch.log(saliency + 1e-20)
+    mask = torch.ones_like(y, dtype=torch.bool)
+    mask[torch.arange(y.shape[0], device=y.device), cls] = False
+    return y - (y * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True), mask
+
+
+@dataclass
+class SaliencyProbe:
+    """Per fitted layer, a 2-layer MLP (``w1`` (L, F, H), ``b1`` (L, H), ``w2`` (L, H), ``b2`` (L,)) from
+    :func:`features` to centred log saliency. A layer it was not fitted at uses the nearest fitted one."""
+
+    layers: tuple[int, ...]
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    meta: dict = field(default_factory=dict)  # how it was fitted (plain data)
+    _on: dict = field(default_factory=dict, repr=False)  # the weights per device
+
+    @property
+    def embed_dim(self) -> int:
+        return (self.w1.shape[1] - EXTRA) // 3
+
+    def _row(self, layer: int) -> int:
+        return min(range(len(self.layers)), key=lambda i: (abs(self.layers[i] - layer), self.layers[i]))
+
+    def log_saliency(self, layer: int, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T) predicted centred log saliency at ``layer`` from :func:`features` (B, T, F)."""
+        if feats.device not in self._on:
+            self._on[feats.device] = [t.to(feats.device, torch.float32) for t in (self.w1, self.b1, self.w2, self.b2)]
+        w1, b1, w2, b2 = self._on[feats.device]
+        i = self._row(layer)
+        return F.gelu(feats @ w1[i] + b1[i]) @ w2[i] + b2[i]
+
+    def saliency(self, step: Any) -> torch.Tensor:
+        """(B, T) the predicted root saliency of ``step``'s tokens (positive; a norm's units: the image's
+        scale cancels wherever STM reads an importance)."""
+        f = features(step.residual, step.hidden, step.cls, step.state["sizes"], step.norm)
+        return torch.exp(0.5 * self.log_saliency(step.layer, f).clamp(-60.0, 60.0))
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"format": FORMAT, "version": 1, "layers": list(self.layers), "w1": self.w1.cpu(),
+                    "b1": self.b1.cpu(), "w2": self.w2.cpu(), "b2": self.b2.cpu(), "meta": self.meta}, path)
+
+
+def load(path: str | Path) -> SaliencyProbe:
+    """Read a probe file (plain tensors and numbers only); a clear error names the file and field."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ProbeError(f"{path}: no such saliency probe file") from None
+    except Exception as exc:  # pickle and zip errors alike: not a probe file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ProbeError(f"{path}: not a saliency probe file ({type(exc).__name__}: {reason})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ProbeError(f"{path}: format: not a saliency probe file (expected {FORMAT!r})")
+    for key in ("layers", "w1", "b1", "w2", "b2"):
+        if key not in obj:
+            raise ProbeError(f"{path}: {key}: missing")
+    layers, w1 = tuple(int(v) for v in obj["layers"]), obj["w1"]
+    if w1.dim() != 3 or w1.shape[0] != len(layers) or (w1.shape[1] - EXTRA) % 3:
+        raise ProbeError(f"{path}: w1: shape {tuple(w1.shape)} does not fit {len(layers)} layers of 3C + {EXTRA} inputs")
+    shapes = {"b1": (len(layers), w1.shape[2]), "w2": (len(layers), w1.shape[2]), "b2": (len(layers),)}
+    for key, shape in shapes.items():
+        if tuple(obj[key].shape) != shape:
+            raise ProbeError(f"{path}: {key}: shape {tuple(obj[key].shape)}, expected {shape}")
+    return SaliencyProbe(layers, w1.float(), obj["b1"].float(), obj["w2"].float(), obj["b2"].float(),
+                         dict(obj.get("meta", {})))
+
+
+def attach(model: torch.nn.Module, probe: SaliencyProbe | str | Path | None) -> torch.nn.Module:
+    """Give ``model`` a saliency probe (a :class:`SaliencyProbe` or its file; None removes it)."""
+    source = probe
+    if isinstance(probe, (str, Path)):
+        probe = load(probe)
+    if probe is not None and probe.embed_dim != model.pos_embed.shape[-1]:
+        raise ProbeError(f"{source}: w1: fitted for embed_dim {probe.embed_dim}, the model has "
+                         f"{model.pos_embed.shape[-1]}")
+    model.__dict__["saliency_probe"] = probe  # a plain attribute: not a submodule, not in the state dict
+    return model
+
+
+def of(model: torch.nn.Module) -> SaliencyProbe | None:
+    """The probe attached to ``model``, or None."""
+    return model.__dict__.get("saliency_probe")

@@ -1,0 +1,210 @@
+"""The saliency probe: the Fisher saliency it learns, its features, its file, and what ``importance_source``
+does with it (stmsearch.models.probe, stmsearch.evaluation.saliency, ``stmsearch fit-probe``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import stmsearch
+from stmsearch import ConfigError, MergeConfig
+from stmsearch.cli import main
+from stmsearch.evaluation.saliency import collect, fit
+from stmsearch.merging.gradients import fisher_saliency, logit_jacobian
+from stmsearch.models import create_model, zoo
+from stmsearch.models import probe as pb
+
+# two merging layers late in a 4-layer model: a backward through at most two layers each (fast on the CPU)
+SCHEDULE = [0, 0, 8, 8]
+
+
+def _tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_model("vim_proxy", pretrained=False, depth=4)
+
+
+def _images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def _config(**over) -> MergeConfig:
+    return MergeConfig(**{"method": "stm", "schedule": SCHEDULE, "importance_source": "norm", **over})
+
+
+def test_fisher_saliency_is_the_expected_squared_gradient_of_the_log_likelihood():
+    """sum_k p_k ||d log p_k / d x_t||^2, computed class by class with autograd, equals the batched form."""
+    torch.manual_seed(0)
+    z0 = torch.randn(2, 5)
+    x = torch.randn(2, 3, 4, requires_grad=True)
+    w = torch.randn(3, 4, 5)
+    z = z0 + torch.einsum("btc,tck->bk", x, w)
+    eye = torch.eye(5)[:, None].expand(5, 2, 5)
+    g = torch.autograd.grad(z, x, grad_outputs=eye, is_grads_batched=True, retain_graph=True)[0]
+    fast = fisher_saliency(z.detach(), g)
+    p = z.softmax(-1).detach()
+    slow = torch.zeros(2, 3)
+    for k in range(5):
+        gk = torch.autograd.grad(z.log_softmax(-1)[:, k].sum(), x, retain_graph=True)[0]
+        slow += p[:, k, None] * gk.pow(2).sum(-1)
+    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-6)
+
+
+def test_features_of_an_image_do_not_depend_on_its_batch():
+    torch.manual_seed(0)
+    res, hid = torch.randn(3, 9, 4), torch.randn(3, 9, 4)
+    cls, sizes = torch.tensor([4, 3, 5]), torch.rand(3, 9) + 1
+    norm = hid.norm(dim=-1)
+    full = pb.features(res, hid, cls, sizes, norm)
+    assert full.shape == (3, 9, 3 * 4 + pb.EXTRA)
+    for i in range(3):
+        one = pb.features(res[i:i + 1], hid[i:i + 1], cls[i:i + 1], sizes[i:i + 1], norm[i:i + 1])
+        assert torch.equal(one, full[i:i + 1])
+
+
+def test_collect_reads_each_merging_layers_saliency_and_splits_by_image():
+    model, x = _tiny(), _images(5)
+    train, held = collect(model, x, _config(), batch=2, split=3)
+    assert sorted(train) == sorted(held) == [2, 3]
+    # layer 2 sees 197 tokens (196 read, the class token left out): 3 and 2 images
+    assert sum(len(y) for _, y in train[2]) == 3 * 196 and sum(len(y) for _, y in held[2]) == 2 * 196
+    # the targets are centred per image
+    y = torch.cat([b for _, b in train[2]])
+    assert abs(y.view(3, 196).mean(-1)).max() < 1e-4
+    # one image's targets are the same read alone or in a batch, and the path is the config's own
+    alone, _ = collect(model, x[3:4], _config(), batch=1)
+    assert torch.allclose(alone[3][0][1], held[3][0][1][:alone[3][0][1].numel()], atol=1e-4)
+    assert pb.of(model) is None and not hasattr(model, "_stm")
+
+
+def test_fit_learns_the_saliency_and_the_file_round_trips(tmp_path):
+    model, x = _tiny(), _images(6)
+    probe = fit(model, x, _config(), holdout=2, hidden=16, steps=300, batch=6)
+    assert probe.layers == (2, 3) and probe.embed_dim == 64
+    # on its own training tokens the probe explains much of the saliency (a constant explains none)
+    train, _ = collect(model, x[:4], _config(), batch=4)
+    f, y = train[2][0][0].float(), train[2][0][1]
+    pred = probe.log_saliency(2, f)
+    assert 1 - (pred - y).pow(2).mean() / y.var() > 0.3
+    assert set(probe.meta["heldout_r2"]) == {"2", "3"}
+    probe.save(tmp_path / "p.pt")
+    again = pb.load(tmp_path / "p.pt")
+    assert again.layers == probe.layers and again.meta["heldout_r2"] == probe.meta["heldout_r2"]
+    assert torch.equal(again.log_saliency(2, f), pred)
+    # a layer it was not fitted at reads the nearest fitted one
+    assert torch.equal(again.log_saliency(0, f), again.log_saliency(2, f))
+
+
+def test_probe_files_are_checked_field_by_field(tmp_path):
+    with pytest.raises(pb.ProbeError, match="no such saliency probe file"):
+        pb.load(tmp_path / "absent.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(pb.ProbeError, match=r"other\.pt: format: not a saliency probe file"):
+        pb.load(tmp_path / "other.pt")
+    good = pb.SaliencyProbe((2,), torch.zeros(1, 3 * 4 + pb.EXTRA, 5), torch.zeros(1, 5), torch.zeros(1, 5),
+                            torch.zeros(1))
+    good.save(tmp_path / "good.pt")
+    obj = torch.load(tmp_path / "good.pt", weights_only=True)
+    obj["b1"] = torch.zeros(1, 4)
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(pb.ProbeError, match=r"bad\.pt: b1: shape \(1, 4\), expected \(1, 5\)"):
+        pb.load(tmp_path / "bad.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(pb.ProbeError, match=r"text\.pt: not a saliency probe file"):
+        pb.load(tmp_path / "text.pt")
+    # fitted for embed_dim 4, the model has 64
+    with pytest.raises(pb.ProbeError, match=r"good\.pt: w1: fitted for embed_dim 4, the model has 64"):
+        pb.attach(_tiny(), tmp_path / "good.pt")
+
+
+def test_importance_source_reads_the_probe_norm_ignores_it_and_probe_needs_one():
+    model, x = _tiny(), _images(4)
+    with pytest.raises(ConfigError, match="importance_source: probe needs a saliency probe on the model"):
+        stmsearch.apply(model, _config(importance_source="probe"))
+
+    def logits(source):
+        stmsearch.apply(model, _config(importance_source=source, importance="mean", weights="norm"))
+        try:
+            with torch.inference_mode():
+                return model(x)
+        finally:
+            stmsearch.apply(model, None)
+
+    norm = logits("norm")
+    assert torch.equal(logits("auto"), norm)  # no probe: auto is the output norm
+    probe = fit(model, x, _config(), hidden=8, steps=50, batch=4)
+    probe.w2 = -probe.w2  # the opposite ranking to what it learned: surely not the output norm's
+    pb.attach(model, probe)
+    assert torch.equal(logits("norm"), norm)
+    assert torch.equal(logits("auto"), logits("probe")) and not torch.equal(logits("probe"), norm)
+    # an image's answer does not depend on its batch with the probe either
+    stmsearch.apply(model, _config(importance_source="probe", importance="mean", weights="norm"))
+    try:
+        with torch.inference_mode():
+            both, one = model(x), model(x[1:2])
+    finally:
+        stmsearch.apply(model, None)
+    assert torch.allclose(both[1:2], one, atol=1e-5)
+
+
+def test_the_shipped_proxies_carry_their_probes_and_other_weights_do_not(tmp_path):
+    for name in ("vim_proxy", "vim_proxy_clutter"):
+        probe = pb.of(create_model(name))
+        assert probe is not None and probe.embed_dim == 64 and probe.meta["model"] == name
+        assert min(probe.meta["heldout_r2"].values()) > 0.3  # as fitted by `stmsearch fit-probe` on the GPU
+        assert pb.of(create_model(name, pretrained=False)) is None
+    path = tmp_path / "w.pt"
+    torch.save({"model": create_model("vim_proxy").state_dict()}, path)
+    assert pb.of(create_model("vim_proxy", checkpoint=path)) is None  # its own weights: no probe fits them
+    assert zoo.PRETRAINED["vim_proxy"].probe.is_file()
+    # the probe is opt-in (STM's defaults and the baselines read the output norm)
+    assert MergeConfig(method="stm").importance_source == MergeConfig(method="prune").importance_source == "norm"
+
+
+def test_fit_probe_command_writes_a_probe(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    MergeConfig(method="stm", schedule=[0] * 10 + [8, 8], importance_source="norm").to_file(cfg)
+    out = tmp_path / "p.pt"
+    r = CliRunner().invoke(main, ["fit-probe", "vim_proxy", "--dataset", "mnist5k", "--images", "3", "--holdout", "1",
+                                  "--steps", "20", "--hidden", "8", "--device", "cpu", "--config", str(cfg),
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    # the shipped vim_proxy has 12 layers; the config merges at its last two only
+    assert summary["layers"] == [10, 11] and out.is_file()
+    probe = pb.load(out)
+    assert probe.meta["dataset"] == "mnist5k" and probe.meta["images"] == 3 and probe.meta["holdout"] == 1
+    r = CliRunner().invoke(main, ["fit-probe", "vim_tiny", "--dataset", "mnist5k"])
+    assert r.exit_code != 0 and "--out is required" in r.output
+
+
+def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():
+    from stmsearch.evaluation.flops import count_flops
+    from stmsearch.merging.methods import get_method
+    from stmsearch.search.calibration import step_configs
+    from stmsearch.search.space import parse_space
+
+    model = create_model("vim_proxy")
+    counts = {}
+    for source in ("norm", "probe"):
+        stmsearch.apply(model, MergeConfig(method="stm", schedule=[0] + [6] * 4, importance_source=source))
+        counts[source] = count_flops(model, (1, 28, 28))
+        stmsearch.apply(model, None)
+    assert counts["probe"]["unsupported"] == {}
+    probe = pb.of(model)
+    per_token = probe.w1.shape[1] * probe.w1.shape[2] + probe.w1.shape[2]
+    # merges before layers 1-4, from 197, 191, 185 and 179 tokens
+    assert counts["probe"]["flops"] - counts["norm"]["flops"] == pytest.approx((197 + 191 + 185 + 179) * per_token,
+                                                                               rel=0.02)
+    stm = get_method("stm")
+    assert "importance_source" not in stm.cost_key(MergeConfig(method="stm"))  # tables timed before it stay valid
+    assert stm.cost_key(MergeConfig(method="stm", importance_source="auto")).endswith(",importance_source=auto")
+    import yaml
+    data = yaml.safe_load((Path(stmsearch.__file__).parents[1] / "search_spaces" / "demo.yaml").read_text())
+    data["methods"] = [{"name": "stm", "knobs": {"importance_source": {"type": "categorical",
+                                                                       "choices": ["norm", "auto"]}}}]
+    space = parse_space(data)
+    keys = {stm.cost_key(c) for c in step_configs(space)}
+    assert len(keys) == 2 and any(k.endswith("importance_source=auto") for k in keys)
