@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import stmsearch
 from stmsearch import ConfigError, MergeConfig
 from stmsearch.cli import main
-from stmsearch.evaluation.saliency import collect, fit
+from stmsearch.evaluation.saliency import collect, compress, fit
 from stmsearch.merging.gradients import fisher_saliency, logit_jacobian
 from stmsearch.models import create_model, zoo
 from stmsearch.models import probe as pb
@@ -97,6 +97,34 @@ def test_fit_learns_the_saliency_and_the_file_round_trips(tmp_path):
     assert torch.equal(again.log_saliency(0, f), again.log_saliency(2, f))
 
 
+def test_compress_distils_a_low_rank_probe_that_predicts_like_the_full_one(tmp_path):
+    model, x = _tiny(), _images(6)
+    full = fit(model, x, _config(), hidden=16, steps=300, batch=6)
+    feats, _ = collect(model, x, _config(), batch=6, saliency=False)
+    feats = {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}
+    start = compress(full, feats, rank=8, steps=0)  # the principal directions alone
+    small = compress(full, feats, rank=8, steps=300)
+    assert small.v.shape == (2, 8, 16) and small.w1.shape == (2, full.w1.shape[1], 8)
+    assert small.macs_per_token == full.w1.shape[1] * 8 + 8 * 16 + 16 < full.macs_per_token
+    for layer in (2, 3):
+        y = full.log_saliency(layer, feats[layer])
+        agree = 1 - (small.log_saliency(layer, feats[layer]) - y).pow(2).mean() / y.var()
+        assert agree > 0.99 and small.meta["teacher_r2"][str(layer)] == pytest.approx(agree.item(), abs=1e-3)
+        assert start.meta["teacher_r2"][str(layer)] < small.meta["teacher_r2"][str(layer)]  # distilling helps
+    small.save(tmp_path / "s.pt")
+    again = pb.load(tmp_path / "s.pt")
+    assert torch.equal(again.log_saliency(2, feats[2]), small.log_saliency(2, feats[2]))
+    # it is what fvcore counts at a merge: one more layer's worth of MACs per token than without it
+    from stmsearch.evaluation.flops import count_flops
+    pb.attach(model, again)
+    counts = []
+    for source in ("norm", "probe"):
+        stmsearch.apply(model, _config(importance_source=source))
+        counts.append(count_flops(model, (1, 28, 28))["flops"])
+        stmsearch.apply(model, None)
+    assert counts[1] - counts[0] == pytest.approx((197 + 189) * small.macs_per_token, rel=0.02)
+
+
 def test_probe_files_are_checked_field_by_field(tmp_path):
     with pytest.raises(pb.ProbeError, match="no such saliency probe file"):
         pb.load(tmp_path / "absent.pt")
@@ -176,8 +204,18 @@ def test_fit_probe_command_writes_a_probe(tmp_path):
     assert summary["layers"] == [10, 11] and out.is_file()
     probe = pb.load(out)
     assert probe.meta["dataset"] == "mnist5k" and probe.meta["images"] == 3 and probe.meta["holdout"] == 1
+    # --rank --from: compress that probe (no backward), on 2 training images
+    small = tmp_path / "s.pt"
+    r = CliRunner().invoke(main, ["fit-probe", "vim_proxy", "--dataset", "mnist5k", "--from", str(out), "--rank", "2",
+                                  "--compress-images", "2", "--config", str(cfg), "--device", "cpu", "--out", str(small)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["rank"] == 2 and summary["macs_per_token"] == pb.load(small).macs_per_token < probe.macs_per_token
     r = CliRunner().invoke(main, ["fit-probe", "vim_tiny", "--dataset", "mnist5k"])
     assert r.exit_code != 0 and "--out is required" in r.output
+    r = CliRunner().invoke(main, ["fit-probe", "vim_proxy", "--dataset", "mnist5k", "--from", str(out),
+                                  "--out", str(small)])
+    assert r.exit_code != 0 and "--from needs --rank" in r.output
 
 
 def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():
@@ -193,8 +231,7 @@ def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():
         counts[source] = count_flops(model, (1, 28, 28))
         stmsearch.apply(model, None)
     assert counts["probe"]["unsupported"] == {}
-    probe = pb.of(model)
-    per_token = probe.w1.shape[1] * probe.w1.shape[2] + probe.w1.shape[2]
+    per_token = pb.of(model).macs_per_token
     # merges before layers 1-4, from 197, 191, 185 and 179 tokens
     assert counts["probe"]["flops"] - counts["norm"]["flops"] == pytest.approx((197 + 191 + 185 + 179) * per_token,
                                                                                rel=0.02)

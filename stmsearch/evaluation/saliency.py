@@ -17,16 +17,19 @@ from ..models.probe import ProbeError, SaliencyProbe, centred_log, features
 from .datasets import load_dataset
 
 
-def collect(model, images: torch.Tensor, config, batch: int, split: int | None = None) -> tuple[dict, dict]:
+def collect(model, images: torch.Tensor, config, batch: int, split: int | None = None,
+            saliency: bool = True) -> tuple[dict, dict]:
     """Per merging layer of ``config``: lists of (features (N, F) fp16, centred log saliency (N,)) of every
     token but the class token, on the CPU, for images before ``split`` and from it on (two dicts), read
-    along ``config``'s own path (its plans are not changed)."""
+    along ``config``'s own path (its plans are not changed). ``saliency=False``: features only (no
+    backward; the saliency is then zeros)."""
     split = len(images) if split is None else split
     parts: tuple[dict, dict] = ({}, {})
     offset = [0]
 
     def observe(step) -> None:
-        y, mask = centred_log(fisher_saliency(*logit_jacobian(model, step)), step.cls)
+        sal = fisher_saliency(*logit_jacobian(model, step)) if saliency else torch.ones_like(step.norm)
+        y, mask = centred_log(sal, step.cls)
         f = features(step.residual, step.hidden, step.cls, step.state["sizes"], step.norm)
         cut = min(max(split - offset[0], 0), len(f))
         for part, rows in zip(parts, (slice(0, cut), slice(cut, None))):
@@ -108,13 +111,66 @@ def fit_on(model, dataset: str, images: int = 1000, holdout: int = 300, level: f
     the output norm as importance, constant from layer 2 at token reduction ``level`` (the fidelity bench's
     schedules)."""
     device, default = next(model.parameters()).device, config is None
-    if default:
-        depth, tokens = len(model.layers), model.pos_embed.shape[1]
-        config = for_reduction(MergeConfig(method="stm", importance_source="norm"), level, depth, tokens, start=2)
-    data = load_dataset(dataset, "train", device, limit=images + holdout)
-    if len(data) < images + holdout:
-        raise ProbeError(f"{dataset}: its train split holds {len(data)} images, asked for {images} + {holdout}")
-    probe = fit(model, data.normalize(data.images[:images + holdout]), config, holdout=holdout, **options)
+    config, x = _path_and_images(model, dataset, images + holdout, level, config)
+    probe = fit(model, x, config, holdout=holdout, **options)
     probe.meta.update(dataset=dataset, level=level if default else None, torch=str(torch.__version__),
                       device=str(device))
     return probe
+
+
+def compress(probe: SaliencyProbe, feats: dict[int, torch.Tensor], rank: int, steps: int = 1000, seed: int = 0,
+             batch: int = 4096) -> SaliencyProbe:
+    """``probe`` with a rank-``rank`` first layer, distilled from it on ``feats`` (layer -> (N, F) features,
+    e.g. from :func:`collect` with ``saliency=False``; no backward needed): the principal directions of its
+    pre-activations on them first, then Adam on the squared difference of the two probes' predictions."""
+    g = torch.Generator().manual_seed(seed)
+    rows, agree = [], {}
+    for i, layer in enumerate(probe.layers):
+        f = feats[layer].float()
+        with torch.no_grad():
+            teacher = probe.log_saliency(layer, f)
+            pre = f @ probe.w1[i]
+            mean = pre.mean(0)
+            v = torch.linalg.svd(pre - mean, full_matrices=False).Vh[:rank].T  # (H, K)
+            params = [probe.w1[i] @ v, v.T.clone(), probe.b1[i] + mean - (mean @ v) @ v.T, probe.w2[i].clone(),
+                      probe.b2[i].clone()]
+        params = [p.requires_grad_(True) for p in params]
+        opt = torch.optim.Adam(params, lr=1e-3)
+        with torch.inference_mode(False), torch.enable_grad():
+            for _ in range(steps):
+                idx = torch.randint(0, len(f), (min(batch, len(f)),), generator=g)
+                a, b, b1, w2, b2 = params
+                loss = (F.gelu(f[idx] @ a @ b + b1) @ w2 + b2 - teacher[idx]).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        rows.append([p.detach() for p in params])
+        with torch.no_grad():
+            a, b, b1, w2, b2 = rows[-1]
+            agree[str(layer)] = round(r_squared(F.gelu(f @ a @ b + b1) @ w2 + b2, teacher), 4)
+    a, b, b1, w2, b2 = (torch.stack([r[j] for r in rows]) for j in range(5))
+    meta = {**probe.meta, "rank": rank, "compress_steps": steps, "teacher_r2": agree,
+            "compress_tokens": {str(k): len(v) for k, v in feats.items()}}
+    return SaliencyProbe(probe.layers, a, b1, w2, b2, meta, v=b)
+
+
+def _path_and_images(model, dataset: str, n: int, level: float, config):
+    """``config`` (default: STM at its defaults with the output norm, constant from layer 2 at ``level``) and
+    the first ``n`` normalised training images of ``dataset`` on the model's device."""
+    device = next(model.parameters()).device
+    if config is None:
+        depth, tokens = len(model.layers), model.pos_embed.shape[1]
+        config = for_reduction(MergeConfig(method="stm", importance_source="norm"), level, depth, tokens, start=2)
+    data = load_dataset(dataset, "train", device, limit=n)
+    if len(data) < n:
+        raise ProbeError(f"{dataset}: its train split holds {len(data)} images, asked for {n}")
+    return config, data.normalize(data.images[:n])
+
+
+def compress_on(model, probe: SaliencyProbe, dataset: str, rank: int, images: int = 300, level: float = 0.4,
+                config=None, batch: int = 100, **options) -> SaliencyProbe:
+    """:func:`compress` ``probe`` on the features of ``images`` training images of ``dataset`` along the path
+    :func:`fit_on` reads (forward passes only, so a CPU does it in minutes)."""
+    config, x = _path_and_images(model, dataset, images, level, config)
+    feats, _ = collect(model, x, config, batch, saliency=False)
+    return compress(probe, {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}, rank, **options)

@@ -60,7 +60,9 @@ def centred_log(saliency: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor
 @dataclass
 class SaliencyProbe:
     """Per fitted layer, a 2-layer MLP (``w1`` (L, F, H), ``b1`` (L, H), ``w2`` (L, H), ``b2`` (L,)) from
-    :func:`features` to centred log saliency. A layer it was not fitted at uses the nearest fitted one."""
+    :func:`features` to centred log saliency. A layer it was not fitted at uses the nearest fitted one.
+    With ``v`` (L, K, H) the first layer is low-rank, ``w1`` (L, F, K) then ``v``: (F + H) K MACs a token
+    rather than F H (:func:`stmsearch.evaluation.saliency.compress`)."""
 
     layers: tuple[int, ...]
     w1: torch.Tensor
@@ -68,6 +70,7 @@ class SaliencyProbe:
     w2: torch.Tensor
     b2: torch.Tensor
     meta: dict = field(default_factory=dict)  # how it was fitted (plain data)
+    v: torch.Tensor | None = None
     _on: dict = field(default_factory=dict, repr=False)  # the weights per device
 
     @property
@@ -80,10 +83,19 @@ class SaliencyProbe:
     def log_saliency(self, layer: int, feats: torch.Tensor) -> torch.Tensor:
         """(B, T) predicted centred log saliency at ``layer`` from :func:`features` (B, T, F)."""
         if feats.device not in self._on:
-            self._on[feats.device] = [t.to(feats.device, torch.float32) for t in (self.w1, self.b1, self.w2, self.b2)]
-        w1, b1, w2, b2 = self._on[feats.device]
+            self._on[feats.device] = [None if t is None else t.to(feats.device, torch.float32)
+                                      for t in (self.w1, self.b1, self.w2, self.b2, self.v)]
+        w1, b1, w2, b2, v = self._on[feats.device]
         i = self._row(layer)
-        return F.gelu(feats @ w1[i] + b1[i]) @ w2[i] + b2[i]
+        pre = feats @ w1[i] if v is None else (feats @ w1[i]) @ v[i]
+        return F.gelu(pre + b1[i]) @ w2[i] + b2[i]
+
+    @property
+    def macs_per_token(self) -> int:
+        """Multiply-accumulates of one token's prediction (what fvcore counts for it)."""
+        f, k = self.w1.shape[1], self.w1.shape[2]
+        hidden = self.b1.shape[1]
+        return (f * k + (0 if self.v is None else k * hidden)) + hidden
 
     def saliency(self, step: Any) -> torch.Tensor:
         """(B, T) the predicted root saliency of ``step``'s tokens (positive; a norm's units: the image's
@@ -92,8 +104,9 @@ class SaliencyProbe:
         return torch.exp(0.5 * self.log_saliency(step.layer, f).clamp(-60.0, 60.0))
 
     def save(self, path: str | Path) -> None:
+        extra = {} if self.v is None else {"v": self.v.cpu()}
         torch.save({"format": FORMAT, "version": 1, "layers": list(self.layers), "w1": self.w1.cpu(),
-                    "b1": self.b1.cpu(), "w2": self.w2.cpu(), "b2": self.b2.cpu(), "meta": self.meta}, path)
+                    "b1": self.b1.cpu(), "w2": self.w2.cpu(), "b2": self.b2.cpu(), "meta": self.meta, **extra}, path)
 
 
 def load(path: str | Path) -> SaliencyProbe:
@@ -114,12 +127,15 @@ def load(path: str | Path) -> SaliencyProbe:
     layers, w1 = tuple(int(v) for v in obj["layers"]), obj["w1"]
     if w1.dim() != 3 or w1.shape[0] != len(layers) or (w1.shape[1] - EXTRA) % 3:
         raise ProbeError(f"{path}: w1: shape {tuple(w1.shape)} does not fit {len(layers)} layers of 3C + {EXTRA} inputs")
-    shapes = {"b1": (len(layers), w1.shape[2]), "w2": (len(layers), w1.shape[2]), "b2": (len(layers),)}
+    hidden = obj["b1"].shape[-1] if "v" in obj else w1.shape[2]
+    shapes = {"b1": (len(layers), hidden), "w2": (len(layers), hidden), "b2": (len(layers),)}
+    if "v" in obj:
+        shapes["v"] = (len(layers), w1.shape[2], hidden)
     for key, shape in shapes.items():
         if tuple(obj[key].shape) != shape:
             raise ProbeError(f"{path}: {key}: shape {tuple(obj[key].shape)}, expected {shape}")
     return SaliencyProbe(layers, w1.float(), obj["b1"].float(), obj["w2"].float(), obj["b2"].float(),
-                         dict(obj.get("meta", {})))
+                         dict(obj.get("meta", {})), v=obj["v"].float() if "v" in obj else None)
 
 
 def attach(model: torch.nn.Module, probe: SaliencyProbe | str | Path | None) -> torch.nn.Module:
