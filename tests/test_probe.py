@@ -183,6 +183,8 @@ def test_the_shipped_proxies_carry_their_probes_and_other_weights_do_not(tmp_pat
         assert probe is not None and probe.embed_dim == 64 and probe.meta["model"] == name
         assert min(probe.meta["heldout_r2"].values()) > 0.3  # as fitted by `stmsearch fit-probe` on the GPU
         assert pb.of(create_model(name, pretrained=False)) is None
+    # the shipped file named explicitly, as a string, is the shipped weights all the same
+    assert pb.of(create_model("vim_proxy", checkpoint=str(zoo.PRETRAINED["vim_proxy"].shipped))) is not None
     path = tmp_path / "w.pt"
     torch.save({"model": create_model("vim_proxy").state_dict()}, path)
     assert pb.of(create_model("vim_proxy", checkpoint=path)) is None  # its own weights: no probe fits them

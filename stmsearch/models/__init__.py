@@ -52,7 +52,8 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, key="model_ema" if ema else "model")
         shipped = zoo.PRETRAINED.get(name, zoo.Pretrained())
-        if checkpoint == shipped.shipped and shipped.probe is not None and shipped.probe.is_file():
+        if shipped.shipped is not None and Path(checkpoint).resolve() == shipped.shipped.resolve() \
+                and shipped.probe is not None and shipped.probe.is_file():
             attach(model, shipped.probe)  # the probe fits these weights only
     elif ema:
         raise ValueError(f"{name}: ema=True needs weights to load: pass checkpoint=PATH or pretrained=True")
