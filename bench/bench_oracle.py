@@ -34,7 +34,7 @@ from stmsearch.evaluation.fidelity import (PROXY_DATASETS, accuracy_text, bits, 
                                            load_proxy, paired, parse_levels, parse_range)
 from stmsearch.merging import features as ft
 from stmsearch.merging import functions as fn
-from stmsearch.merging.gradients import logit_jacobian, not_recording, tail_logits
+from stmsearch.merging.gradients import fisher_kl, logit_jacobian, not_recording, tail_logits
 from stmsearch.merging.capacity import eligible
 from stmsearch.merging.methods import METHODS, STM_DEFAULTS, Method, _stm_capacity, register_method
 from stmsearch.merging.patch import apply
@@ -105,13 +105,6 @@ def merge_logit_change(model, step: ft.MergeStep, weight: torch.Tensor) -> tuple
     wa, wb = weight[:, :-1].float(), weight[:, 1:].float()
     return z, (torch.einsum("kbec,bec->bek", g[:, :, :-1], d) * (wb / (wa + wb))[..., None]
                - torch.einsum("kbec,bec->bek", g[:, :, 1:], d) * (wa / (wa + wb))[..., None])
-
-
-def fisher_kl(z: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(z) || softmax(z + dz)) to second order, 1/2 sum_k p_k (dz_k - p.dz)^2; z (B, K), dz (B, E, K)."""
-    p = z.softmax(-1)[:, None]
-    dl = dz - (p * dz).sum(-1, keepdim=True)
-    return 0.5 * (p * dl.pow(2)).sum(-1)
 
 
 def oracle_plan(step: ft.MergeStep) -> fn.Plan:

@@ -68,10 +68,16 @@ def logit_jacobian(model, step: MergeStep) -> tuple[torch.Tensor, torch.Tensor]:
     return z.detach(), g.detach()
 
 
+def fisher_kl(z: torch.Tensor, dz: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(z) || softmax(z + dz)) to second order, 1/2 sum_k p_k (dz_k - p.dz)^2; z (B, K), dz (B, E, K)."""
+    p = z.softmax(-1)[:, None]
+    dl = dz - (p * dz).sum(-1, keepdim=True)
+    return 0.5 * (p * dl.pow(2)).sum(-1)
+
+
 def fisher_saliency(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """(B, T) each token's Fisher norm sum_k p_k ||g_k - sum_j p_j g_j||^2 (over channels): the expected
     squared gradient of the log-likelihood under the model's own prediction, i.e. how far a small move
-    of that token moves the prediction (KL to second order, summed over directions)."""
-    p = z.softmax(-1).T[:, :, None, None]
-    centred = g - (p * g).sum(0, keepdim=True)
-    return (p * centred.pow(2)).sum((0, 3))
+    of that token moves the prediction (:func:`fisher_kl` of a unit move, summed over the channels)."""
+    k, b, t, c = g.shape
+    return 2 * fisher_kl(z, g.permute(1, 2, 3, 0).reshape(b, t * c, k)).view(b, t, c).sum(-1)
