@@ -237,6 +237,13 @@ def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():
     # merges before layers 1-4, from 197, 191, 185 and 179 tokens
     assert counts["probe"]["flops"] - counts["norm"]["flops"] == pytest.approx((197 + 191 + 185 + 179) * per_token,
                                                                                rel=0.02)
+    # any method that reads the importance runs the probe alike: tome's norm weights here
+    stmsearch.apply(model, MergeConfig(method="tome", schedule=[0] + [6] * 4, weights="norm", importance_source="probe"))
+    assert count_flops(model, (1, 28, 28))["unsupported"] == {}
+    stmsearch.apply(model, None)
+    tome = MergeConfig(method="tome", weights="norm")
+    assert get_method("tome").cost_key(tome.model_copy(update={"importance_source": "probe"})) == \
+        get_method("tome").cost_key(tome) + ",importance_source=probe"
     stm = get_method("stm")
     assert "importance_source" not in stm.cost_key(MergeConfig(method="stm"))  # tables timed before it stay valid
     assert stm.cost_key(MergeConfig(method="stm", importance_source="auto")).endswith(",importance_source=auto")

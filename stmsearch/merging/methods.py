@@ -20,9 +20,10 @@ from . import functions as fn
 from .capacity import (block_offset, cell_capacity, cells_2d, eligible, side_capacity, sides, split_sides,
                        symmetric_capacity, worst_split)
 
-# Ops every merge traces (routing tokens into slots): no MACs under fvcore's convention.
+# Ops every merge traces (routing tokens into slots), and the saliency probe's activation, which any method
+# reading the importance may trace (its matmuls are counted): no MACs under fvcore's convention.
 MERGE_OPS = ("aten::scatter", "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::sort",
-             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min")
+             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min", "aten::gelu")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ class Method:
     flop_ops: tuple[str, ...] = MERGE_OPS
     cost_knobs: tuple[str, ...] = ()  # knobs that change the merge step's run time (the latency model's key)
     # knobs that change it only away from a neutral value (knob -> that value): tables timed before the knob
-    # existed keep their keys
-    cost_extra: Mapping[str, Any] = field(default_factory=dict)
+    # existed keep their keys. By default the saliency probe (an MLP per token, timed where a model has one),
+    # which every method reading the importance (pruning's ranking, ``norm`` weights) runs alike
+    cost_extra: Mapping[str, Any] = field(default_factory=lambda: {"importance_source": "norm"})
     searchable: bool = True
     example: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -147,14 +149,12 @@ STM_DEFAULTS = {"metric": "dt", "runs": 3, "fading": "fixed", "symmetric": False
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
-    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum",
-                          "aten::gelu"),  # the saliency probe's activation (its matmuls are counted)
+    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::scatter_reduce", "aten::minimum", "aten::maximum"),
     # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
     # measurable cost (shipped latency tables stay valid). So are edges and drop: the same plan kernels
     # (drops add three small launches on a GPU, one more top-k on the CPU); the latency model prices them
     # as blocks; time them measured where that matters
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
-    cost_extra={"importance_source": "norm"},  # the saliency probe: an MLP per token, timed where a model has one
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
            "runs": {"type": "categorical", "choices": [2, 3, 4]},
@@ -199,7 +199,7 @@ def _prune_plan(step: ft.MergeStep) -> fn.Plan:
 register_method(Method(
     "prune", _prune_plan,
     lambda cfg, tokens, cls, layer, patches: eligible(tokens, cfg.protect),
-    flop_ops=MERGE_OPS + ("aten::linalg_vector_norm", "aten::gelu"),
+    flop_ops=MERGE_OPS + ("aten::linalg_vector_norm",),
     knobs={"window": WINDOW, "size_aware_decay": SIZE_AWARE},
     example={"schedule": [4] * 4},
     description="importance pruning: drop the tokens of smallest output norm"))
