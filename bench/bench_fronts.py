@@ -201,17 +201,19 @@ def run(args: argparse.Namespace) -> dict:
             yield
             seconds[name] = time.perf_counter() - t0
 
+    suffix = "".join(f"-{k}" for k in sorted(args.stm_knobs or {}))
     table = None
     if not args.evaluator:  # a stand-in evaluator (the smoke test) predicts its own speed
-        table = runs / f"fronts-{args.proxy}-latency.json"
+        # STM's knobs may add merge steps (runs, the probe's importance_source): timed in the same table
+        table = runs / f"fronts-{args.proxy}{suffix}-latency.json"
         if not table.is_file():
             with step("calibrate"):
-                calibrate_space(method_space(base, METHODS)).save(table)
+                calibrate_space(method_space(base, METHODS, stm_knobs=args.stm_knobs)).save(table)
         table = str(table.resolve())
     studies = {}
     for m in METHODS:
         extra = args.stm_knobs if m == "stm" else None
-        studies[m] = f"fronts-{args.proxy}-{m}" + "".join(f"-{k}" for k in sorted(extra or {}))
+        studies[m] = f"fronts-{args.proxy}-{m}" + (suffix if extra else "")
         with step(f"search_{m}"):
             run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
                        study=studies[m], executor="local", runs=runs, progress=False)

@@ -110,6 +110,20 @@ def test_stm_knobs_widen_only_stms_search(bench):
             bench.stm_knobs(bad)
 
 
+def test_the_shared_latency_table_times_stms_extra_merge_steps(bench):
+    from stmsearch.merging.config import MergeConfig
+    from stmsearch.merging.methods import get_method
+    from stmsearch.search.calibration import step_configs
+
+    base = bench.base_space("vim_proxy_clutter", 500, 40)
+    extra = bench.stm_knobs("{importance_source: auto, runs: 2}")
+    keys = {get_method(c.method).cost_key(c) for c in step_configs(bench.method_space(base, bench.METHODS,
+                                                                                      stm_knobs=extra))}
+    want = get_method("stm").cost_key(MergeConfig(method="stm", importance_source="auto", runs=2))
+    assert {k for k in keys if k.startswith("stm")} == {want}
+    assert any(k.startswith("prune") for k in keys) and any(k.startswith("tome") for k in keys)
+
+
 def test_smoke_end_to_end(bench, tmp_path, one_thread):
     out = bench.main(["--proxy", "vim_proxy", "--trials", "6", "--subset", "10", "--images", "20",
                       "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",

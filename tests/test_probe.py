@@ -189,8 +189,9 @@ def test_the_shipped_proxies_carry_their_probes_and_other_weights_do_not(tmp_pat
     torch.save({"model": create_model("vim_proxy").state_dict()}, path)
     assert pb.of(create_model("vim_proxy", checkpoint=path)) is None  # its own weights: no probe fits them
     assert zoo.PRETRAINED["vim_proxy"].probe.is_file()
-    # the probe is opt-in (STM's defaults and the baselines read the output norm)
-    assert MergeConfig(method="stm").importance_source == MergeConfig(method="prune").importance_source == "norm"
+    # STM's defaults read the probe wherever the model carries one; the baselines' the output norm
+    assert MergeConfig(method="stm").importance_source == "auto"
+    assert MergeConfig(method="prune").importance_source == MergeConfig(method="tome").importance_source == "norm"
 
 
 def test_fit_probe_command_writes_a_probe(tmp_path):
@@ -245,7 +246,8 @@ def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():
     assert get_method("tome").cost_key(tome.model_copy(update={"importance_source": "probe"})) == \
         get_method("tome").cost_key(tome) + ",importance_source=probe"
     stm = get_method("stm")
-    assert "importance_source" not in stm.cost_key(MergeConfig(method="stm"))  # tables timed before it stay valid
+    # norm configs keep the keys of tables timed before the knob existed
+    assert "importance_source" not in stm.cost_key(MergeConfig(method="stm", importance_source="norm"))
     assert stm.cost_key(MergeConfig(method="stm", importance_source="auto")).endswith(",importance_source=auto")
     import yaml
     data = yaml.safe_load((Path(stmsearch.__file__).parents[1] / "search_spaces" / "demo.yaml").read_text())

@@ -138,9 +138,9 @@ def test_params_round_trip_and_capacity_clipping(tmp_path):
 
 def test_seed_projection_and_reference_params(tmp_path):
     space = load_space(write(tmp_path, BASE))
-    proj = project(space, seed_config(space, "hand"))
-    # STM's default runs (3) lies outside the space's choices (2, 4): the projection leaves it out and
-    # the sampler's own value stands in
+    # runs 3 lies outside the space's choices (2, 4): the projection leaves it out and the sampler's own
+    # value stands in
+    proj = project(space, seed_config(space, "hand").model_copy(update={"runs": 3}))
     assert proj == {"method": "stm", "start": 1, "count": 8, "stm.window": 4}
     inside = seed_config(space, "hand").model_copy(update={"runs": 4})
     assert project(space, inside) == {**proj, "stm.runs": 4}

@@ -138,13 +138,14 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
 
 
 # STM's defaults, chosen by bench/bench_fidelity.py on held-out images 0-499 of both proxies (the README's
-# "STM's defaults"); reported on 500-999. The shared MergeConfig fields keep the baselines' defaults.
-STM_DEFAULTS = {"metric": "dt", "runs": 3, "fading": "fixed", "symmetric": False, "weights": "norm",
-                "damage": "ward", "size_aware_decay": True, "importance": "min", "importance_power": 2.0,
-                "weight_power": 4.0}
-# Not among them: the fifth selection's choice (importance_source auto with the shipped saliency probes,
-# runs 2, importance mean, powers 4 / 2), the most accurate at equal token reduction but, on the proxies,
-# costlier in MACs than the merges save at 20% (the README's "A saliency probe as STM's importance")
+# "STM's defaults": the fifth selection), reported on 500-999. The shared MergeConfig fields keep the
+# baselines' defaults. importance_source auto: the model's saliency probe where it carries one (the shipped
+# proxies), else the output norm, with which these knobs and the third selection's are level on average
+# (README "A saliency probe as STM's importance"). The probe costs more than the merges save at constant
+# schedules on the narrow proxies; searched fronts, which price it, place merges where it pays
+STM_DEFAULTS = {"metric": "dt", "runs": 2, "fading": "fixed", "symmetric": False, "weights": "norm",
+                "damage": "ward", "size_aware_decay": True, "importance": "mean", "importance_source": "auto",
+                "importance_power": 4.0, "weight_power": 2.0}
 
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
