@@ -37,6 +37,7 @@ from stmsearch.merging.config import config_from_dict
 from stmsearch.merging.patch import apply
 from stmsearch.pareto import pareto_mask
 from stmsearch.results.records import load_study_data
+from stmsearch.results.table import front_records
 from stmsearch.search.space import SearchSpace, parse_space
 from stmsearch.yamlfile import read_yaml
 
@@ -218,7 +219,8 @@ def run(args: argparse.Namespace) -> dict:
             run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
                        study=studies[m], executor="local", runs=runs, progress=False)
     for m in METHODS:
-        if not any(r.verified for r in load_study_data(url, studies[m]).records if not r.is_reference):
+        # a continued study (more --trials) may have new front points: verify the front again when any lacks it
+        if any(not r.verified for r in front_records(load_study_data(url, studies[m]))):
             with step(f"verify_{m}"):
                 verify_study(url, studies[m], pairs=args.pairs, progress=False, log=print)
     data = {m: load_study_data(url, studies[m]) for m in METHODS}

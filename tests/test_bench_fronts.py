@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from stmsearch.results.records import load_study_data
+from stmsearch.results.table import front_records
 from stmsearch.search.space import load_space
 
 
@@ -149,3 +150,10 @@ def test_smoke_end_to_end(bench, tmp_path, one_thread):
                 assert row["stm_speedup"] >= row["baseline_speedup"]
                 assert row["sign_all"]["wins"] + row["sign_all"]["losses"] <= 20
                 assert row["sign_unseen"]["wins"] + row["sign_unseen"]["losses"] <= 10
+    # more trials continue the same studies, and their new front points are verified too
+    more = bench.main(["--proxy", "vim_proxy", "--trials", "9", "--subset", "10", "--images", "20",
+                       "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",
+                       "--stm-knobs", "{drop: {type: categorical, choices: [0.5]}}"])
+    for method, study in more["studies"].items():
+        data = load_study_data(more["storage"], study)
+        assert len(data.records) == 9 and all(r.verified for r in front_records(data))
