@@ -64,6 +64,30 @@ def test_features_of_an_image_do_not_depend_on_its_batch():
         assert torch.equal(one, full[i:i + 1])
 
 
+@pytest.mark.parametrize("rank", [None, 3])
+def test_predict_is_the_mlp_over_the_features_without_forming_them(rank):
+    """The factored prediction a merge runs equals the MLP over :func:`features` that fitting trains,
+    at any layer row and length, for a full and a low-rank first layer, in and out of inference mode."""
+    g = torch.Generator().manual_seed(1)
+    c, hidden, layers = 6, 5, (2, 4)
+    f = 3 * c + pb.EXTRA
+    w1 = torch.randn(2, f, rank or hidden, generator=g)
+    v = None if rank is None else torch.randn(2, rank, hidden, generator=g)
+    probe = pb.SaliencyProbe(layers, w1, torch.randn(2, hidden, generator=g), torch.randn(2, hidden, generator=g),
+                             torch.randn(2, generator=g), v=v)
+    for t, layer in ((11, 2), (7, 4), (11, 9)):
+        res, hid = 3 * torch.randn(4, t, c, generator=g), torch.randn(4, t, c, generator=g)
+        cls = torch.tensor([0, t // 2, t - 1, 2])
+        sizes = torch.randint(1, 4, (4, t), generator=g).float()
+        norm = hid.norm(dim=-1)
+        want = probe.log_saliency(layer, pb.features(res, hid, cls, sizes, norm))
+        got = probe.predict(layer, res, hid, cls, sizes, norm)
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-5)
+        with torch.inference_mode():
+            assert torch.equal(probe.predict(layer, res, hid, cls, sizes, norm), got)
+    assert probe.macs_per_token == (2 * c + 2) * (rank or hidden) + (rank or 0) * (hidden if rank else 0) + hidden
+
+
 def test_collect_reads_each_merging_layers_saliency_and_splits_by_image():
     model, x = _tiny(), _images(5)
     train, held = collect(model, x, _config(), batch=2, split=3)
@@ -105,7 +129,7 @@ def test_compress_distils_a_low_rank_probe_that_predicts_like_the_full_one(tmp_p
     start = compress(full, feats, rank=8, steps=0)  # the principal directions alone
     small = compress(full, feats, rank=8, steps=300)
     assert small.v.shape == (2, 8, 16) and small.w1.shape == (2, full.w1.shape[1], 8)
-    assert small.macs_per_token == full.w1.shape[1] * 8 + 8 * 16 + 16 < full.macs_per_token
+    assert small.macs_per_token == (2 * 64 + 2) * 8 + 8 * 16 + 16 < full.macs_per_token  # as predict() runs it
     for layer in (2, 3):
         y = full.log_saliency(layer, feats[layer])
         agree = 1 - (small.log_saliency(layer, feats[layer]) - y).pow(2).mean() / y.var()

@@ -1,8 +1,9 @@
 """FLOPs per image with fvcore, with a handle for every op a ViM forward (merged or not) traces.
 
 Convention (fvcore's): one multiply-accumulate (MAC) counts as one FLOP, and only MACs count:
-- linear / conv / bmm / einsum: fvcore's own handles (in x out per output row). matmul: output
-  elements x inner size (fvcore's own handle ignores a broadcast batch of the second operand).
+- linear / conv / bmm / einsum: fvcore's own handles (in x out per output row). matmul, baddbmm,
+  addmv: output elements x inner size (fvcore's own matmul handle ignores a broadcast batch of the
+  second operand).
 - the depthwise conv1d: on the CPU written as k shifted ``addcmul`` taps, 1 MAC per output
   element of each tap, so k per (token, channel); on CUDA a grouped ``conv1d`` counted by
   fvcore's conv handle over the padded length (L + k - 1, under 0.1% more in total).
@@ -108,6 +109,14 @@ def _matmul_handle(inputs, outputs) -> Counter:
     return Counter({"matmul": n * get_shape(inputs[0])[-1]})
 
 
+def _batched_product_handle(inputs, outputs) -> Counter:
+    """``baddbmm`` / ``addmv`` (the saliency probe): output elements x inner size, as ``matmul``."""
+    n = 1
+    for s in get_shape(outputs[0]):
+        n *= s
+    return Counter({"matmul": n * get_shape(inputs[1])[-1]})
+
+
 def _addcmul_handle(inputs, outputs) -> Counter:
     """One MAC per output element (the depthwise conv taps)."""
     n = 1
@@ -163,7 +172,8 @@ def count_flops(model: torch.nn.Module, input_shape: tuple[int, int, int], devic
     with _traceable(), single, torch.no_grad():
         fa = FlopCountAnalysis(model, (x,))
         fa.set_op_handle(SCAN_OP, _scan_handle, "aten::matmul", _matmul_handle,
-                         "aten::addcmul_", _addcmul_handle, "aten::addcmul", _addcmul_handle)
+                         "aten::addcmul_", _addcmul_handle, "aten::addcmul", _addcmul_handle,
+                         "aten::baddbmm", _batched_product_handle, "aten::addmv", _batched_product_handle)
         fa.set_op_handle(**{name: None for name in zero_mac_ops()})
         fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         total = fa.total()

