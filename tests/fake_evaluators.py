@@ -16,6 +16,7 @@ import torch
 from stmsearch.search.space import model_geometry
 
 CALLS_FILE = "STMSEARCH_FAKE_CALLS"  # env var: append one line per evaluation to this file
+PROBES_FILE = "STMSEARCH_FAKE_PROBES"  # env var: append the probe each evaluation was given to this file
 
 
 def fake_evaluate(model_name, checkpoint, config, dataset, limit=None, device="auto", batch_size=256,
@@ -34,6 +35,9 @@ def fake_evaluate(model_name, checkpoint, config, dataset, limit=None, device="a
     if os.environ.get(CALLS_FILE):
         with open(os.environ[CALLS_FILE], "a") as f:
             f.write(f"{os.getpid()}\n")
+    if os.environ.get(PROBES_FILE):
+        with open(os.environ[PROBES_FILE], "a") as f:
+            f.write(f"{options.get('probe')}\n")
     out = {"accuracy": max(0.0, 0.98 - 0.9 * reduction ** 2 + bonus), "n": limit or 5000,
            "flops": int(1e8 * (1 - reduction)), "params": 123456, "tokens_per_layer": per_layer,
            "throughput": 1000.0 / (1.0 - reduction), "latency_ms": 1.0, "peak_mem_mb": 0.0, "device": "cpu"}

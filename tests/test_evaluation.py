@@ -192,7 +192,7 @@ def test_eval_skip_bad_images_reports_how_many(tmp_path, monkeypatch):
     monkeypatch.setenv("STMSEARCH_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
     small = stmsearch.create_model("vim_tiny", depth=1)  # the real layout at 224, one layer for the CPU
-    monkeypatch.setattr(api, "_cached_model", lambda name, checkpoint, device: small)
+    monkeypatch.setattr(api, "_cached_model", lambda name, checkpoint, probe, device: small)
     args = ["eval", "--model", "vim_tiny", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--device", "cpu",
             "--json"]
     strict = CliRunner().invoke(main, args)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from click.testing import CliRunner
 
@@ -280,3 +281,72 @@ def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():
     space = parse_space(data)
     keys = {stm.cost_key(c) for c in step_configs(space)}
     assert len(keys) == 2 and any(k.endswith("importance_source=auto") for k in keys)
+
+
+def test_a_probe_file_reaches_the_model_through_create_model_evaluate_eval_and_a_search_space(tmp_path, monkeypatch):
+    """Users' own probes (fitted to their own weights) reach every place a model is made: ``create_model(probe=)``,
+    ``evaluate(probe=)``, ``stmsearch eval|profile --probe``, and a search space's ``probe:`` field (trials,
+    verification, calibration), with errors that name the file and field."""
+    from stmsearch.evaluation import api
+    from stmsearch.search import objective
+    from stmsearch.search.runner import check_inputs
+    from stmsearch.search.space import SpaceError, parse_space
+
+    shipped = pb.of(create_model("vim_proxy"))
+    mine = pb.SaliencyProbe(shipped.layers, shipped.w1, shipped.b1, -shipped.w2, shipped.b2, {"fitted": "by me"})
+    path = tmp_path / "mine.probe.pt"
+    mine.save(path)
+    assert pb.of(create_model("vim_proxy", probe=path)).meta == {"fitted": "by me"}
+    assert pb.of(create_model("vim_proxy", pretrained=False, probe=path)).meta == {"fitted": "by me"}
+    with pytest.raises(pb.ProbeError, match=r"mine.probe.pt: w1: fitted for embed_dim 64"):
+        create_model("vim_proxy", pretrained=False, embed_dim=32, probe=path)
+
+    cfg = MergeConfig(method="stm", schedule=[0, 0] + [20] * 6)
+    metrics = {}
+    for probe in (None, path):
+        metrics[probe] = api.evaluate("vim_proxy", None, cfg, "mnist5k", limit=64, device="cpu",
+                                      measure=("accuracy",), probe=probe)
+    model = api._cached_model("vim_proxy", None, str(path), torch.device("cpu"))
+    assert torch.equal(pb.of(model).w2, -shipped.w2)  # the file's probe, not the shipped one
+    assert pb.of(api._cached_model("vim_proxy", None, None, torch.device("cpu"))).meta == shipped.meta
+    assert metrics[None]["accuracy"] != metrics[path]["accuracy"]  # the opposite ranking merges other tokens
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": "something else"}, bad)
+    r = CliRunner().invoke(main, ["eval", "--model", "vim_proxy", "--dataset", "mnist5k", "--limit", "8",
+                                  "--device", "cpu", "--probe", str(bad)])
+    assert r.exit_code != 0 and "bad.pt: format: not a saliency probe file" in r.output
+    r = CliRunner().invoke(main, ["profile", "--model", "vim_proxy", "--device", "cpu", "--runs", "1", "--json",
+                                  "--probe", str(path)])
+    assert r.exit_code == 0, r.output
+
+    data = yaml.safe_load((Path(stmsearch.__file__).parents[1] / "search_spaces" / "demo.yaml").read_text())
+    plain = parse_space(data)
+    assert parse_space({**data, "probe": None}).identity() == plain.identity()  # earlier studies resume
+    monkeypatch.setenv("STMSEARCH_TEST_PROBES", str(tmp_path))
+    space = parse_space({**data, "probe": "${STMSEARCH_TEST_PROBES}/mine.probe.pt"})
+    assert space.probe == str(path) and space.identity() != plain.identity()
+    check_inputs(space, "s.yaml")
+    for name, message in (("bad.pt", "s.yaml: probe: .*bad.pt: format: not a saliency probe file"),
+                          ("none.pt", "s.yaml: probe: .*none.pt: no such saliency probe file")):
+        with pytest.raises(SpaceError, match=message):
+            check_inputs(parse_space({**data, "probe": str(tmp_path / name)}), "s.yaml")
+    monkeypatch.delenv("STMSEARCH_TEST_PROBES")
+    with pytest.raises(SpaceError, match="probe: .*not set"):
+        check_inputs(parse_space({**data, "probe": "${STMSEARCH_TEST_PROBES}/mine.probe.pt"}), "s.yaml")
+
+    calls = []
+    monkeypatch.setattr(objective, "load_evaluator", lambda name: lambda *a, **kw: calls.append(kw) or {})
+    objective.call_evaluate(space, cfg)
+    objective.call_evaluate(plain, cfg)
+    assert calls[0]["probe"] == str(path) and "probe" not in calls[1]
+    from stmsearch.search.storage import study_attrs
+    from stmsearch.models.checkpoint import file_sha256
+    assert study_attrs(space)["probe_sha256"] == file_sha256(path) and "probe" not in study_attrs(plain)
+
+    # a latency table is timed with the space's probe
+    from stmsearch.search import calibration
+    seen = []
+    monkeypatch.setattr(calibration, "calibrate", lambda model, *a, **kw: seen.append(pb.of(model).meta))
+    calibration.calibrate_space(parse_space({**data, "device": "cpu", "probe": str(path)}), progress=False)
+    assert seen == [{"fitted": "by me"}]

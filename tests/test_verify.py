@@ -144,3 +144,18 @@ def test_calibrate_and_a_mismatched_table_fail_in_one_line_and_change_nothing(tm
     assert len(res.output.strip().splitlines()) == 1
     study = optuna.load_study(study_name=study_name(other, load_space(other)), storage=storage_url)
     assert len(study.trials) == 0  # refused before any trial
+
+
+def test_a_spaces_probe_reaches_every_trial_and_verification(tmp_path, monkeypatch):
+    from stmsearch.models import create_model, probe as pb
+
+    probe = tmp_path / "mine.probe.pt"
+    pb.of(create_model("vim_proxy")).save(probe)
+    calls = tmp_path / "probes.txt"
+    monkeypatch.setenv("STMSEARCH_FAKE_PROBES", str(calls))
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    result = _searched(tmp_path, url, probe=str(probe))
+    searched = calls.read_text().split()
+    assert 0 < len(searched) <= result.ran and set(searched) == {str(probe)}  # a repeated config is not re-run
+    done, _ = _verify_and_read(url, result.study_name)
+    assert calls.read_text().split()[len(searched):] == [str(probe)] * len(done)

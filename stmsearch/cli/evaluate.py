@@ -46,6 +46,9 @@ def _common(fn):
         click.option("--model", "model_name", required=True, help="Registered model, e.g. vim_tiny or vim_proxy."),
         click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False),
                      help="Weights to load (default: the model's shipped weights, if any)."),
+        click.option("--probe", type=click.Path(exists=True, dir_okay=False),
+                     help="Saliency probe fitted to these weights (stmsearch fit-probe; default: the shipped one "
+                          "with shipped weights, none otherwise)."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="Merge config file (YAML/JSON); default: no token reduction."),
         click.option("--device", type=DEVICE, default="auto", show_default=True),
@@ -64,11 +67,11 @@ def _common(fn):
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--skip-bad-images", is_flag=True,
               help="Leave out image files that cannot be decoded (reported as 'skipped') instead of failing.")
-def eval_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset, limit, batch_size,
+def eval_cmd(model_name, checkpoint, probe, config_path, device, bf16, as_json, dataset, limit, batch_size,
              skip_bad_images):
     """Top-1 accuracy of a model (and merge config) on real images."""
     _run(as_json, f"eval {model_name} on {dataset}", config_path, model_name=model_name, checkpoint=checkpoint,
-         dataset=dataset, limit=limit, device=device, batch_size=batch_size,
+         probe=probe, dataset=dataset, limit=limit, device=device, batch_size=batch_size,
          measure=("accuracy",), bf16=bf16, progress=True, skip_bad_images=skip_bad_images)
 
 
@@ -82,9 +85,9 @@ def eval_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset
 @click.option("--estimator", type=click.Choice(["measured", "paired"]), default="measured", show_default=True,
               help="paired: time the config and the unreduced model in turns and report the speed-up with its "
                    "95%% interval (--runs pairs).")
-def profile_cmd(model_name, checkpoint, config_path, device, bf16, as_json, dataset, batch_size, runs, cuda_graphs,
-                estimator):
+def profile_cmd(model_name, checkpoint, probe, config_path, device, bf16, as_json, dataset, batch_size, runs,
+                cuda_graphs, estimator):
     """FLOPs, parameters, tokens per layer, throughput, latency and peak memory."""
     _run(as_json, f"profile {model_name}", config_path, model_name=model_name, checkpoint=checkpoint,
-         dataset=dataset, device=device, batch_size=batch_size or 256, throughput_batch=batch_size,
+         probe=probe, dataset=dataset, device=device, batch_size=batch_size or 256, throughput_batch=batch_size,
          measure=("speed", "flops"), bf16=bf16, cuda_graphs=cuda_graphs, runs=runs, estimator=estimator)

@@ -52,13 +52,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(name: str, checkpoint: str | None, device: torch.device) -> VisionMamba:
-    return create_model(name, checkpoint).to(device)
+def _cached_model(name: str, checkpoint: str | None, probe: str | None, device: torch.device) -> VisionMamba:
+    return create_model(name, checkpoint, probe=probe).to(device)
 
 
-def _model(name: str, checkpoint: str | None, device: torch.device, config: MergeConfig | None) -> VisionMamba:
-    """The cached model of (name, checkpoint, device), patched for ``config`` (None: unpatched)."""
-    model = _cached_model(name, None if checkpoint is None else str(checkpoint), device)
+def _model(name: str, checkpoint: str | None, device: torch.device, config: MergeConfig | None,
+           probe: str | None = None) -> VisionMamba:
+    """The cached model of (name, checkpoint, probe, device), patched for ``config`` (None: unpatched)."""
+    model = _cached_model(name, None if checkpoint is None else str(checkpoint), None if probe is None else str(probe),
+                          device)
     return apply(model, config)  # restores the previous trial's patch first
 
 
@@ -97,7 +99,7 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
              measure: Iterable[str] = MEASURES, throughput_batch: int | None = None, bf16: bool = False,
              cuda_graphs: bool = False, progress: bool = False, runs: int | None = None,
              skip_bad_images: bool = False, estimator: str | None = None,
-             latency_table: LatencyTable | str | None = None) -> dict:
+             latency_table: LatencyTable | str | None = None, probe: str | None = None) -> dict:
     """Measure one model + merge config on this machine; returns the :data:`METRIC_KEYS` asked for.
 
     ``dataset`` (val split, first ``limit`` images) is needed for accuracy; when given, the
@@ -107,7 +109,8 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
     unreadable image files out of the dataset (and reports how many as ``skipped``) instead of
     failing. ``estimator`` (see :mod:`stmsearch.evaluation.speed`; default ``measured``, the config
     timed alone; a search defaults to ``paired`` on a GPU, ``model`` on the CPU) says how speed is found; ``model`` needs ``latency_table`` (a table or
-    its JSON file) made for this model, device, batch and dtype. Raises on a NaN accuracy or throughput.
+    its JSON file) made for this model, device, batch and dtype. ``probe``: a saliency probe file for the
+    model's weights (:func:`stmsearch.models.create_model`). Raises on a NaN accuracy or throughput.
     """
     measure = tuple(measure)
     dev = resolve_device(device)
@@ -122,7 +125,7 @@ def evaluate(model_name: str, checkpoint: str | None = None, config: MergeConfig
         raise ValueError(f"measure: unknown {sorted(unknown)}; choose from {MEASURES}")
     if "accuracy" in measure and dataset is None:
         raise ValueError("measuring accuracy needs a dataset")
-    model = _model(model_name, checkpoint, dev, config)
+    model = _model(model_name, checkpoint, dev, config, probe)
     shape = input_shape(model)
     data = load_dataset(dataset, "val", dev, limit, skip_bad_images) if dataset is not None else None
     if data is not None:

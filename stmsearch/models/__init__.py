@@ -34,7 +34,7 @@ def _weights(name: str, pretrained: bool | None, overridden: bool) -> Path | Non
 
 
 def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bool | None = None,
-                 ema: bool = False, **overrides) -> VisionMamba:
+                 ema: bool = False, probe: str | Path | None = None, **overrides) -> VisionMamba:
     """Build a registered model in eval mode, loading weights strictly (never a partial load).
 
     Weights come from ``checkpoint`` (a local file) when given, else from ``pretrained``:
@@ -44,7 +44,8 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
     Hugging Face Hub (``vim_tiny``/``vim_small``/``vim_base``, through huggingface_hub's cache;
     needs ``stmsearch[hub]``); ``False`` loads none. ``ema=True`` loads a training checkpoint's
     ``model_ema`` entry instead of ``model``. ``overrides`` change :class:`VimConfig` fields.
-    Shipped weights come with their saliency probe where one is shipped (``importance_source``).
+    Shipped weights come with their saliency probe where one is shipped (``importance_source``);
+    ``probe`` (a probe file fitted to these weights, :mod:`stmsearch.models.probe`) attaches that one instead.
     """
     model = model_constructor(name)(**overrides)
     if checkpoint is None:
@@ -57,6 +58,8 @@ def create_model(name: str, checkpoint: str | Path | None = None, pretrained: bo
             attach(model, shipped.probe)  # the probe fits these weights only
     elif ema:
         raise ValueError(f"{name}: ema=True needs weights to load: pass checkpoint=PATH or pretrained=True")
+    if probe is not None:
+        attach(model, probe)
     return model.eval()
 
 

@@ -48,7 +48,7 @@ def throughput_batch(space: SearchSpace, device) -> int:
 def calibrate_space(space: SearchSpace, progress: bool = True) -> LatencyTable:
     """Time the space's model on its device, batch and dtype, with every merge step it can choose."""
     device = resolve_device(space.device)
-    model = create_model(space.model, space.checkpoint).to(device)
+    model = create_model(space.model, space.checkpoint, probe=space.probe).to(device)
     return calibrate(model, space.model, step_configs(space), device, throughput_batch(space, device),
                      space.throughput.bf16, progress=progress)
 

@@ -57,6 +57,8 @@ def call_evaluate(space: SearchSpace, cfg: MergeConfig) -> dict:
     extra = {"runs": space.throughput.runs} if space.throughput.runs is not None else {}
     if space.skip_bad_images:
         extra["skip_bad_images"] = True
+    if space.probe:
+        extra["probe"] = space.probe
     if space.estimator() != "measured":
         extra.update(estimator=space.estimator(), latency_table=space.throughput.table)
     return evaluate(space.model, space.checkpoint, None if cfg.method == "none" else cfg, space.dataset,

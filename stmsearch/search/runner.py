@@ -20,6 +20,7 @@ from .params import grid_size
 from .progress import SearchProgress
 from .record import finished, reap_stale
 from .samplers import make_sampler
+from ..models import probe
 from .space import SearchSpace, SpaceError, unset_variables
 from ..database import open_storage
 from .storage import default_url, open_study, study_name
@@ -63,6 +64,11 @@ def check_inputs(space: SearchSpace, source: str) -> None:
         raise SpaceError(f"{source}: {unset[0]}: environment variable not set")
     if space.checkpoint and not Path(space.checkpoint).is_file():
         raise SpaceError(f"{source}: checkpoint: file not found: {space.checkpoint}")
+    if space.probe:
+        try:
+            probe.load(space.probe)
+        except probe.ProbeError as exc:
+            raise SpaceError(f"{source}: probe: {exc}") from None
     if space.dataset.startswith("imagefolder:") and not Path(space.dataset.split(":", 1)[1]).is_dir():
         raise SpaceError(f"{source}: dataset: folder not found: {space.dataset.split(':', 1)[1]}")
     try:

@@ -266,7 +266,7 @@ class ThroughputSpec(Strict):
     cuda_graphs: bool = False
 
 
-_LATER_OPTIONS = {("skip_bad_images",): False, ("verify",): False, ("throughput", "estimator"): None,
+_LATER_OPTIONS = {("skip_bad_images",): False, ("probe",): None, ("verify",): False, ("throughput", "estimator"): None,
                   ("throughput", "table"): None, ("sampler", "options"): {}, ("seed_ladder",): 0}
 
 
@@ -276,6 +276,7 @@ class SearchSpace(Strict):
     description: str = ""
     model: str
     checkpoint: str | None = None
+    probe: str | None = None  # a saliency probe file fitted to the checkpoint (stmsearch fit-probe)
     dataset: str
     subset: int | None = Field(None, ge=1)  # images evaluated per trial (None: the whole set)
     skip_bad_images: bool = False  # leave unreadable image files out (counted in metrics.skipped) instead of failing
@@ -491,10 +492,13 @@ def with_device(space: SearchSpace, device: str, source: str = "--device") -> Se
         raise SpaceError(format_errors(exc, source)) from None
 
 
+FILE_FIELDS = ("checkpoint", "probe", "dataset")  # the fields naming files or folders of this machine
+
+
 def _expand_env(data: Any) -> Any:
-    """``${VAR}`` in checkpoint and dataset, so one shipped space serves every machine."""
+    """``${VAR}`` in checkpoint, probe and dataset, so one shipped space serves every machine."""
     if isinstance(data, dict):
-        for key in ("checkpoint", "dataset"):
+        for key in FILE_FIELDS:
             if isinstance(data.get(key), str):
                 data[key] = os.path.expandvars(data[key])
     return data
@@ -518,5 +522,4 @@ def load_space(path: str | Path) -> SearchSpace:
 
 def unset_variables(space: SearchSpace) -> list[str]:
     """Fields still holding an unexpanded ``${VAR}`` (the variable was not set)."""
-    return [f"{k}: {v}" for k, v in (("checkpoint", space.checkpoint), ("dataset", space.dataset))
-            if v and re.search(r"\$\{?\w+\}?", v)]
+    return [f"{k}: {v}" for k, v in ((k, getattr(space, k)) for k in FILE_FIELDS) if v and re.search(r"\$\{?\w+\}?", v)]

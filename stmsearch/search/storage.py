@@ -28,11 +28,16 @@ def _checkpoint_digest(space: SearchSpace) -> str | None:
     return file_sha256(path) if path is not None and Path(path).is_file() else None
 
 
+def _probe_digest(space: SearchSpace) -> str | None:
+    return file_sha256(space.probe) if space.probe and Path(space.probe).is_file() else None
+
+
 def study_attrs(space: SearchSpace) -> dict:
     """The study-level record (see the trial record contract)."""
     return {"objectives": list(space.objectives), "space": space.model_dump(mode="json"),
             "space_identity": space.identity(), "model": space.model,
             "checkpoint": space.checkpoint, "checkpoint_sha256": _checkpoint_digest(space),
+            **({"probe": space.probe, "probe_sha256": _probe_digest(space)} if space.probe else {}),
             "dataset": space.dataset, "subset": space.subset,
             "constraints": space.constraints.model_dump(mode="json")}
 

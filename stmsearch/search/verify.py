@@ -70,6 +70,8 @@ def verify_study(storage_url: str, study_name: str, device: str | None = None, p
         log(f"verify {i + 1}/{len(targets)}: trial {record.number}"
             + (" (reference)" if record.is_reference else f" ({record.method})"))
         extra = {"skip_bad_images": True} if space.skip_bad_images else {}
+        if space.probe:
+            extra["probe"] = space.probe
         metrics = evaluate(space.model, space.checkpoint, cfg, space.dataset, limit=None,
                            device=device or space.device, batch_size=space.batch_size, measure=("accuracy", "speed"),
                            throughput_batch=space.throughput.batch, bf16=space.throughput.bf16, progress=progress,
