@@ -29,6 +29,12 @@ class ProbeError(ValueError):
     """A probe file that cannot be used (the message names the file and the field)."""
 
 
+def position_features(d: torch.Tensor) -> list[torch.Tensor]:
+    """The position features of tokens at offsets ``d`` (float) from the class token: decays at each of
+    :data:`TAUS` and a signed one."""
+    return [torch.exp(-d.abs() / tau) for tau in TAUS] + [torch.sign(d) * torch.exp(-d.abs() / 16)]
+
+
 def features(residual: torch.Tensor, hidden: torch.Tensor, cls: torch.Tensor, sizes: torch.Tensor,
              norm: torch.Tensor) -> torch.Tensor:
     """(B, T, 3C + 8) per-token inputs: the RMS-normalised residual, the previous mixer's output over the
@@ -42,9 +48,8 @@ def features(residual: torch.Tensor, hidden: torch.Tensor, cls: torch.Tensor, si
     hn = h / (norm.mean(-1)[:, None, None] + 1e-6)
     xc = xn[torch.arange(b, device=x.device), cls]
     d = (torch.arange(t, device=x.device)[None] - cls[:, None]).float()
-    pos = [torch.exp(-d.abs() / tau) for tau in TAUS] + [torch.sign(d) * torch.exp(-d.abs() / 16)]
-    extra = torch.stack(pos + [torch.log(norm / norm.mean(-1, keepdim=True) + 1e-6), torch.log(sizes.float()),
-                               torch.ones_like(d)], -1)
+    extra = torch.stack(position_features(d) + [torch.log(norm / norm.mean(-1, keepdim=True) + 1e-6),
+                                                torch.log(sizes.float()), torch.ones_like(d)], -1)
     return torch.cat([xn, hn, xn * xc[:, None], extra], -1)
 
 
@@ -101,9 +106,8 @@ class SaliencyProbe:
         if key not in self._on:
             w1, b1, _, _, v = self._weights(device)
             c = self.embed_dim
-            with torch.inference_mode(False), torch.no_grad():  # kept across calls: a plain tensor, not an inference one
-                off = torch.arange(-t + 1, t, device=device, dtype=torch.float32)
-                pos = torch.stack([torch.exp(-off.abs() / tau) for tau in TAUS] + [torch.sign(off) * torch.exp(-off.abs() / 16)], -1)
+            with torch.inference_mode(False), torch.no_grad():  # kept across calls: not an inference tensor
+                pos = torch.stack(position_features(torch.arange(-t + 1, t, device=device, dtype=torch.float32)), -1)
                 const = w1[i, -1] if v is not None else w1[i, -1] + b1[i]
                 # as a sum of products, not a matmul: made once, it is no image's MACs, so fvcore should not
                 # count it on the first trace and not on the next
@@ -128,7 +132,8 @@ class SaliencyProbe:
         torch.log(sizes.float(), out=inputs[..., 2 * c + 1])
         xc = inputs[torch.arange(b, device=x.device), cls, :c]
         weight = x.new_empty(b, 2 * c + 2, w1.shape[2])
-        torch.mul(xc[:, :, None], w1[i, 2 * c:3 * c], out=weight[:, :c]).add_(w1[i, :c])  # not addcmul: fvcore reads that as conv taps
+        # not addcmul: fvcore counts that as the conv's taps
+        torch.mul(xc[:, :, None], w1[i, 2 * c:3 * c], out=weight[:, :c]).add_(w1[i, :c])
         torch.mul(w1[i, c:2 * c], 1.0 / (mean_norm[:, :, None] + 1e-6), out=weight[:, c:2 * c])
         weight[:, 2 * c:] = w1[i, -3:-1]
         offset = torch.arange(t, device=x.device)[None] - cls[:, None] + t - 1
