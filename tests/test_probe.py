@@ -86,6 +86,11 @@ def test_predict_is_the_mlp_over_the_features_without_forming_them(rank):
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-5)
         with torch.inference_mode():
             assert torch.equal(probe.predict(layer, res, hid, cls, sizes, norm), got)
+        # under autograd (a merge in a model being trained or differentiated) it still predicts, with gradients
+        res.requires_grad_(True)
+        graded = probe.predict(layer, res, hid, cls, sizes, norm)
+        graded.sum().backward()
+        assert torch.allclose(graded, want, atol=1e-4, rtol=1e-5) and res.grad is not None
     assert probe.macs_per_token == (2 * c + 2) * (rank or hidden) + (rank or 0) * (hidden if rank else 0) + hidden
 
 

@@ -121,6 +121,9 @@ class SaliencyProbe:
         output's per-image scale moves onto its weight, and the position features depend on the offset
         only (:meth:`_positions`). Equal up to fp32 rounding."""
         w1, b1, w2, b2, v = self._weights(residual.device)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (residual, hidden, norm, w1)):
+            # the in-place writes below cannot carry gradients; the formed features can
+            return self.log_saliency(layer, features(residual, hidden, cls, sizes, norm))
         i, c = self._row(layer), self.embed_dim
         x = residual.float()
         b, t, _ = x.shape
