@@ -101,20 +101,15 @@ def _scan_handle(inputs, outputs) -> Counter:
     return Counter({"selective_scan": total})
 
 
-def _matmul_handle(inputs, outputs) -> Counter:
-    """Output elements x inner dimension, for any broadcasting ``matmul``."""
-    n = 1
-    for s in get_shape(outputs[0]):
-        n *= s
-    return Counter({"matmul": n * get_shape(inputs[0])[-1]})
-
-
-def _batched_product_handle(inputs, outputs) -> Counter:
-    """``baddbmm`` / ``addmv`` (the saliency probe): output elements x inner size, as ``matmul``."""
-    n = 1
-    for s in get_shape(outputs[0]):
-        n *= s
-    return Counter({"matmul": n * get_shape(inputs[1])[-1]})
+def _product_handle(operand: int):
+    """Output elements x the inner size of input ``operand``: ``matmul`` (any broadcasting; operand 0), and
+    ``baddbmm`` / ``addmv`` (the saliency probe; operand 1, after the added term)."""
+    def handle(inputs, outputs) -> Counter:
+        n = 1
+        for s in get_shape(outputs[0]):
+            n *= s
+        return Counter({"matmul": n * get_shape(inputs[operand])[-1]})
+    return handle
 
 
 def _addcmul_handle(inputs, outputs) -> Counter:
@@ -171,9 +166,9 @@ def count_flops(model: torch.nn.Module, input_shape: tuple[int, int, int], devic
     single = threads(1) if torch.device(device).type == "cpu" else contextlib.nullcontext()
     with _traceable(), single, torch.no_grad():
         fa = FlopCountAnalysis(model, (x,))
-        fa.set_op_handle(SCAN_OP, _scan_handle, "aten::matmul", _matmul_handle,
+        fa.set_op_handle(SCAN_OP, _scan_handle, "aten::matmul", _product_handle(0),
                          "aten::addcmul_", _addcmul_handle, "aten::addcmul", _addcmul_handle,
-                         "aten::baddbmm", _batched_product_handle, "aten::addmv", _batched_product_handle)
+                         "aten::baddbmm", _product_handle(1), "aten::addmv", _product_handle(1))
         fa.set_op_handle(**{name: None for name in zero_mac_ops()})
         fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         total = fa.total()

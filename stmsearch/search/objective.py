@@ -50,15 +50,23 @@ def load_evaluator(spec: str | None) -> Callable[..., dict]:
     return getattr(importlib.import_module(module), attr)
 
 
-def call_evaluate(space: SearchSpace, cfg: MergeConfig) -> dict:
-    """The single call into the evaluator; the unreduced model is evaluated unpatched."""
-    evaluate = load_evaluator(space.evaluator)
-    # only what differs from evaluate()'s defaults, so evaluators without these keywords still work
-    extra = {"runs": space.throughput.runs} if space.throughput.runs is not None else {}
+def input_options(space: SearchSpace) -> dict:
+    """The evaluate() keywords for the space's inputs that a trial and its verification share, only where they
+    differ from evaluate()'s defaults, so evaluators without these keywords still work."""
+    extra = {}
     if space.skip_bad_images:
         extra["skip_bad_images"] = True
     if space.probe:
         extra["probe"] = space.probe
+    return extra
+
+
+def call_evaluate(space: SearchSpace, cfg: MergeConfig) -> dict:
+    """The single call into the evaluator; the unreduced model is evaluated unpatched."""
+    evaluate = load_evaluator(space.evaluator)
+    extra = input_options(space)
+    if space.throughput.runs is not None:
+        extra["runs"] = space.throughput.runs
     if space.estimator() != "measured":
         extra.update(estimator=space.estimator(), latency_table=space.throughput.table)
     return evaluate(space.model, space.checkpoint, None if cfg.method == "none" else cfg, space.dataset,

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from ..merging.config import config_from_dict
 from ..results.records import StudyError, load_study_data
 from ..results.table import front_records
-from .objective import load_evaluator
+from .objective import input_options, load_evaluator
 from .space import SearchSpace
 from ..database import open_storage, set_finished_trial_attr
 
@@ -69,9 +69,7 @@ def verify_study(storage_url: str, study_name: str, device: str | None = None, p
         cfg = None if record.is_reference else config_from_dict(record.config, f"trial {record.number}: config")
         log(f"verify {i + 1}/{len(targets)}: trial {record.number}"
             + (" (reference)" if record.is_reference else f" ({record.method})"))
-        extra = {"skip_bad_images": True} if space.skip_bad_images else {}
-        if space.probe:
-            extra["probe"] = space.probe
+        extra = input_options(space)
         metrics = evaluate(space.model, space.checkpoint, cfg, space.dataset, limit=None,
                            device=device or space.device, batch_size=space.batch_size, measure=("accuracy", "speed"),
                            throughput_batch=space.throughput.batch, bf16=space.throughput.bf16, progress=progress,
