@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import stmsearch
 from stmsearch import ConfigError, MergeConfig
 from stmsearch.cli import main
-from stmsearch.evaluation.saliency import collect, compress, fit
+from stmsearch.evaluation.saliency import collect, compress, fit, narrow
 from stmsearch.merging.gradients import fisher_saliency, logit_jacobian
 from stmsearch.models import create_model, zoo
 from stmsearch.models import probe as pb
@@ -155,6 +155,32 @@ def test_compress_distils_a_low_rank_probe_that_predicts_like_the_full_one(tmp_p
     assert counts[1] - counts[0] == pytest.approx((197 + 189) * small.macs_per_token, rel=0.02)
 
 
+def test_narrow_distils_a_probe_of_fewer_units_that_predicts_like_the_full_one(tmp_path):
+    model, x = _tiny(), _images(6)
+    full = fit(model, x, _config(), hidden=16, steps=300, batch=6)
+    feats, _ = collect(model, x, _config(), batch=6, saliency=False)
+    feats = {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}
+    start = narrow(full, feats, hidden=8, steps=0)  # the eight units of largest contribution alone
+    small = narrow(full, feats, hidden=8, steps=500)
+    assert small.v is None and small.w1.shape == (2, full.w1.shape[1], 8) and small.b1.shape == (2, 8)
+    assert small.meta["hidden"] == 8 and small.meta["narrowed_from"] == 16
+    assert small.macs_per_token == (2 * 64 + 2) * 8 + 8 < full.macs_per_token  # as predict() runs it
+    for layer in (2, 3):
+        y = full.log_saliency(layer, feats[layer])
+        agree = 1 - (small.log_saliency(layer, feats[layer]) - y).pow(2).mean() / y.var()
+        assert agree > 0.95 and small.meta["teacher_r2"][str(layer)] == pytest.approx(agree.item(), abs=1e-3)
+        assert start.meta["teacher_r2"][str(layer)] < small.meta["teacher_r2"][str(layer)]  # distilling helps
+    # every unit kept and no step taken: the full probe itself, its units reordered
+    same = narrow(full, feats, hidden=16, steps=0)
+    assert torch.allclose(same.log_saliency(3, feats[3]), full.log_saliency(3, feats[3]), atol=1e-5)
+    small.save(tmp_path / "n.pt")
+    assert torch.equal(pb.load(tmp_path / "n.pt").log_saliency(2, feats[2]), small.log_saliency(2, feats[2]))
+    with pytest.raises(pb.ProbeError, match="hidden 17 must lie in 1..16"):
+        narrow(full, feats, hidden=17)
+    with pytest.raises(pb.ProbeError, match="low-rank"):
+        narrow(compress(full, feats, rank=2, steps=0), feats, hidden=4)
+
+
 def test_probe_files_are_checked_field_by_field(tmp_path):
     with pytest.raises(pb.ProbeError, match="no such saliency probe file"):
         pb.load(tmp_path / "absent.pt")
@@ -248,7 +274,14 @@ def test_fit_probe_command_writes_a_probe(tmp_path):
     assert r.exit_code != 0 and "--out is required" in r.output
     r = CliRunner().invoke(main, ["fit-probe", "vim_proxy", "--dataset", "mnist5k", "--from", str(out),
                                   "--out", str(small)])
-    assert r.exit_code != 0 and "--from needs --rank" in r.output
+    assert r.exit_code != 0 and "--from needs --rank or --hidden" in r.output
+    # --from --hidden: narrow that probe (no backward)
+    r = CliRunner().invoke(main, ["fit-probe", "vim_proxy", "--dataset", "mnist5k", "--from", str(out), "--hidden", "3",
+                                  "--compress-images", "2", "--config", str(cfg), "--device", "cpu", "--out", str(small)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["narrowed_from"] == 8 and pb.load(small).w1.shape[2] == 3
+    assert summary["macs_per_token"] == pb.load(small).macs_per_token < probe.macs_per_token
 
 
 def test_the_probe_is_priced_in_macs_and_in_the_latency_models_key():

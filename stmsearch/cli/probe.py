@@ -24,28 +24,32 @@ from .errors import user_errors, writable_dir
               help="token reduction of the path the saliency is read along (STM at its defaults, constant from layer 2)")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="a merge config YAML whose path to read along instead of --level's")
-@click.option("--hidden", default=64, show_default=True, help="the MLP's width")
+@click.option("--hidden", type=click.IntRange(1), default=None,
+              help="the MLP's width [default: 64]; with --from: narrow that probe to this many units, distilled "
+                   "on --compress-images training images (forward passes only)")
 @click.option("--steps", default=3000, show_default=True, help="Adam steps per layer")
 @click.option("--batch", default=1300, show_default=True, help="images per backward (GPU memory)")
 @click.option("--rank", type=click.IntRange(1), default=None,
               help="then compress the probe's first layer to this rank, distilled on --compress-images training "
                    "images (forward passes only)")
 @click.option("--from", "source", type=click.Path(exists=True, dir_okay=False),
-              help="with --rank: compress this probe file instead of fitting one (no backward passes)")
-@click.option("--compress-images", default=300, show_default=True, help="training images --rank distils on")
+              help="with --rank or --hidden: make this probe file smaller instead of fitting one (no backward passes)")
+@click.option("--compress-images", default=300, show_default=True,
+              help="training images --rank (and --hidden with --from) distil on")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="probe file [default: the model's shipped probe, when its shipped weights are used]")
 def fit_probe_cmd(model_name: str, checkpoint: str | None, dataset: str, images: int, holdout: int, level: float,
-                  config_file: str | None, hidden: int, steps: int, batch: int, rank: int | None, source: str | None,
+                  config_file: str | None, hidden: int | None, steps: int, batch: int, rank: int | None, source: str | None,
                   compress_images: int, seed: int, device: str, out: Path | None) -> None:
     """Fit MODEL's saliency probe on DATASET's training images: one backward per merging layer gives each
     token's Fisher saliency, and a small MLP per layer learns it from the merge step's features. With
-    --rank, its first layer is then made low-rank (cheaper at every merge)."""
+    --rank, its first layer is then made low-rank; --from P --hidden H narrows an existing probe P to H units
+    (either is cheaper at every merge)."""
     with user_errors(ProbeError, ValueError):
-        if source and rank is None:
-            raise click.UsageError("--from needs --rank (it compresses an existing probe)")
+        if source and rank is None and hidden is None:
+            raise click.UsageError("--from needs --rank or --hidden (it makes an existing probe smaller)")
         shipped = zoo.PRETRAINED.get(model_name, zoo.Pretrained()).probe
         if out is None:
             if checkpoint is not None or shipped is None:
@@ -57,12 +61,14 @@ def fit_probe_cmd(model_name: str, checkpoint: str | None, dataset: str, images:
         if source:
             probe = load(source)
         else:
-            probe = fit_on(model, dataset, images, holdout, level, config, hidden=hidden, steps=steps, seed=seed,
+            probe = fit_on(model, dataset, images, holdout, level, config, hidden=hidden or 64, steps=steps, seed=seed,
                            batch=batch, log=lambda s: click.echo(s, err=True))
             probe.meta.update(model=model_name, checkpoint=checkpoint)
-        if rank is not None:
-            probe = compress_on(model, probe, dataset, rank, compress_images, level, config, seed=seed)
+        narrow = hidden if source else None
+        if rank is not None or narrow is not None:
+            probe = compress_on(model, probe, dataset, rank, compress_images, level, config, seed=seed, hidden=narrow)
         probe.save(out)
-    summary = {k: probe.meta.get(k) for k in ("heldout_r2", "seconds", "rank", "teacher_r2") if k in probe.meta}
+    keys = ("heldout_r2", "seconds", "rank", "narrowed_from", "teacher_r2")
+    summary = {k: probe.meta.get(k) for k in keys if k in probe.meta}
     click.echo(json.dumps({"probe": str(out), "layers": list(probe.layers), **summary,
                            "macs_per_token": probe.macs_per_token, "bytes": out.stat().st_size}))

@@ -118,40 +118,89 @@ def fit_on(model, dataset: str, images: int = 1000, holdout: int = 300, level: f
     return probe
 
 
-def compress(probe: SaliencyProbe, feats: dict[int, torch.Tensor], rank: int, steps: int = 1000, seed: int = 0,
-             batch: int = 4096) -> SaliencyProbe:
-    """``probe`` with a rank-``rank`` first layer, distilled from it on ``feats`` (layer -> (N, F) features,
-    e.g. from :func:`collect` with ``saliency=False``; no backward needed): the principal directions of its
-    pre-activations on them first, then Adam on the squared difference of the two probes' predictions."""
+def _distil(params: list[torch.Tensor], student: Callable, f: torch.Tensor, teacher: torch.Tensor, steps: int,
+            g: torch.Generator, batch: int) -> list[torch.Tensor]:
+    """Adam on the squared difference of ``student(f, *params)`` and the teacher's predictions."""
+    params = [p.requires_grad_(True) for p in params]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    with torch.inference_mode(False), torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(0, len(f), (min(batch, len(f)),), generator=g)
+            loss = (student(f[idx], *params) - teacher[idx]).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return [p.detach() for p in params]
+
+
+def _low_rank(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+              b2: torch.Tensor) -> torch.Tensor:
+    return F.gelu(f @ a @ b + b1) @ w2 + b2
+
+
+def _mlp(f: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    return F.gelu(f @ w1 + b1) @ w2 + b2
+
+
+def _shrunk(probe: SaliencyProbe, feats: dict[int, torch.Tensor], start: Callable, student: Callable, steps: int,
+            seed: int, batch: int) -> tuple[list[torch.Tensor], dict]:
+    """Per layer of ``probe``: ``start(i, f)`` (the student's first parameters from the teacher's row ``i`` on
+    features ``f``), distilled; returns the parameters stacked over layers and each layer's agreement (R^2 of
+    the student against the teacher on ``feats``)."""
     g = torch.Generator().manual_seed(seed)
     rows, agree = [], {}
     for i, layer in enumerate(probe.layers):
         f = feats[layer].float()
         with torch.no_grad():
             teacher = probe.log_saliency(layer, f)
-            pre = f @ probe.w1[i]
-            mean = pre.mean(0)
-            v = torch.linalg.svd(pre - mean, full_matrices=False).Vh[:rank].T  # (H, K)
-            params = [probe.w1[i] @ v, v.T.clone(), probe.b1[i] + mean - (mean @ v) @ v.T, probe.w2[i].clone(),
-                      probe.b2[i].clone()]
-        params = [p.requires_grad_(True) for p in params]
-        opt = torch.optim.Adam(params, lr=1e-3)
-        with torch.inference_mode(False), torch.enable_grad():
-            for _ in range(steps):
-                idx = torch.randint(0, len(f), (min(batch, len(f)),), generator=g)
-                a, b, b1, w2, b2 = params
-                loss = (F.gelu(f[idx] @ a @ b + b1) @ w2 + b2 - teacher[idx]).pow(2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        rows.append([p.detach() for p in params])
+            params = start(i, f)
+        rows.append(_distil(params, student, f, teacher, steps, g, batch))
         with torch.no_grad():
-            a, b, b1, w2, b2 = rows[-1]
-            agree[str(layer)] = round(r_squared(F.gelu(f @ a @ b + b1) @ w2 + b2, teacher), 4)
-    a, b, b1, w2, b2 = (torch.stack([r[j] for r in rows]) for j in range(5))
+            agree[str(layer)] = round(r_squared(student(f, *rows[-1]), teacher), 4)
+    return [torch.stack([r[j] for r in rows]) for j in range(len(rows[0]))], agree
+
+
+def compress(probe: SaliencyProbe, feats: dict[int, torch.Tensor], rank: int, steps: int = 1000, seed: int = 0,
+             batch: int = 4096) -> SaliencyProbe:
+    """``probe`` with a rank-``rank`` first layer, distilled from it on ``feats`` (layer -> (N, F) features,
+    e.g. from :func:`collect` with ``saliency=False``; no backward needed): the principal directions of its
+    pre-activations on them first, then Adam on the squared difference of the two probes' predictions."""
+
+    def start(i: int, f: torch.Tensor) -> list[torch.Tensor]:
+        pre = f @ probe.w1[i]
+        mean = pre.mean(0)
+        v = torch.linalg.svd(pre - mean, full_matrices=False).Vh[:rank].T  # (H, K)
+        return [probe.w1[i] @ v, v.T.clone(), probe.b1[i] + mean - (mean @ v) @ v.T, probe.w2[i].clone(),
+                probe.b2[i].clone()]
+
+    (a, b, b1, w2, b2), agree = _shrunk(probe, feats, start, _low_rank, steps, seed, batch)
     meta = {**probe.meta, "rank": rank, "compress_steps": steps, "teacher_r2": agree,
             "compress_tokens": {str(k): len(v) for k, v in feats.items()}}
     return SaliencyProbe(probe.layers, a, b1, w2, b2, meta, v=b)
+
+
+def narrow(probe: SaliencyProbe, feats: dict[int, torch.Tensor], hidden: int, steps: int = 3000, seed: int = 0,
+           batch: int = 4096) -> SaliencyProbe:
+    """``probe`` (full rank) with ``hidden`` units, distilled from it on ``feats`` as :func:`compress` does: its
+    ``hidden`` units of largest contribution first (output weight times the spread of the unit's activation
+    on ``feats``; the others' mean output moved into the bias), then Adam. Unlike a low rank, it shrinks the
+    work on every unit (the first layer, the activation, the output), which is most of a merge's probe time."""
+    if probe.v is not None:
+        raise ProbeError("narrow: the probe is low-rank; narrow the full probe, then compress it")
+    if not 1 <= hidden <= probe.w1.shape[2]:
+        raise ProbeError(f"narrow: hidden {hidden} must lie in 1..{probe.w1.shape[2]} (the probe's width)")
+
+    def start(i: int, f: torch.Tensor) -> list[torch.Tensor]:
+        act = F.gelu(f @ probe.w1[i] + probe.b1[i])
+        keep = (probe.w2[i].abs() * act.std(0)).argsort(descending=True)[:hidden]
+        rest = torch.ones_like(probe.w2[i], dtype=torch.bool).index_fill_(0, keep, False)
+        b2 = probe.b2[i] + act.mean(0)[rest] @ probe.w2[i][rest]
+        return [probe.w1[i][:, keep].clone(), probe.b1[i][keep].clone(), probe.w2[i][keep].clone(), b2.clone()]
+
+    (w1, b1, w2, b2), agree = _shrunk(probe, feats, start, _mlp, steps, seed, batch)
+    meta = {**probe.meta, "hidden": hidden, "narrowed_from": probe.w1.shape[2], "narrow_steps": steps,
+            "teacher_r2": agree, "compress_tokens": {str(k): len(v) for k, v in feats.items()}}
+    return SaliencyProbe(probe.layers, w1, b1, w2, b2, meta)
 
 
 def _path_and_images(model, dataset: str, n: int, level: float, config):
@@ -167,10 +216,14 @@ def _path_and_images(model, dataset: str, n: int, level: float, config):
     return config, data.normalize(data.images[:n])
 
 
-def compress_on(model, probe: SaliencyProbe, dataset: str, rank: int, images: int = 300, level: float = 0.4,
-                config=None, batch: int = 100, **options) -> SaliencyProbe:
-    """:func:`compress` ``probe`` on the features of ``images`` training images of ``dataset`` along the path
-    :func:`fit_on` reads (forward passes only, so a CPU does it in minutes)."""
+def compress_on(model, probe: SaliencyProbe, dataset: str, rank: int | None, images: int = 300, level: float = 0.4,
+                config=None, batch: int = 100, hidden: int | None = None, **options) -> SaliencyProbe:
+    """:func:`narrow` ``probe`` to ``hidden`` units and/or :func:`compress` it to ``rank``, on the features of
+    ``images`` training images of ``dataset`` along the path :func:`fit_on` reads (forward passes only, so a
+    CPU does it in minutes)."""
     config, x = _path_and_images(model, dataset, images, level, config)
     feats, _ = collect(model, x, config, batch, saliency=False)
-    return compress(probe, {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}, rank, **options)
+    feats = {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}
+    if hidden is not None:
+        probe = narrow(probe, feats, hidden, **options)
+    return probe if rank is None else compress(probe, feats, rank, **options)
