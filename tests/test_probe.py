@@ -164,6 +164,8 @@ def test_narrow_distils_a_probe_of_fewer_units_that_predicts_like_the_full_one(t
     small = narrow(full, feats, hidden=8, steps=500)
     assert small.v is None and small.w1.shape == (2, full.w1.shape[1], 8) and small.b1.shape == (2, 8)
     assert small.meta["hidden"] == 8 and small.meta["narrowed_from"] == 16
+    # its R^2 against the saliency was never measured: the teacher's is kept under its own name
+    assert "heldout_r2" not in small.meta and small.meta["teacher_heldout_r2"] == full.meta["heldout_r2"]
     assert small.macs_per_token == (2 * 64 + 2) * 8 + 8 < full.macs_per_token  # as predict() runs it
     for layer in (2, 3):
         y = full.log_saliency(layer, feats[layer])

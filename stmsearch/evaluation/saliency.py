@@ -160,6 +160,15 @@ def _shrunk(probe: SaliencyProbe, feats: dict[int, torch.Tensor], start: Callabl
     return [torch.stack([r[j] for r in rows]) for j in range(len(rows[0]))], agree
 
 
+def _student_meta(teacher: SaliencyProbe, feats: dict[int, torch.Tensor], agree: dict, **how) -> dict:
+    """A distilled probe's meta: the teacher's, whose held-out R^2 against the saliency is the teacher's own
+    (kept as ``teacher_heldout_r2``), with the student's agreement with it (``teacher_r2``) and how it was made."""
+    meta = {k: v for k, v in teacher.meta.items() if k != "heldout_r2"}
+    if "heldout_r2" in teacher.meta:
+        meta["teacher_heldout_r2"] = teacher.meta["heldout_r2"]
+    return {**meta, **how, "teacher_r2": agree, "compress_tokens": {str(k): len(v) for k, v in feats.items()}}
+
+
 def compress(probe: SaliencyProbe, feats: dict[int, torch.Tensor], rank: int, steps: int = 1000, seed: int = 0,
              batch: int = 4096) -> SaliencyProbe:
     """``probe`` with a rank-``rank`` first layer, distilled from it on ``feats`` (layer -> (N, F) features,
@@ -174,9 +183,8 @@ def compress(probe: SaliencyProbe, feats: dict[int, torch.Tensor], rank: int, st
                 probe.b2[i].clone()]
 
     (a, b, b1, w2, b2), agree = _shrunk(probe, feats, start, _low_rank, steps, seed, batch)
-    meta = {**probe.meta, "rank": rank, "compress_steps": steps, "teacher_r2": agree,
-            "compress_tokens": {str(k): len(v) for k, v in feats.items()}}
-    return SaliencyProbe(probe.layers, a, b1, w2, b2, meta, v=b)
+    return SaliencyProbe(probe.layers, a, b1, w2, b2, _student_meta(probe, feats, agree, rank=rank,
+                                                                     compress_steps=steps), v=b)
 
 
 def narrow(probe: SaliencyProbe, feats: dict[int, torch.Tensor], hidden: int, steps: int = 3000, seed: int = 0,
@@ -198,8 +206,7 @@ def narrow(probe: SaliencyProbe, feats: dict[int, torch.Tensor], hidden: int, st
         return [probe.w1[i][:, keep].clone(), probe.b1[i][keep].clone(), probe.w2[i][keep].clone(), b2.clone()]
 
     (w1, b1, w2, b2), agree = _shrunk(probe, feats, start, _mlp, steps, seed, batch)
-    meta = {**probe.meta, "hidden": hidden, "narrowed_from": probe.w1.shape[2], "narrow_steps": steps,
-            "teacher_r2": agree, "compress_tokens": {str(k): len(v) for k, v in feats.items()}}
+    meta = _student_meta(probe, feats, agree, hidden=hidden, narrowed_from=probe.w1.shape[2], narrow_steps=steps)
     return SaliencyProbe(probe.layers, w1, b1, w2, b2, meta)
 
 
