@@ -9,7 +9,9 @@ the ``model`` estimator with ONE latency table timed once for all methods (what 
 calibrate`` makes from a space naming all three), so the searches time nothing and are
 deterministic. All studies live in one SQLite file, one study per method. Each front is then
 verified as ``stmsearch verify`` does (all 1000 held-out images, speed paired with the unreduced
-model). Verify keeps no per-image correctness, so each verified front point is evaluated once more
+model), the three methods' points interleaved in one step (``verify_studies``: a drift of the machine
+during it falls on every method alike; the runs in bench/results up to ``fronts_*_source80`` verified
+one method after another). Verify keeps no per-image correctness, so each verified front point is evaluated once more
 image by image (the bench checks that this reproduces the verified accuracy) for the sign tests.
 
 The verified accuracy covers all held-out images, including the 0..subset-1 the search selected
@@ -186,7 +188,7 @@ def sign_tests(pairs: dict[str, list[dict]], ok: dict, unseen: slice) -> None:
 def run(args: argparse.Namespace) -> dict:
     from stmsearch.search.calibration import calibrate_space
     from stmsearch.search.runner import run_search
-    from stmsearch.search.verify import verify_study
+    from stmsearch.search.verify import verify_studies
 
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
@@ -218,11 +220,12 @@ def run(args: argparse.Namespace) -> dict:
         with step(f"search_{m}"):
             run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
                        study=studies[m], executor="local", runs=runs, progress=False)
-    for m in METHODS:
-        # a continued study (more --trials) may have new front points: verify the front again when any lacks it
-        if any(not r.verified for r in front_records(load_study_data(url, studies[m]))):
-            with step(f"verify_{m}"):
-                verify_study(url, studies[m], pairs=args.pairs, progress=False, log=print)
+    # a continued study (more --trials) may have new front points: verify the front again when any lacks it.
+    # One step, the methods' points interleaved: a drift of the machine during it falls on all of them alike
+    todo = [studies[m] for m in METHODS if any(not r.verified for r in front_records(load_study_data(url, studies[m])))]
+    if todo:
+        with step("verify"):
+            verify_studies(url, todo, pairs=args.pairs, progress=False, log=print)
     data = {m: load_study_data(url, studies[m]) for m in METHODS}
     points = {m: verified_points(d.records) for m, d in data.items()}
     fronts = {m: front(p) for m, p in points.items()}

@@ -14,11 +14,11 @@ from stmsearch.database import open_storage
 from stmsearch.evaluation.latency import LatencyTable
 from stmsearch.export import export_configs
 from stmsearch.merging.config import config_from_dict
-from stmsearch.results.records import load_study_data
+from stmsearch.results.records import StudyError, load_study_data
 from stmsearch.results.table import front_records, pareto_table
 from stmsearch.search import load_space, run_search
 from stmsearch.search.storage import study_name
-from stmsearch.search.verify import VerifyError, verify_study
+from stmsearch.search.verify import VerifyError, verify_studies, verify_study
 from test_search_run import write_space
 
 SPEEDUP = {"objectives": ["accuracy", "speedup", "flops"], "throughput": {"estimator": "paired"},
@@ -71,6 +71,38 @@ def test_verify_front_on_postgresql(tmp_path, postgres_url):
         check_verified_front(postgres_url, name, tmp_path)
     finally:
         optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_several_studies_are_verified_with_their_points_interleaved(tmp_path, storage_url):
+    for name in ("first", "second"):
+        _searched(tmp_path, storage_url, name=name)
+    lines = []
+    done = verify_studies(storage_url, ["first", "second"], progress=False, log=lines.append)
+    studies = [line.split(": ")[1].split()[0] for line in lines]  # "verify 3/9: first trial 4 (stm)"
+    assert "(reference)" in lines[0] and "(reference)" in lines[1]
+    n = min(len(done["first"]), len(done["second"]))
+    assert n >= 2 and studies[:2 * n] == ["first", "second"] * n  # one of each in turn while both have points
+    assert len(lines) == len(done["first"]) + len(done["second"])
+    stamps = {}
+    for name in ("first", "second"):
+        data = load_study_data(storage_url, name)
+        front = {r.number for r in front_records(data)}
+        assert {v.number for v in done[name]} == front | {data.reference().number}
+        assert all(r.verified for r in front_records(data)) and data.reference().verified
+        stamps[name] = [r.verified["at"] for r in data.records if r.verified]
+    # every study is checked before any is measured: one that cannot be read stops them all
+    with pytest.raises(StudyError, match="study 'absent' not found"):
+        verify_studies(storage_url, ["first", "absent"], progress=False, log=lambda m: None)
+    assert [r.verified["at"] for r in load_study_data(storage_url, "first").records if r.verified] == stamps["first"]
+    # the command: --study repeated
+    res = CliRunner().invoke(verify_cmd, ["--storage", storage_url, "--study", "first", "--study", "second"])
+    assert res.exit_code == 0, res.output
+    said = [line.split(": ")[1].split()[0] for line in res.output.splitlines() if line.startswith("verify ")]
+    assert said[:2 * n] == ["first", "second"] * n
+    for name in ("first", "second"):
+        assert f"verified {len(done[name])} trial(s) of {name}" in " ".join(res.output.split())
+    res = CliRunner().invoke(verify_cmd, ["--storage", storage_url, "--study", "first", "--study", "absent"])
+    assert res.exit_code == 1 and "study 'absent' not found" in res.output and len(res.output.splitlines()) == 1
 
 
 def test_verify_refuses_a_running_search_and_a_study_without_reference(tmp_path, storage_url):

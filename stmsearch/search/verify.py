@@ -46,9 +46,19 @@ def _running(study: optuna.Study) -> list[int]:
             if t._trial_id not in stale]
 
 
-def verify_study(storage_url: str, study_name: str, device: str | None = None, pairs: int = VERIFY_PAIRS,
-                 progress: bool = True, log: Callable[[str], None] = print) -> list[Verified]:
-    """Re-measure the study's front and its reference; returns what was written, trial by trial."""
+@dataclass
+class _Job:
+    """One study's verification: what it needs to re-measure its points."""
+
+    name: str
+    storage: object
+    study: optuna.Study
+    space: SearchSpace
+    evaluate: Callable
+    targets: list  # the reference first, then the front's records
+
+
+def _job(storage_url: str, study_name: str) -> _Job:
     storage = open_storage(storage_url, must_exist=True)  # heartbeats on, to tell a running search
     data = load_study_data(storage, study_name)
     study = data.study
@@ -62,21 +72,43 @@ def verify_study(storage_url: str, study_name: str, device: str | None = None, p
     if data.info.space is None:
         raise StudyError(f"study {study_name!r}: user_attrs.space is missing; verify needs the search space")
     space = SearchSpace.model_validate(data.info.space)
-    evaluate = load_evaluator(space.evaluator)
     targets = [data.reference()] + [r for r in front_records(data) if not r.is_reference]
-    out = []
-    for i, record in enumerate(targets):
-        cfg = None if record.is_reference else config_from_dict(record.config, f"trial {record.number}: config")
-        log(f"verify {i + 1}/{len(targets)}: trial {record.number}"
-            + (" (reference)" if record.is_reference else f" ({record.method})"))
-        extra = input_options(space)
-        metrics = evaluate(space.model, space.checkpoint, cfg, space.dataset, limit=None,
+    return _Job(study_name, storage, study, space, load_evaluator(space.evaluator), targets)
+
+
+def _verify(job: _Job, record, device: str | None, pairs: int, progress: bool) -> Verified:
+    """Re-measure one record of ``job`` and store the figures in its trial."""
+    space = job.space
+    cfg = None if record.is_reference else config_from_dict(record.config, f"trial {record.number}: config")
+    metrics = job.evaluate(space.model, space.checkpoint, cfg, space.dataset, limit=None,
                            device=device or space.device, batch_size=space.batch_size, measure=("accuracy", "speed"),
                            throughput_batch=space.throughput.batch, bf16=space.throughput.bf16, progress=progress,
-                           estimator="paired", runs=pairs, **extra)
-        figures = {k: metrics[k] for k in VERIFIED_KEYS if k in metrics}
-        figures["at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        trial_id = study.get_trials(deepcopy=False)[record.number]._trial_id
-        set_finished_trial_attr(storage, trial_id, "verified", figures)
-        out.append(Verified(record.number, figures))
+                           estimator="paired", runs=pairs, **input_options(space))
+    figures = {k: metrics[k] for k in VERIFIED_KEYS if k in metrics}
+    figures["at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    trial_id = job.study.get_trials(deepcopy=False)[record.number]._trial_id
+    set_finished_trial_attr(job.storage, trial_id, "verified", figures)
+    return Verified(record.number, figures)
+
+
+def verify_studies(storage_url: str, study_names: list[str], device: str | None = None, pairs: int = VERIFY_PAIRS,
+                   progress: bool = True, log: Callable[[str], None] = print) -> dict[str, list[Verified]]:
+    """Re-measure several studies' fronts and references, their points interleaved (one of each study in
+    turn, references first): each study's paired speed-ups then span the same minutes, so a drift of the
+    machine over them (other load, clocks) lands on every study alike rather than on whichever ran first.
+    Every study is checked before any is measured. Returns what was written, per study, trial by trial."""
+    jobs = [_job(storage_url, name) for name in study_names]
+    order = [(job, job.targets[k]) for k in range(max(len(j.targets) for j in jobs)) for job in jobs
+             if k < len(job.targets)]
+    out: dict[str, list[Verified]] = {job.name: [] for job in jobs}
+    for i, (job, record) in enumerate(order):
+        log(f"verify {i + 1}/{len(order)}: " + (f"{job.name} " if len(jobs) > 1 else "") + f"trial {record.number}"
+            + (" (reference)" if record.is_reference else f" ({record.method})"))
+        out[job.name].append(_verify(job, record, device, pairs, progress))
     return out
+
+
+def verify_study(storage_url: str, study_name: str, device: str | None = None, pairs: int = VERIFY_PAIRS,
+                 progress: bool = True, log: Callable[[str], None] = print) -> list[Verified]:
+    """Re-measure the study's front and its reference; returns what was written, trial by trial."""
+    return verify_studies(storage_url, [study_name], device, pairs, progress, log)[study_name]
