@@ -11,8 +11,8 @@ deterministic. All studies live in one SQLite file, one study per method. Each f
 verified as ``stmsearch verify`` does (all 1000 held-out images, speed paired with the unreduced
 model), the three methods' points interleaved in one step (``verify_studies``: a drift of the machine
 during it falls on every method alike; the runs in bench/results up to ``fronts_*_source80`` verified
-one method after another). Verify keeps no per-image correctness, so each verified front point is evaluated once more
-image by image (the bench checks that this reproduces the verified accuracy) for the sign tests.
+one method after another). Verify keeps no per-image correctness, so each verified front point is
+evaluated once more image by image (the bench checks that this reproduces the verified accuracy) for the sign tests.
 
 The verified accuracy covers all held-out images, including the 0..subset-1 the search selected
 on; the sign tests are reported on all of them and on the images the search never saw.
@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> dict:
                        study=studies[m], executor="local", runs=runs, progress=False)
     # a continued study (more --trials) may have new front points: verify the front again when any lacks it.
     # One step, the methods' points interleaved: a drift of the machine during it falls on all of them alike
-    todo = [studies[m] for m in METHODS if any(not r.verified for r in front_records(load_study_data(url, studies[m])))]
+    todo = [studies[m] for m in METHODS
+            if any(not r.verified for r in front_records(load_study_data(url, studies[m])))]
     if todo:
         with step("verify"):
             verify_studies(url, todo, pairs=args.pairs, progress=False, log=print)

@@ -127,11 +127,17 @@ def test_fit_learns_the_saliency_and_the_file_round_trips(tmp_path):
     assert torch.equal(again.log_saliency(0, f), again.log_saliency(2, f))
 
 
-def test_compress_distils_a_low_rank_probe_that_predicts_like_the_full_one(tmp_path):
+@pytest.fixture(scope="module")
+def distilling():
+    """A tiny model, a probe fitted to it and the features of its path: what compress and narrow distil from."""
     model, x = _tiny(), _images(6)
     full = fit(model, x, _config(), hidden=16, steps=300, batch=6)
     feats, _ = collect(model, x, _config(), batch=6, saliency=False)
-    feats = {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}
+    return model, full, {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}
+
+
+def test_compress_distils_a_low_rank_probe_that_predicts_like_the_full_one(tmp_path, distilling):
+    model, full, feats = distilling
     start = compress(full, feats, rank=8, steps=0)  # the principal directions alone
     small = compress(full, feats, rank=8, steps=300)
     assert small.v.shape == (2, 8, 16) and small.w1.shape == (2, full.w1.shape[1], 8)
@@ -155,11 +161,8 @@ def test_compress_distils_a_low_rank_probe_that_predicts_like_the_full_one(tmp_p
     assert counts[1] - counts[0] == pytest.approx((197 + 189) * small.macs_per_token, rel=0.02)
 
 
-def test_narrow_distils_a_probe_of_fewer_units_that_predicts_like_the_full_one(tmp_path):
-    model, x = _tiny(), _images(6)
-    full = fit(model, x, _config(), hidden=16, steps=300, batch=6)
-    feats, _ = collect(model, x, _config(), batch=6, saliency=False)
-    feats = {k: torch.cat([a for a, _ in v]).float() for k, v in feats.items()}
+def test_narrow_distils_a_probe_of_fewer_units_that_predicts_like_the_full_one(tmp_path, distilling):
+    _, full, feats = distilling
     start = narrow(full, feats, hidden=8, steps=0)  # the eight units of largest contribution alone
     small = narrow(full, feats, hidden=8, steps=500)
     assert small.v is None and small.w1.shape == (2, full.w1.shape[1], 8) and small.b1.shape == (2, 8)

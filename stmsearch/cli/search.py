@@ -98,7 +98,7 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
                       f"({60 * result.ran / result.elapsed_s:.2f}/min including startup)")
     if verifying:
         try:
-            verify_and_report(result.storage_url, result.study_name, device, console=console)
+            verify_and_report(result.storage_url, [result.study_name], device, console=console)
         except KeyboardInterrupt:
             click.echo(f"interrupted while verifying; the search is complete: finish with `stmsearch verify "
                        f"--storage {result.storage_url} --study {result.study_name}`", err=True)

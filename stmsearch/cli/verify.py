@@ -10,12 +10,11 @@ from ..search.verify import VERIFY_PAIRS, VerifyError, verify_studies
 from .errors import user_errors
 
 
-def verify_and_report(storage: str, study: str | list[str], device: str | None = None, pairs: int = VERIFY_PAIRS,
+def verify_and_report(storage: str, studies: list[str], device: str | None = None, pairs: int = VERIFY_PAIRS,
                       console: Console | None = None) -> None:
     """Verify (several studies: their points interleaved), then print each table of verified figures; errors
     become one-line CLI errors."""
     console = console or Console(highlight=False)
-    studies = [study] if isinstance(study, str) else list(study)
     with user_errors(VerifyError, ValueError, RuntimeError):
         done = verify_studies(storage, studies, device=device, pairs=pairs,
                               log=lambda m: console.print(m, style="dim"))
