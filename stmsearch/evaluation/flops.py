@@ -168,7 +168,7 @@ def count_flops(model: torch.nn.Module, input_shape: tuple[int, int, int], devic
         fa = FlopCountAnalysis(model, (x,))
         fa.set_op_handle(SCAN_OP, _scan_handle, "aten::matmul", _product_handle(0),
                          "aten::addcmul_", _addcmul_handle, "aten::addcmul", _addcmul_handle,
-                         "aten::baddbmm", _product_handle(1), "aten::addmv", _product_handle(1))
+                         "aten::baddbmm", _product_handle(1), "aten::baddbmm_", _product_handle(1), "aten::addmv", _product_handle(1))
         fa.set_op_handle(**{name: None for name in zero_mac_ops()})
         fa.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         total = fa.total()

@@ -22,8 +22,8 @@ from .capacity import (block_offset, cell_capacity, cells_2d, eligible, side_cap
 
 # Ops every merge traces (routing tokens into slots), and the saliency probe's activation, which any method
 # reading the importance may trace (its matmuls are counted): no MACs under fvcore's convention.
-MERGE_OPS = ("aten::scatter", "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::sort",
-             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min", "aten::gelu")
+MERGE_OPS = ("aten::scatter", "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::index_add_", "aten::sort",
+             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min", "aten::gelu", "aten::gelu_")
 
 
 @dataclass(frozen=True)
