@@ -51,10 +51,14 @@ SHARED = ("objectives", "constraints", "schedule", "sampler", "seed_ladder", "th
 
 
 # --- the searches ----------------------------------------------------------------------------------------
-def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = None) -> dict:
-    """demo.yaml's search settings on ``proxy`` and its dataset, without methods."""
+def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = None,
+               count_high: int | None = None) -> dict:
+    """demo.yaml's search settings on ``proxy`` and its dataset, without methods; ``count_high``: the most
+    tokens a merging layer may remove, for every method alike (demo.yaml's 24 where None)."""
     demo = read_yaml(DEMO, "search-space", ValueError)
     data = {k: demo[k] for k in SHARED if k in demo}
+    if count_high is not None:
+        data["schedule"] = {**data["schedule"], "count": {**data["schedule"]["count"], "high": count_high}}
     data.update(model=proxy, dataset=PROXY_DATASETS[proxy], subset=subset, budget={"trials": trials}, verify=False)
     if evaluator:
         data["evaluator"] = evaluator
@@ -193,7 +197,7 @@ def run(args: argparse.Namespace) -> dict:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(runs / f'fronts-{args.proxy}.db').resolve()}"
-    base = base_space(args.proxy, args.subset, args.trials, args.evaluator)
+    base = base_space(args.proxy, args.subset, args.trials, args.evaluator, args.count_high)
     seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -242,6 +246,7 @@ def run(args: argparse.Namespace) -> dict:
     ref = data["stm"].reference()
     return {"proxy": args.proxy, "dataset": PROXY_DATASETS[args.proxy], "storage": url, "studies": studies,
             "table": table, "trials": args.trials, "subset": args.subset, "images": args.images,
+            "count_high": args.count_high,
             "pairs": args.pairs, "torch_threads": torch.get_num_threads(), "stm_knobs": args.stm_knobs or {},
             "reference": None if ref is None else ref.verified,
             "studies_summary": {m: {"trials": len(d.records), "complete": sum(r.complete for r in d.records),
@@ -312,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--evaluator", help="module:function standing in for evaluate() (smoke tests)")
     ap.add_argument("--lock", help="flock this file around each timed or heavy step (e.g. /tmp/stm-cpu.lock)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--count-high", type=int, default=None, metavar="N",
+                    help="the most tokens one merging layer may remove, every method alike (default: demo.yaml's)")
     ap.add_argument("--stm-knobs", type=stm_knobs, default=None, metavar="YAML",
                     help="more STM knobs its search chooses, as in a space file's knobs, e.g. "
                     "'{drop: {type: categorical, choices: [0.0, 0.25, 0.5, 0.75]}}' (a study of its own)")

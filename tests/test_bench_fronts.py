@@ -101,6 +101,16 @@ def test_every_method_gets_demo_yaml_search_settings(bench):
         assert space.methods[0].knobs == spaces[0].methods[0].knobs  # the same window range for each
 
 
+def test_count_high_widens_every_methods_schedule_alike(bench):
+    demo = load_space(bench.DEMO)
+    base = bench.base_space("vim_proxy", 500, 40, count_high=28)
+    spaces = [bench.method_space(base, (m,), "table.json") for m in bench.METHODS]
+    for space in spaces:
+        assert space.schedule.count.high == 28 and space.schedule.count.low == demo.schedule.count.low
+        assert space.schedule.interval == demo.schedule.interval and space.schedule.start == demo.schedule.start
+    assert load_space(bench.DEMO).schedule.count.high == demo.schedule.count.high != 28  # demo.yaml untouched
+
+
 def test_stm_knobs_widen_only_stms_search(bench):
     base = bench.base_space("vim_proxy_clutter", 500, 40)
     extra = bench.stm_knobs("{drop: {type: categorical, choices: [0.0, 0.5]}}")
