@@ -128,7 +128,7 @@ class SaliencyProbe:
         x = residual.float()
         b, t, _ = x.shape
         mean_norm = norm.mean(-1, keepdim=True)
-        # one cat, not out= writes into column slices of one buffer: strided writes took half the probe's CPU time
+        # one cat: out= writes into column slices of one buffer are strided, slower on the CPU than the cat's copy
         inputs = torch.cat([x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6), hidden.float(),
                             torch.log(norm / mean_norm + 1e-6)[..., None], torch.log(sizes.float())[..., None]], -1)
         xc = inputs[torch.arange(b, device=x.device), cls, :c]
