@@ -45,8 +45,8 @@ def apply_plan(x: torch.Tensor, plan: Plan) -> torch.Tensor:
     # in the same order, 4x faster on the CPU (0.17 against 0.69 ms at 32 x 197 x 64)
     flat = (plan.index + torch.arange(b, device=x.device)[:, None] * plan.out_len).view(-1)
     num = x.new_zeros(b * plan.out_len, c, dtype=torch.float32).index_add_(0, flat, (x.float() * w).view(b * t, c))
-    den = w.new_zeros(b, plan.out_len, 1).scatter_add_(1, plan.index.unsqueeze(-1), w)
-    return (num.view(b, plan.out_len, c) / den.clamp_min(1e-12)).to(x.dtype)
+    den = w.new_zeros(b * plan.out_len, 1).index_add_(0, flat, w.reshape(b * t, 1))
+    return (num / den.clamp_min(1e-12)).view(b, plan.out_len, c).to(x.dtype)
 
 
 def reduce_sum(v: torch.Tensor, plan: Plan) -> torch.Tensor:

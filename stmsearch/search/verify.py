@@ -58,8 +58,7 @@ class _Job:
     targets: list  # the reference first, then the front's records
 
 
-def _job(storage_url: str, study_name: str) -> _Job:
-    storage = open_storage(storage_url, must_exist=True)  # heartbeats on, to tell a running search
+def _job(storage, study_name: str) -> _Job:
     data = load_study_data(storage, study_name)
     study = data.study
     if data.reference() is None:
@@ -97,7 +96,8 @@ def verify_studies(storage_url: str, study_names: list[str], device: str | None 
     turn, references first): each study's paired speed-ups then span the same minutes, so a drift of the
     machine over them (other load, clocks) lands on every study alike rather than on whichever ran first.
     Every study is checked before any is measured. Returns what was written, per study, trial by trial."""
-    jobs = [_job(storage_url, name) for name in study_names]
+    storage = open_storage(storage_url, must_exist=True)  # heartbeats on, to tell a running search
+    jobs = [_job(storage, name) for name in study_names]
     order = [(job, job.targets[k]) for k in range(max(len(j.targets) for j in jobs)) for job in jobs
              if k < len(job.targets)]
     out: dict[str, list[Verified]] = {job.name: [] for job in jobs}
