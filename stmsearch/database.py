@@ -101,6 +101,21 @@ def open_existing(url: str) -> optuna.storages.RDBStorage:
     return open_storage(url, heartbeat_s=None, must_exist=True)
 
 
+def reset_connections(storage: optuna.storages.BaseStorage) -> None:
+    """Close the storage's idle connections and this thread's session. Ctrl-C inside a commit can
+    return a connection to the pool with its transaction open, so it keeps SQLite's write lock: every
+    later write from another connection, the one failing the interrupted trial included, would wait
+    out the lock timeout and fail. Closing a connection rolls its transaction back."""
+    rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    if not hasattr(rdb, "scoped_session"):
+        return
+    try:
+        rdb.scoped_session.remove()
+    except Exception:  # noqa: BLE001 - a session too broken to close: forget it, its connection goes with it
+        rdb.scoped_session.registry.clear()
+    rdb.engine.dispose()
+
+
 def set_finished_trial_attr(storage: optuna.storages.BaseStorage, trial_id: int, key: str, value: Any) -> None:
     """Set a user attribute of a finished trial (optuna's API refuses; ``stmsearch verify`` adds
     its re-measurement to the trials it verified). Plain SQL on optuna's own table, any database."""

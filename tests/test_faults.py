@@ -6,12 +6,15 @@ input files, and values that used to be accepted silently.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -323,3 +326,111 @@ def test_pareto_table_fits_80_columns_with_long_free_schedules(tmp_path, storage
     text = console.export_text()
     assert "L5-21, 204 tok" in text and max(len(line) for line in text.splitlines()) <= 80
     assert all(head in text for head in ("acc %", "img/s", "MACs", "schedule"))  # no column cut to a letter
+
+
+@contextlib.contextmanager
+def _ctrl_c_in_next_commit():
+    """Ctrl-C where it hurts most: inside SQLAlchemy's commit, before the database commits (the
+    connection goes back to the pool with its transaction open, holding SQLite's write lock). Yields
+    ``arm(storage)``: the storage's next commit is interrupted, and the next write after it takes
+    another pooled connection (as a search's heartbeat thread makes happen by chance)."""
+    from sqlalchemy.engine.base import Connection
+
+    real, armed = Connection._commit_impl, []
+
+    def arm(storage) -> None:
+        engine = getattr(storage, "_backend", storage).engine
+        with engine.connect(), engine.connect():  # two idle connections, taken in turn
+            pass
+        armed.append(True)
+
+    def commit(self, *args, **kwargs):
+        if armed:
+            armed.clear()
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Connection, "_commit_impl", commit)
+        yield arm
+
+
+def _interrupted_trial(url: str, name: str, number: int) -> optuna.trial.FrozenTrial:
+    study = optuna.load_study(study_name=name, storage=url)
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
+    trial = study.trials[number]
+    assert trial.state.name == "FAIL" and trial.user_attrs["interrupted"], (trial.state, trial.user_attrs)
+    return trial
+
+
+def test_ctrl_c_inside_a_commit_still_fails_the_local_trial(tmp_path, monkeypatch):
+    import stmsearch.search.local as local
+
+    # no heartbeat thread: its next beat, on the locked connection, would commit it by chance
+    monkeypatch.setattr("stmsearch.search.record._interval", lambda storage: None)
+
+    space = write_space(tmp_path, budget={"trials": 4})
+    url = f"sqlite:///{tmp_path / 's.db'}"
+
+    with _ctrl_c_in_next_commit() as arm:
+        def tell(study, trial, *args, **kwargs):
+            if trial.number == 2:
+                arm(study._storage)
+            return real_tell(study, trial, *args, **kwargs)
+
+        real_tell = local.tell
+        monkeypatch.setattr(local, "tell", tell)
+        with pytest.raises(KeyboardInterrupt):
+            stmsearch.search.run_search(load_space(space), space, executor="local", storage_url=url,
+                                        runs=tmp_path / "runs", progress=False)
+    _interrupted_trial(url, _study_name(space), 2)
+
+
+def test_ctrl_c_inside_a_commit_still_fails_the_ray_trial(tmp_path):
+    """Tune's searcher fails the trials it did not finish (stop_pending) after Ctrl-C hit a commit."""
+    pytest.importorskip("ray", reason="the ray executor's searcher needs ray (installed by the [dev] extra)")
+    from stmsearch.search.ray_executor import _make_searcher, define_by_run
+    from stmsearch.search.record import Heartbeat, reference_metrics
+
+    space_path = write_space(tmp_path, budget={"trials": 4})
+    space, url = load_space(space_path), f"sqlite:///{tmp_path / 's.db'}"
+    first = stmsearch.search.run_search(space, space_path, trials=1, executor="local", storage_url=url,
+                                        runs=tmp_path / "runs", progress=False)
+    study = optuna.load_study(study_name=first.study_name, storage=open_storage(url, heartbeat_s=None))
+    with Heartbeat(study._storage) as beat:  # without a thread: its next beat would commit the lock by chance
+        searcher = _make_searcher(
+            space=functools.partial(define_by_run, space=space), metric=list(space.objectives),
+            mode=["max" if d == "maximize" else "min" for d in space.directions], sampler=study.sampler,
+            storage=study._storage, study_name=study.study_name, stm_space=space,
+            reference=reference_metrics(study), beat=beat, progress=types.SimpleNamespace(update=lambda: None),
+            budget=4)
+        assert isinstance(searcher.suggest("t1"), dict)
+        number = searcher._ot_trials["t1"].number
+        with _ctrl_c_in_next_commit() as arm:
+            arm(study._storage)
+            with pytest.raises(KeyboardInterrupt):
+                searcher.on_trial_complete("t1")  # as Tune reports a trial it stopped
+            searcher.stop_pending()
+    trial = _interrupted_trial(url, first.study_name, number)
+    assert "stopped by Tune" in trial.user_attrs["error"]
+
+
+def test_an_error_raised_by_ctrl_c_ends_the_search_as_ctrl_c_does(tmp_path, monkeypatch):
+    """SQLAlchemy turns some interrupted commits into an AssertionError: exit 130 and the resume hint,
+    while an error of its own still fails the command."""
+    space = write_space(tmp_path)
+
+    def interrupted_commit(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AssertionError  # as sqlalchemy's `assert not self.is_active`
+
+    def plain_bug(*args, **kwargs):
+        raise AssertionError
+
+    for run, code in ((interrupted_commit, 130), (plain_bug, 1)):
+        monkeypatch.setattr("stmsearch.cli.search.run_search", run)
+        result = CliRunner().invoke(search_cmd, [str(space), "--out", str(tmp_path / "runs"), "--no-progress"])
+        assert result.exit_code == code, result.output
+        assert ("run the same command again to resume" in result.output) == (code == 130)

@@ -35,6 +35,16 @@ def trial_rate(study: optuna.Study, numbers: list[int]) -> float | None:
     return 60 * (len(ends) - 1) / (ends[-1] - ends[0]).total_seconds()
 
 
+def ctrl_c(exc: BaseException | None) -> bool:
+    """Ctrl-C, or an error raised while handling one: SQLAlchemy can turn a commit it interrupted
+    into an AssertionError, which should end the search as Ctrl-C does, not as a crash."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
 def _write_dashboard(storage_url: str, study_name: str, out: Path) -> Path | None:
     try:
         from ..dashboard.build import write_dashboard
@@ -75,7 +85,9 @@ def search_cmd(space_file: str, trials: int | None, storage: str | None, study_n
             result = run_search(space, path, trials=trials, storage_url=storage, study=study_name,
                                 executor=executor, max_concurrent=max_concurrent, address=address, runs=out,
                                 progress=not no_progress)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # noqa: BLE001 - re-raised unless Ctrl-C caused it
+        if not ctrl_c(exc):
+            raise
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(130)
     console = Console(highlight=False)

@@ -8,6 +8,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from ..database import reset_connections
 from .executor import start_study
 from .objective import run_trial
 from .params import suggest
@@ -18,6 +19,7 @@ from .space import REFERENCE, SearchSpace
 
 
 def _fail_interrupted(study: optuna.Study, trial: optuna.Trial) -> None:
+    reset_connections(study._storage)
     try:
         trial.set_user_attr("error", INTERRUPTED)
         trial.set_user_attr("interrupted", True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 
+from ..database import reset_connections
 from .executor import start_study
 from .objective import OUTCOME_KEY, REUSE_KEY, SEED_KEY, TrialOutcome, ray_trial, run_trial
 from .params import suggest
@@ -102,6 +103,7 @@ def _make_searcher(**kwargs: Any) -> Any:
 
         def stop_pending(self) -> None:
             """Fail the trials Tune stopped without reporting (time budget): not counted, tried again."""
+            reset_connections(self._ot_study._storage)
             for trial_id in set(self._ot_trials) - self._completed_trials:
                 self.on_trial_complete(trial_id)
 
