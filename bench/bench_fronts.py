@@ -52,13 +52,16 @@ SHARED = ("objectives", "constraints", "schedule", "sampler", "seed_ladder", "th
 
 # --- the searches ----------------------------------------------------------------------------------------
 def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = None,
-               count_high: int | None = None) -> dict:
+               count_high: int | None = None, sampler_seed: int | None = None) -> dict:
     """demo.yaml's search settings on ``proxy`` and its dataset, without methods; ``count_high``: the most
-    tokens a merging layer may remove, for every method alike (demo.yaml's 24 where None)."""
+    tokens a merging layer may remove, ``sampler_seed``: the sampler's seed, each for every method alike
+    (demo.yaml's where None)."""
     demo = read_yaml(DEMO, "search-space", ValueError)
     data = {k: demo[k] for k in SHARED if k in demo}
     if count_high is not None:
         data["schedule"] = {**data["schedule"], "count": {**data["schedule"]["count"], "high": count_high}}
+    if sampler_seed is not None:
+        data["sampler"] = {**data["sampler"], "seed": sampler_seed}
     data.update(model=proxy, dataset=PROXY_DATASETS[proxy], subset=subset, budget={"trials": trials}, verify=False)
     if evaluator:
         data["evaluator"] = evaluator
@@ -197,7 +200,7 @@ def run(args: argparse.Namespace) -> dict:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(runs / f'fronts-{args.proxy}.db').resolve()}"
-    base = base_space(args.proxy, args.subset, args.trials, args.evaluator, args.count_high)
+    base = base_space(args.proxy, args.subset, args.trials, args.evaluator, args.count_high, args.sampler_seed)
     seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -220,7 +223,8 @@ def run(args: argparse.Namespace) -> dict:
     studies = {}
     for m in METHODS:
         extra = args.stm_knobs if m == "stm" else None
-        studies[m] = f"fronts-{args.proxy}-{m}" + (suffix if extra else "")
+        studies[m] = f"fronts-{args.proxy}-{m}" + (suffix if extra else "") + (
+            f"-seed{args.sampler_seed}" if args.sampler_seed is not None else "")
         with step(f"search_{m}"):
             run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
                        study=studies[m], executor="local", runs=runs, progress=False)
@@ -246,7 +250,7 @@ def run(args: argparse.Namespace) -> dict:
     ref = data["stm"].reference()
     return {"proxy": args.proxy, "dataset": PROXY_DATASETS[args.proxy], "storage": url, "studies": studies,
             "table": table, "trials": args.trials, "subset": args.subset, "images": args.images,
-            "count_high": args.count_high,
+            "count_high": args.count_high, "sampler_seed": base["sampler"]["seed"],
             "pairs": args.pairs, "torch_threads": torch.get_num_threads(), "stm_knobs": args.stm_knobs or {},
             "reference": None if ref is None else ref.verified,
             "studies_summary": {m: {"trials": len(d.records), "complete": sum(r.complete for r in d.records),
@@ -278,7 +282,8 @@ def fmt(v: Any, spec: str = ".3f") -> str:
 
 def report(out: dict) -> str:
     lines = [f"{out['proxy']} on {out['dataset']}: {out['trials']} trials a method, search on held-out images "
-             f"0-{out['subset'] - 1}, verified on all {out['images']}"]
+             f"0-{out['subset'] - 1}, verified on all {out['images']}"
+             + (f", sampler seed {out['sampler_seed']}" if out.get("sampler_seed") is not None else "")]
     for m, s in out["studies_summary"].items():
         lines.append(f"  {m}: {s['complete']}/{s['trials']} complete, {s['verified']} verified, front {s['front']}")
     lines.append("\nbest verified accuracy at verified speed-up >= s")
@@ -319,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--count-high", type=int, default=None, metavar="N",
                     help="the most tokens one merging layer may remove, every method alike (default: demo.yaml's)")
+    ap.add_argument("--sampler-seed", type=int, default=None, metavar="N",
+                    help="the sampler's seed, every method alike (default: demo.yaml's); its studies are named -seedN")
     ap.add_argument("--stm-knobs", type=stm_knobs, default=None, metavar="YAML",
                     help="more STM knobs its search chooses, as in a space file's knobs, e.g. "
                     "'{drop: {type: categorical, choices: [0.0, 0.25, 0.5, 0.75]}}' (a study of its own)")

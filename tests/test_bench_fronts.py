@@ -111,6 +111,15 @@ def test_count_high_widens_every_methods_schedule_alike(bench):
     assert load_space(bench.DEMO).schedule.count.high == demo.schedule.count.high != 28  # demo.yaml untouched
 
 
+def test_sampler_seed_is_every_methods_alike(bench):
+    demo = load_space(bench.DEMO)
+    spaces = [bench.method_space(bench.base_space("vim_proxy", 500, 40, sampler_seed=3), (m,), "table.json")
+              for m in bench.METHODS]
+    assert [s.sampler.seed for s in spaces] == [3] * len(bench.METHODS) != [demo.sampler.seed] * len(bench.METHODS)
+    assert all(s.sampler.name == demo.sampler.name and s.seed_ladder == demo.seed_ladder for s in spaces)
+    assert bench.method_space(bench.base_space("vim_proxy", 500, 40), ("stm",)).sampler.seed == demo.sampler.seed
+
+
 def test_stm_knobs_widen_only_stms_search(bench):
     base = bench.base_space("vim_proxy_clutter", 500, 40)
     extra = bench.stm_knobs("{drop: {type: categorical, choices: [0.0, 0.5]}}")
