@@ -101,12 +101,17 @@ def open_existing(url: str) -> optuna.storages.RDBStorage:
     return open_storage(url, heartbeat_s=None, must_exist=True)
 
 
+def rdb_of(storage: optuna.storages.BaseStorage) -> Any:
+    """The RDBStorage under optuna's cache wrapper (the storage itself where it has none)."""
+    return getattr(storage, "_backend", storage)
+
+
 def reset_connections(storage: optuna.storages.BaseStorage) -> None:
     """Close the storage's idle connections and this thread's session. Ctrl-C inside a commit can
     return a connection to the pool with its transaction open, so it keeps SQLite's write lock: every
     later write from another connection, the one failing the interrupted trial included, would wait
     out the lock timeout and fail. Closing a connection rolls its transaction back."""
-    rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    rdb = rdb_of(storage)
     if not hasattr(rdb, "scoped_session"):
         return
     try:
@@ -122,7 +127,7 @@ def set_finished_trial_attr(storage: optuna.storages.BaseStorage, trial_id: int,
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
 
-    rdb = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    rdb = rdb_of(storage)
     if not hasattr(rdb, "scoped_session"):
         raise TypeError(f"set_finished_trial_attr needs an RDB storage, got {type(rdb).__name__}")
     text = json.dumps(value)

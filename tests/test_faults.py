@@ -29,7 +29,7 @@ from stmsearch.cli.evaluate import eval_cmd
 from stmsearch.cli.export import export_cmd
 from stmsearch.cli.search import search_cmd
 from stmsearch.cli.verify import verify_cmd
-from stmsearch.database import StorageError, open_existing, open_storage, redact, set_finished_trial_attr
+from stmsearch.database import StorageError, open_existing, open_storage, rdb_of, redact, set_finished_trial_attr
 from stmsearch.models import CheckpointError
 from stmsearch.search import SpaceError, load_space
 from test_search_run import TESTS, write_space
@@ -339,7 +339,7 @@ def _ctrl_c_in_next_commit():
     real, armed = Connection._commit_impl, []
 
     def arm(storage) -> None:
-        engine = getattr(storage, "_backend", storage).engine
+        engine = rdb_of(storage).engine
         with engine.connect(), engine.connect():  # two idle connections, taken in turn
             pass
         armed.append(True)
