@@ -7,7 +7,6 @@ input files, and values that used to be accepted silently.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 import socket
@@ -389,8 +388,8 @@ def test_ctrl_c_inside_a_commit_still_fails_the_local_trial(tmp_path, monkeypatc
 def test_ctrl_c_inside_a_commit_still_fails_the_ray_trial(tmp_path):
     """Tune's searcher fails the trials it did not finish (stop_pending) after Ctrl-C hit a commit."""
     pytest.importorskip("ray", reason="the ray executor's searcher needs ray (installed by the [dev] extra)")
-    from stmsearch.search.ray_executor import _make_searcher, define_by_run
-    from stmsearch.search.record import Heartbeat, reference_metrics
+    from stmsearch.search.ray_executor import recording_search
+    from stmsearch.search.record import Heartbeat
 
     space_path = write_space(tmp_path, budget={"trials": 4})
     space, url = load_space(space_path), f"sqlite:///{tmp_path / 's.db'}"
@@ -398,12 +397,7 @@ def test_ctrl_c_inside_a_commit_still_fails_the_ray_trial(tmp_path):
                                         runs=tmp_path / "runs", progress=False)
     study = optuna.load_study(study_name=first.study_name, storage=open_storage(url, heartbeat_s=None))
     with Heartbeat(study._storage) as beat:  # without a thread: its next beat would commit the lock by chance
-        searcher = _make_searcher(
-            space=functools.partial(define_by_run, space=space), metric=list(space.objectives),
-            mode=["max" if d == "maximize" else "min" for d in space.directions], sampler=study.sampler,
-            storage=study._storage, study_name=study.study_name, stm_space=space,
-            reference=reference_metrics(study), beat=beat, progress=types.SimpleNamespace(update=lambda: None),
-            budget=4)
+        searcher = recording_search(study, space, beat, types.SimpleNamespace(update=lambda: None), budget=4)
         assert isinstance(searcher.suggest("t1"), dict)
         number = searcher._ot_trials["t1"].number
         with _ctrl_c_in_next_commit() as arm:

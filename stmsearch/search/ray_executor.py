@@ -120,6 +120,15 @@ def _make_searcher(**kwargs: Any) -> Any:
     return RecordingSearch(**kwargs)
 
 
+def recording_search(study: optuna.Study, space: SearchSpace, beat: Heartbeat, progress: Any, budget: int) -> Any:
+    """Tune's searcher for ``study``: OptunaSearch on its storage and sampler, recording each outcome."""
+    return _make_searcher(
+        space=partial(define_by_run, space=space), metric=list(space.objectives),
+        mode=["max" if d == "maximize" else "min" for d in space.directions], sampler=study.sampler,
+        storage=study._storage, study_name=study.study_name, stm_space=space,
+        reference=reference_metrics(study), beat=beat, progress=progress, budget=budget)
+
+
 def trial_resources(resources: dict, device: str, max_concurrent: int | None) -> tuple[dict, int]:
     """Per-trial Ray resources and concurrency: one GPU each when there are GPUs, else all CPUs.
 
@@ -157,11 +166,7 @@ def run_ray(study: optuna.Study, space: SearchSpace, budget: int, progress: Sear
         if remaining <= 0:
             return mine
         with Heartbeat(study._storage) as beat:
-            searcher = _make_searcher(
-                space=partial(define_by_run, space=space), metric=list(space.objectives),
-                mode=["max" if d == "maximize" else "min" for d in space.directions], sampler=study.sampler,
-                storage=study._storage, study_name=study.study_name, stm_space=space,
-                reference=reference_metrics(study), beat=beat, progress=progress, budget=budget)
+            searcher = recording_search(study, space, beat, progress, budget)
             trainable = tune.with_resources(tune.with_parameters(ray_trial, space_data=space_data), per_trial)
             tuner = tune.Tuner(
                 trainable,
