@@ -56,16 +56,21 @@ HAND_SEEDS = [{"name": f"stm-{c}", "config": {"method": "stm", "schedule": {"sta
 _DEFAULT_STM = {"window": 0, "runs": 3, "fading": "fixed", **PINNED_STM}
 
 
-def _stm_ladder(tag: str, shape: str) -> list[dict[str, Any]]:
-    """A former 4-rung ladder as seeds: every layer from layer 0 in ``shape``, STM at its defaults (window 0)."""
+def _stm_ladder(tag: str, shape: str, windows: tuple[int, ...] = (0, 0, 0, 0), **knobs: Any) -> list[dict[str, Any]]:
+    """A former 4-rung ladder as seeds: every layer from layer 0 in ``shape``, STM at its defaults of then
+    (``knobs`` override them) at ``windows``."""
     return [{"name": f"{tag}-{c}", "config": {"method": "stm", "schedule": {
-        "start": 0, "interval": 1, "count": c, "shape": shape}, **_DEFAULT_STM}} for c in (2, 10, 14, 22)]
+        "start": 0, "interval": 1, "count": c, "shape": shape}, **_DEFAULT_STM, **knobs, "window": w}}
+        for c, w in zip((2, 10, 14, 22), windows)]
 
 
 CONSTANT_LADDER = _stm_ladder("const", "constant")
 # The ladder's rule before the window rose with the rung (2026-12-03, fourth pass): densest shape, every rung at
 # STM's default window 0, so its 14-token rung sits just below min_accuracy (0.489; bench/SEARCH.md).
 DENSE_W0_LADDER = _stm_ladder("dense", "decreasing")
+# The rule until 2026-12-05: that dense leg alone, the window rising 0 / 4 / 8 / 12 (today's STM default of 2 runs);
+# the ladder now adds a sparse leg, the same counts at the widest interval (stmsearch/search/ladder.py).
+DENSE_LEG_LADDER = _stm_ladder("rise", "decreasing", (0, 4, 8, 12), runs=2)
 # benchmark name -> the space's sampler block (as a search space writes it)
 SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {"name": "random"},
@@ -83,6 +88,7 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "pls-s5-ladder4": {"name": "pls", "n_startup_trials": 5, "seed_ladder": 4},  # TPE + Pareto local search
     "tpe-s5-const4": {"name": "tpe", "n_startup_trials": 5, "seeds": CONSTANT_LADDER},  # the ladder's rule of 12-02
     "tpe-s5-w0ladder4": {"name": "tpe", "n_startup_trials": 5, "seeds": DENSE_W0_LADDER},  # its rule until 12-03
+    "tpe-s5-dense4": {"name": "tpe", "n_startup_trials": 5, "seeds": DENSE_LEG_LADDER},  # its rule until 12-05
     "gp": {"name": "gp"},
     "botorch": {"name": "optuna_integration.BoTorchSampler"},  # qNEHVI; only where it is installed
 }

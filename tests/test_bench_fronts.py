@@ -145,7 +145,8 @@ def test_the_shared_latency_table_times_stms_extra_merge_steps(bench):
 
 
 def test_smoke_end_to_end(bench, tmp_path, one_thread):
-    out = bench.main(["--proxy", "vim_proxy", "--trials", "6", "--subset", "10", "--images", "20",
+    # 10 trials: the reference, the 7 seeds of the ladder's two legs, then two searched
+    out = bench.main(["--proxy", "vim_proxy", "--trials", "10", "--subset", "10", "--images", "20",
                       "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",
                       "--out", str(tmp_path / "out.json"),
                       "--stm-knobs", "{drop: {type: categorical, choices: [0.5]}}"])
@@ -157,7 +158,7 @@ def test_smoke_end_to_end(bench, tmp_path, one_thread):
     assert searched and all(r.config.get("drop") == 0.5 for r in searched)
     for method, study in out["studies"].items():
         data = load_study_data(out["storage"], study)
-        assert len(data.records) == 6 and data.reference().verified
+        assert len(data.records) == 10 and data.reference().verified
         seeds = [r.seed_config for r in data.records if r.seed_config and r.seed_config.startswith("ladder")]
         assert seeds and all(r.method == method for r in data.records if not r.is_reference)
         assert out["fronts"][method]
@@ -170,9 +171,9 @@ def test_smoke_end_to_end(bench, tmp_path, one_thread):
                 assert row["sign_all"]["wins"] + row["sign_all"]["losses"] <= 20
                 assert row["sign_unseen"]["wins"] + row["sign_unseen"]["losses"] <= 10
     # more trials continue the same studies, and their new front points are verified too
-    more = bench.main(["--proxy", "vim_proxy", "--trials", "9", "--subset", "10", "--images", "20",
+    more = bench.main(["--proxy", "vim_proxy", "--trials", "13", "--subset", "10", "--images", "20",
                        "--runs", str(tmp_path), "--evaluator", "fake_evaluators:fake_evaluate", "--threads", "1",
                        "--stm-knobs", "{drop: {type: categorical, choices: [0.5]}}"])
     for method, study in more["studies"].items():
         data = load_study_data(more["storage"], study)
-        assert len(data.records) == 9 and all(r.verified for r in front_records(data))
+        assert len(data.records) == 13 and all(r.verified for r in front_records(data))

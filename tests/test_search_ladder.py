@@ -50,7 +50,7 @@ def test_rungs_are_evenly_spread_and_keep_both_ends():
 
 def test_ladder_is_the_reference_schedule_stepped_across_the_speed_axis(tmp_path):
     space = space_of(tmp_path, BASE)
-    ladder = ladder_seeds(space)
+    ladder = dense(space)
     assert [s.name for s in ladder] == ["ladder-1", "ladder-2", "ladder-3", "ladder-4"]
     ref = reference_params(space)
     defaults = MergeConfig(method="stm")
@@ -77,8 +77,48 @@ def test_ladder_is_the_reference_schedule_stepped_across_the_speed_axis(tmp_path
     assert all(b > a for a, b in zip(reductions, reductions[1:]))  # light to heavy
 
 
+def dense(space) -> list:
+    """The ladder's dense leg (the sparse leg's rungs are named ladder-sparse-N)."""
+    return [s for s in ladder_seeds(space) if not s.name.startswith("ladder-sparse-")]
+
+
 def windows_of(space) -> list:
-    return [seed_config(space, s.name).window for s in ladder_seeds(space)]
+    return [seed_config(space, s.name).window for s in dense(space)]
+
+
+def test_the_sparse_leg_steps_the_same_counts_at_the_widest_interval(tmp_path):
+    space = space_of(tmp_path, BASE)
+    ladder = ladder_seeds(space)
+    sparse = [s for s in ladder if s.name.startswith("ladder-sparse-")]
+    assert [s.name for s in ladder] == ["ladder-1", "ladder-2", "ladder-3", "ladder-4",
+                                        "ladder-sparse-2", "ladder-sparse-3", "ladder-sparse-4"]
+    ref = reference_params(space)
+    dense_cfgs = [seed_config(space, s.name) for s in dense(space)]
+    depth, tokens = model_geometry(space.model)
+    reductions = []
+    for seed, twin in zip(sparse, dense_cfgs[1:]):  # the lightest count at the widest interval is left out
+        cfg = seed_config(space, seed.name)
+        assert cfg.schedule.count == twin.schedule.count and cfg.schedule.start == ref["start"]
+        assert cfg.schedule.interval == max(knob_values(space.schedule.interval)) > twin.schedule.interval
+        assert cfg.schedule.shape == densest_shape(space, cfg)
+        assert cfg.window == MergeConfig(method="stm").protect  # no protection rise on this leg
+        assert (cfg.runs, cfg.fading, cfg.metric) == (twin.runs, twin.fading, twin.metric)
+        assert config_from_params(space, {**ref, **project(space, cfg)}) == cfg
+        reductions.append(token_reduction(walk(cfg, depth, tokens, clip=True).tokens, tokens))
+        # sparser: fewer token-layers removed than the dense rung of the same count
+        assert reductions[-1] < token_reduction(walk(twin, depth, tokens, clip=True).tokens, tokens)
+    assert all(b > a for a, b in zip(reductions, reductions[1:]))
+
+
+@pytest.mark.parametrize("interval", [2, {"type": "int", "low": 2, "high": 2}, None])
+def test_no_sparse_leg_where_the_space_does_not_range_the_interval(tmp_path, interval):
+    data = copy.deepcopy(BASE)
+    if interval is None:
+        del data["schedule"]["interval"]
+    else:
+        data["schedule"]["interval"] = interval
+    space = space_of(tmp_path, data)
+    assert [s.name for s in ladder_seeds(space)] == ["ladder-1", "ladder-2", "ladder-3", "ladder-4"]
 
 
 @pytest.mark.parametrize("window, rungs_, want", [
@@ -131,8 +171,8 @@ def test_each_rung_takes_the_shape_that_reduces_most_not_the_first(tmp_path):
     data = copy.deepcopy(BASE)
     data["schedule"]["shape"]["choices"] = ["constant", "increasing", "decreasing"]
     ladder = [seed_config(space_of(tmp_path, data), s.name) for s in ladder_seeds(space_of(tmp_path, data))]
-    # front-loaded counts remove the most token-layers, so the heavy rungs reach the fast end
-    assert [c.schedule.shape for c in ladder] == ["decreasing"] * 4
+    # front-loaded counts remove the most token-layers, so the heavy rungs reach the fast end (on both legs)
+    assert [c.schedule.shape for c in ladder] == ["decreasing"] * 7
     data["schedule"]["shape"] = "increasing"  # a fixed shape is kept
     assert {seed_config(space_of(tmp_path, data, "b.yaml"), s.name).schedule.shape
             for s in ladder_seeds(space_of(tmp_path, data, "b.yaml"))} == {"increasing"}
@@ -187,16 +227,19 @@ def test_bad_ladder_fails_in_one_line_naming_the_file(tmp_path, edit, message):
 def test_study_enqueues_the_space_seeds_then_the_ladder_once(tmp_path):
     space = space_of(tmp_path, BASE)
     study = optuna.create_study(directions=space.directions)
-    assert enqueue_seeds(study, space) == ["hand", "ladder-1", "ladder-2", "ladder-3", "ladder-4"]
+    names = ["hand", "ladder-1", "ladder-2", "ladder-3", "ladder-4", "ladder-sparse-2", "ladder-sparse-3",
+             "ladder-sparse-4"]
+    assert enqueue_seeds(study, space) == names
     waiting = study.get_trials(deepcopy=False)
-    assert [t.user_attrs["seed_config"] for t in waiting] == ["hand", "ladder-1", "ladder-2", "ladder-3", "ladder-4"]
-    assert waiting[-1].system_attrs["fixed_params"] == project(space, seed_config(space, "ladder-4"))
+    assert [t.user_attrs["seed_config"] for t in waiting] == names
+    assert waiting[-1].system_attrs["fixed_params"] == project(space, seed_config(space, "ladder-sparse-4"))
     assert enqueue_seeds(study, space) == []  # already waiting: not twice
 
 
 def test_shipped_demo_space_uses_the_ladder():
     space = load_space(SPACES / "demo.yaml")
-    assert space.seed_ladder >= 2 and len(warm_start(space)) == len(space.seeds) + space.seed_ladder
+    # both legs: the interval is ranged
+    assert space.seed_ladder >= 2 and len(warm_start(space)) == len(space.seeds) + 2 * space.seed_ladder - 1
     assert len(warm_start(space)) < space.budget.trials // 2
 
 

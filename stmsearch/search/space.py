@@ -24,7 +24,7 @@ from ..merging.methods import get_method, searchable_methods
 from ..yamlfile import read_yaml
 
 REFERENCE = "reference"  # seed name of the unreduced model, always evaluated first
-LADDER_PREFIX = "ladder-"  # seed_ladder's seeds are ladder-1 (lightest) .. ladder-N (heaviest)
+LADDER_PREFIX = "ladder-"  # seed_ladder's seeds: ladder-1 (lightest) .. ladder-N (heaviest), then ladder-sparse-2 .. -N
 _TAGS = {"categorical", "int", "float", "fixed", "parametric", "free"}
 
 
