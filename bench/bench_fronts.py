@@ -37,6 +37,8 @@ from stmsearch.evaluation.fidelity import PROXY_DATASETS, bits, correct, load_pr
 from stmsearch.evaluation.throughput import file_lock
 from stmsearch.merging.config import config_from_dict
 from stmsearch.merging.patch import apply
+from stmsearch.models.checkpoint import file_sha256
+from stmsearch.models.probe import attach
 from stmsearch.pareto import pareto_mask
 from stmsearch.results.records import load_study_data
 from stmsearch.results.table import front_records
@@ -52,10 +54,11 @@ SHARED = ("objectives", "constraints", "schedule", "sampler", "seed_ladder", "th
 
 # --- the searches ----------------------------------------------------------------------------------------
 def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = None,
-               count_high: int | None = None, sampler_seed: int | None = None) -> dict:
+               count_high: int | None = None, sampler_seed: int | None = None, probe: str | None = None) -> dict:
     """demo.yaml's search settings on ``proxy`` and its dataset, without methods; ``count_high``: the most
     tokens a merging layer may remove, ``sampler_seed``: the sampler's seed, each for every method alike
-    (demo.yaml's where None)."""
+    (demo.yaml's where None); ``probe``: a saliency probe file for the model instead of its shipped one (the
+    space's ``probe:``; only configs reading it, STM's at its defaults, change)."""
     demo = read_yaml(DEMO, "search-space", ValueError)
     data = {k: demo[k] for k in SHARED if k in demo}
     if count_high is not None:
@@ -63,6 +66,8 @@ def base_space(proxy: str, subset: int, trials: int, evaluator: str | None = Non
     if sampler_seed is not None:
         data["sampler"] = {**data["sampler"], "seed": sampler_seed}
     data.update(model=proxy, dataset=PROXY_DATASETS[proxy], subset=subset, budget={"trials": trials}, verify=False)
+    if probe:
+        data["probe"] = str(Path(probe).resolve())
     if evaluator:
         data["evaluator"] = evaluator
     return data
@@ -167,9 +172,13 @@ def compare_fronts(fronts: dict[str, list[dict]], baselines: tuple[str, ...], st
 
 
 # --- per-image correctness of the front points ------------------------------------------------------------
-def correctness(proxy_name: str, fronts: dict[str, list[dict]], images: range) -> dict[tuple[str, int], torch.Tensor]:
-    """Per-image correctness of every front point on held-out ``images`` (the model the search evaluated)."""
+def correctness(proxy_name: str, fronts: dict[str, list[dict]], images: range,
+                probe: str | None = None) -> dict[tuple[str, int], torch.Tensor]:
+    """Per-image correctness of every front point on held-out ``images`` (the model the search evaluated,
+    with ``probe`` where one was given)."""
     proxy = load_proxy(proxy_name, images)
+    if probe:
+        attach(proxy.model, probe)
     out = {}
     for method, pts in fronts.items():
         for p in pts:
@@ -200,7 +209,8 @@ def run(args: argparse.Namespace) -> dict:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{(runs / f'fronts-{args.proxy}.db').resolve()}"
-    base = base_space(args.proxy, args.subset, args.trials, args.evaluator, args.count_high, args.sampler_seed)
+    base = base_space(args.proxy, args.subset, args.trials, args.evaluator, args.count_high, args.sampler_seed,
+                      args.probe)
     seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -212,10 +222,12 @@ def run(args: argparse.Namespace) -> dict:
             seconds[name] = time.perf_counter() - t0
 
     suffix = "".join(f"-{k}" for k in sorted(args.stm_knobs or {}))
+    # another probe: every study and the table its own (STM's step is timed with it)
+    tag = f"-probe-{file_sha256(args.probe)[:8]}" if args.probe else ""
     table = None
     if not args.evaluator:  # a stand-in evaluator (the smoke test) predicts its own speed
         # STM's knobs may add merge steps (runs, the probe's importance_source): timed in the same table
-        table = runs / f"fronts-{args.proxy}{suffix}-latency.json"
+        table = runs / f"fronts-{args.proxy}{suffix}{tag}-latency.json"
         if not table.is_file():
             with step("calibrate"):
                 calibrate_space(method_space(base, METHODS, stm_knobs=args.stm_knobs)).save(table)
@@ -223,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
     studies = {}
     for m in METHODS:
         extra = args.stm_knobs if m == "stm" else None
-        studies[m] = f"fronts-{args.proxy}-{m}" + (suffix if extra else "") + (
+        studies[m] = f"fronts-{args.proxy}-{m}" + (suffix if extra else "") + tag + (
             f"-seed{args.sampler_seed}" if args.sampler_seed is not None else "")
         with step(f"search_{m}"):
             run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
@@ -241,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
     result = compare_fronts(fronts, METHODS[1:], args.step)
     images = range(0, args.images)
     with step("per_image"):
-        ok = correctness(args.proxy, fronts, images)
+        ok = correctness(args.proxy, fronts, images, args.probe)
     sign_tests(result["pairs"], ok, slice(min(args.subset, len(images)), None))
     for m, pts in fronts.items():
         for p in pts:
@@ -252,6 +264,7 @@ def run(args: argparse.Namespace) -> dict:
             "table": table, "trials": args.trials, "subset": args.subset, "images": args.images,
             "count_high": args.count_high, "sampler_seed": base["sampler"]["seed"],
             "pairs": args.pairs, "torch_threads": torch.get_num_threads(), "stm_knobs": args.stm_knobs or {},
+            "probe": None if not args.probe else {"file": args.probe, "sha256": file_sha256(args.probe)},
             "reference": None if ref is None else ref.verified,
             "studies_summary": {m: {"trials": len(d.records), "complete": sum(r.complete for r in d.records),
                                     "verified": len(points[m]), "front": len(fronts[m])} for m, d in data.items()},
@@ -329,6 +342,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--stm-knobs", type=stm_knobs, default=None, metavar="YAML",
                     help="more STM knobs its search chooses, as in a space file's knobs, e.g. "
                     "'{drop: {type: categorical, choices: [0.0, 0.25, 0.5, 0.75]}}' (a study of its own)")
+    ap.add_argument("--probe", metavar="FILE", help="a saliency probe file for the proxy instead of its shipped "
+                    "one (STM's defaults read it; its studies and latency table are named -probe-<sha256 prefix>)")
     ap.add_argument("--out", help="write the JSON here")
     ap.add_argument("--report", metavar="JSON", help="print the report of an earlier run's JSON and stop")
     args = ap.parse_args(argv)

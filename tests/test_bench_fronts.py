@@ -130,6 +130,22 @@ def test_stm_knobs_widen_only_stms_search(bench):
             bench.stm_knobs(bad)
 
 
+def test_a_probe_file_reaches_every_search_and_the_per_image_pass(bench, tmp_path, monkeypatch):
+    from stmsearch.models import create_model
+    from stmsearch.models.probe import of
+
+    probe = tmp_path / "narrow.probe.pt"
+    of(create_model("vim_proxy", pretrained=True)).save(probe)
+    base = bench.base_space("vim_proxy", 500, 40, probe=str(probe))
+    assert all(bench.method_space(base, (m,), "table.json").probe == str(probe.resolve()) for m in bench.METHODS)
+    assert bench.method_space(bench.base_space("vim_proxy", 500, 40), ("stm",)).probe is None
+    attached = []
+    monkeypatch.setattr(bench, "attach", lambda model, p: attached.append(p))
+    point = {"number": 3, "config": {"method": "stm", "schedule": [0, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]}}
+    ok = bench.correctness("vim_proxy", {"stm": [point]}, range(0, 4), str(probe))
+    assert attached == [str(probe)] and ok["stm", 3].shape == (4,)
+
+
 def test_the_shared_latency_table_times_stms_extra_merge_steps(bench):
     from stmsearch.merging.config import MergeConfig
     from stmsearch.merging.methods import get_method
