@@ -223,7 +223,8 @@ def run(args: argparse.Namespace) -> dict:
 
     suffix = "".join(f"-{k}" for k in sorted(args.stm_knobs or {}))
     # another probe: every study and the table its own (STM's step is timed with it)
-    tag = f"-probe-{file_sha256(args.probe)[:8]}" if args.probe else ""
+    probe_sha = file_sha256(args.probe) if args.probe else None
+    tag = f"-probe-{probe_sha[:8]}" if probe_sha else ""
     table = None
     if not args.evaluator:  # a stand-in evaluator (the smoke test) predicts its own speed
         # STM's knobs may add merge steps (runs, the probe's importance_source): timed in the same table
@@ -264,7 +265,7 @@ def run(args: argparse.Namespace) -> dict:
             "table": table, "trials": args.trials, "subset": args.subset, "images": args.images,
             "count_high": args.count_high, "sampler_seed": base["sampler"]["seed"],
             "pairs": args.pairs, "torch_threads": torch.get_num_threads(), "stm_knobs": args.stm_knobs or {},
-            "probe": None if not args.probe else {"file": args.probe, "sha256": file_sha256(args.probe)},
+            "probe": None if not args.probe else {"file": args.probe, "sha256": probe_sha},
             "reference": None if ref is None else ref.verified,
             "studies_summary": {m: {"trials": len(d.records), "complete": sum(r.complete for r in d.records),
                                     "verified": len(points[m]), "front": len(fronts[m])} for m, d in data.items()},
