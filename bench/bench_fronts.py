@@ -171,6 +171,29 @@ def compare_fronts(fronts: dict[str, list[dict]], baselines: tuple[str, ...], st
     return {"grid": matched_table(fronts, grid), "pairs": pairs, "verdicts": verdicts}
 
 
+def tally(rows: list[dict], alpha: float = 0.05) -> dict:
+    """One baseline's matched pairs counted: STM ahead, tied and behind at the points it reaches (``*_sig``:
+    those with the sign test on all images at p < ``alpha``; pairs not tested count as not significant),
+    and the baseline points it never reaches, as (speed-up, accuracy)."""
+    def sig(r: dict) -> bool:
+        return r.get("sign_all") is not None and r["sign_all"]["p"] < alpha
+
+    reached = [r for r in rows if r["stm"] is not None]
+    out: dict = {"points": len(rows)}
+    for key, want in (("ahead", "win"), ("tied", "tie"), ("behind", "loss")):
+        hit = [r for r in reached if r["outcome"] == want]
+        out[key], out[f"{key}_sig"] = len(hit), sum(map(sig, hit))
+    out["unreached"] = [(r["baseline_speedup"], r["baseline_accuracy"]) for r in rows if r["stm"] is None]
+    return out
+
+
+def tally_text(t: dict) -> str:
+    far = ", ".join(f"{s:.2f}x ({a:.3f})" for s, a in t["unreached"])
+    return (f"STM ahead at {t['ahead']} of {t['points']} ({t['ahead_sig']} with p<0.05), tied at {t['tied']}, "
+            f"behind at {t['behind']} ({t['behind_sig']} with p<0.05), unreached {len(t['unreached'])}"
+            + (f": {far}" if far else ""))
+
+
 # --- per-image correctness of the front points ------------------------------------------------------------
 def correctness(proxy_name: str, fronts: dict[str, list[dict]], images: range,
                 probe: str | None = None) -> dict[tuple[str, int], torch.Tensor]:
@@ -314,12 +337,35 @@ def report(out: dict) -> str:
             lines.append(f"  {base}#{r['baseline']} {r['baseline_speedup']:.2f}x {r['baseline_accuracy']:.3f}  "
                          f"stm#{r['stm']} {fmt(r['stm_speedup'], '.2f')}x {fmt(r['stm_accuracy'])}  "
                          f"{r['outcome']}{tests}")
-        lines.append(f"  verdict: STM {out['verdicts'][base]} {base}")
+        lines.append(f"  verdict: STM {out['verdicts'][base]} {base}; {tally_text(tally(rows))}")
     # within half an image: the same count of right images (the runs of 2026-12-03 stored a float32 mean)
     checked = [abs(p["per_image_accuracy"] - p["accuracy"]) < 0.5 / out["images"]
                for pts in out["fronts"].values() for p in pts]
     lines.append(f"\nper-image pass reproduces the verified accuracy at {sum(checked)} of {len(checked)} front points")
     lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out["seconds"].items()))
+    return "\n".join(lines)
+
+
+def run_label(out: dict) -> str:
+    probe = out.get("probe")
+    return (f"{out['proxy']}, sampler seed {out.get('sampler_seed')}, counts to {out.get('count_high') or 'demo'}, "
+            f"{out['trials']} trials" + (f", probe {Path(probe['file']).name}" if probe else ""))
+
+
+def summary(outs: list[dict], baselines: tuple[str, ...] = METHODS[1:]) -> str:
+    """A Markdown table of several runs' tallies, one row a run (what the README's tables hold)."""
+    head = ["run"]
+    for b in baselines:
+        head += [f"vs {b}: STM ahead (p<0.05)", "behind (p<0.05)", f"{b} points unreached"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for out in outs:
+        cells = [run_label(out)]
+        for b in baselines:
+            t = tally(out["pairs"][b])
+            far = ", ".join(f"{s:.2f}x ({a:.3f})" for s, a in t["unreached"])
+            cells += [f"{t['ahead']} of {t['points']} ({t['ahead_sig']})", f"{t['behind']} ({t['behind_sig']})",
+                      f"{len(t['unreached'])}" + (f": {far}" if far else "")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -347,7 +393,13 @@ def main(argv: list[str] | None = None) -> dict:
                     "one (STM's defaults read it; its studies and latency table are named -probe-<sha256 prefix>)")
     ap.add_argument("--out", help="write the JSON here")
     ap.add_argument("--report", metavar="JSON", help="print the report of an earlier run's JSON and stop")
+    ap.add_argument("--summary", metavar="JSON", nargs="+", help="print a Markdown table of earlier runs' "
+                    "matched points against each baseline, a row a JSON, and stop")
     args = ap.parse_args(argv)
+    if args.summary:
+        outs = [json.loads(Path(f).read_text()) for f in args.summary]
+        print(summary(outs))
+        return {"summary": [{b: tally(o["pairs"][b]) for b in o["pairs"]} for o in outs]}
     if args.report:
         out = json.loads(Path(args.report).read_text())
         print(report(out))

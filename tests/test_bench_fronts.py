@@ -90,6 +90,42 @@ def test_sign_tests_pair_the_matched_points_images(bench):
     assert "sign_all" not in pairs["prune"][1]
 
 
+def test_tally_counts_outcomes_significance_and_unreached_points(bench):
+    stm = pts((0.95, 1.2), (0.9, 1.6))
+    base = pts((0.94, 1.1), (0.95, 1.3), (0.9, 1.55), (0.5, 3.0), start=10)
+    out = bench.compare_fronts({"stm": stm, "prune": base}, ("prune",))
+    rows = out["pairs"]["prune"]
+    assert [r["outcome"] for r in rows] == ["win", "loss", "tie", "loss"]
+    rows[0]["sign_all"] = {"wins": 9, "losses": 0, "p": 0.004}
+    rows[1]["sign_all"] = {"wins": 1, "losses": 3, "p": 0.63}
+    rows[2]["sign_all"] = {"wins": 0, "losses": 0, "p": 1.0}
+    t = bench.tally(rows)
+    assert t == {"points": 4, "ahead": 1, "ahead_sig": 1, "tied": 1, "tied_sig": 0, "behind": 1, "behind_sig": 0,
+                 "unreached": [(3.0, 0.5)]}  # the unreached point is not also a loss
+    rows[1]["sign_all"]["p"] = 0.01
+    assert bench.tally(rows)["behind_sig"] == 1 and bench.tally(rows, alpha=0.005)["behind_sig"] == 0
+    assert "behind at 1 (1 with p<0.05), unreached 1: 3.00x (0.500)" in bench.tally_text(bench.tally(rows))
+
+
+def test_summary_tabulates_runs_from_their_json(bench, tmp_path, capsys):
+    stm = pts((0.95, 1.2), (0.9, 1.6))
+    runs = []
+    for seed, extra in ((0, []), (1, [(0.5, 3.0)])):
+        fronts = {"stm": stm, "prune": pts((0.94, 1.1), *extra, start=10), "tome": pts((0.96, 1.1), start=20)}
+        out = {"proxy": "vim_proxy", "trials": 80, "sampler_seed": seed, "count_high": 32,
+               "probe": {"file": "/x/vim_proxy.h16.probe.pt", "sha256": "0"},
+               **bench.compare_fronts(fronts, ("prune", "tome"))}
+        (tmp_path / f"{seed}.json").write_text(json.dumps(out))
+        runs.append(str(tmp_path / f"{seed}.json"))
+    got = bench.main(["--summary", *runs])
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4 and table[0].startswith("| run | vs prune: STM ahead")
+    assert table[2] == ("| vim_proxy, sampler seed 0, counts to 32, 80 trials, probe vim_proxy.h16.probe.pt "
+                        "| 1 of 1 (0) | 0 (0) | 0 | 0 of 1 (0) | 1 (0) | 0 |")
+    assert "| 1 of 2 (0) | 0 (0) | 1: 3.00x (0.500) |" in table[3]
+    assert got["summary"][1]["prune"]["unreached"] == [(3.0, 0.5)]
+
+
 def test_every_method_gets_demo_yaml_search_settings(bench):
     base = bench.base_space("vim_proxy_clutter", 500, 40)
     demo = load_space(bench.DEMO)
