@@ -187,11 +187,15 @@ def tally(rows: list[dict], alpha: float = 0.05) -> dict:
     return out
 
 
-def tally_text(t: dict) -> str:
+def unreached_text(t: dict) -> str:
+    """How many baseline points of a :func:`tally` STM never reaches, and which."""
     far = ", ".join(f"{s:.2f}x ({a:.3f})" for s, a in t["unreached"])
+    return f"{len(t['unreached'])}" + (f": {far}" if far else "")
+
+
+def tally_text(t: dict) -> str:
     return (f"STM ahead at {t['ahead']} of {t['points']} ({t['ahead_sig']} with p<0.05), tied at {t['tied']}, "
-            f"behind at {t['behind']} ({t['behind_sig']} with p<0.05), unreached {len(t['unreached'])}"
-            + (f": {far}" if far else ""))
+            f"behind at {t['behind']} ({t['behind_sig']} with p<0.05), unreached {unreached_text(t)}")
 
 
 # --- per-image correctness of the front points ------------------------------------------------------------
@@ -362,9 +366,8 @@ def summary(outs: list[dict], baselines: tuple[str, ...] = METHODS[1:]) -> str:
         cells = [run_label(out)]
         for b in baselines:
             t = tally(out["pairs"][b])
-            far = ", ".join(f"{s:.2f}x ({a:.3f})" for s, a in t["unreached"])
             cells += [f"{t['ahead']} of {t['points']} ({t['ahead_sig']})", f"{t['behind']} ({t['behind_sig']})",
-                      f"{len(t['unreached'])}" + (f": {far}" if far else "")]
+                      unreached_text(t)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
