@@ -44,6 +44,7 @@ CASES = [
     {"method": "stm", "drop": 0.5, "weights": "mean", "importance": "none"},
     {"method": "stm", "drop": 0.75, "edges": "free", "symmetric": True, "metric": "x", "weights": "size"},
     {"method": "stm", "drop": 1.0, "runs": 2},
+    {"method": "stm", "runs": 4, "runs_from": 0.04, "symmetric": True},  # runs at layer 2 (9 of 196), pairs at 5
     {"method": "stm", "neighbourhood": "2d"},
     {"method": "stm", "neighbourhood": "2d", "symmetric": True, "window": 2, "metric": "x", "damage": "cosine",
      "fading": "estimated", "weights": "mean", "importance": "none", "runs": 4},

@@ -25,6 +25,15 @@ def side_capacity(n: int, runs: int, offset: int) -> int:
     return n - ((n - 1 + offset) // runs + 1)
 
 
+def layer_runs(runs: int, runs_from: float, r: int, n: int) -> int:
+    """The longest run a layer removing ``r`` of its ``n`` mergeable tokens merges: ``runs`` where it removes
+    at least a ``runs_from`` share of them, else pairs. Light layers keep pairs, which stay nearer their
+    tokens; near a layer's pair capacity pairs leave no choice of what merges, and longer runs restore one
+    (README "Merge configurations"). ``runs_from`` 0: ``runs`` at every layer. The first count that takes
+    runs is ``math.ceil(runs_from * n)``, the same float product (STM's capacity rule reads it so)."""
+    return runs if r >= runs_from * n else 2
+
+
 def eligible(tokens: int, window: int) -> int:
     """Tokens outside the class token and its protection window (wherever the class token sits)."""
     return max(0, tokens - 1 - 2 * window)

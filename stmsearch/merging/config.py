@@ -70,6 +70,9 @@ class MergeConfig(BaseModel):
     symmetric: bool = True
     metric: Literal["hidden", "x", "B", "dt"] = "hidden"  # also the similarity used by tome
     runs: int = Field(2, ge=2, le=8)
+    # the share of a layer's mergeable tokens it must remove to merge runs of up to ``runs`` (lighter layers
+    # merge pairs; 0: every layer merges runs); 1d blocks only
+    runs_from: float = Field(0.0, ge=0.0, le=1.0)
     fading: Literal["estimated", "layer", "fixed", "none"] = "estimated"
     gamma: float = Field(0.95, gt=0.0, le=1.0)
     weights: Literal["size", "mean", "dt", "norm"] = "size"
@@ -125,6 +128,8 @@ class MergeConfig(BaseModel):
             raise ValueError("runs: a 2d cell holds at most 4 tokens, got runs=%d" % self.runs)
         if self.neighbourhood == "2d" and (self.edges != "blocks" or self.drop):
             raise ValueError("edges: free and drop are 1d neighbourhood knobs (2d merges within cells)")
+        if self.runs_from and (self.neighbourhood == "2d" or self.edges != "blocks"):
+            raise ValueError("runs_from: a knob of 1d blocks (neighbourhood 1d, edges blocks)")
         return self
 
     @property

@@ -43,8 +43,8 @@ def stm_1d(step: ft.MergeStep) -> fn.Plan:
     cfg = step.config
     feat, channels_first, bias = ft.metric_source(step)
     importance, weight = _importance_vectors(step)
-    runs = cfg.runs if cfg.edges == "blocks" else None
-    score = mt.edge_scores(feat, channels_first, step.cls, step.window, runs, block_offset(step.layer, cfg.runs),
+    runs = step.runs if cfg.edges == "blocks" else None
+    score = mt.edge_scores(feat, channels_first, step.cls, step.window, runs, block_offset(step.layer, step.runs),
                            weight, cfg.damage == "ward", fading(step), bias, importance, cfg.importance)
     sides = split_sides(step.r, step.layer) if cfg.symmetric else None
     if cfg.drop:

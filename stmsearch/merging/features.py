@@ -12,6 +12,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .capacity import eligible, layer_runs
+
 
 @dataclass
 class MergeStep:
@@ -37,6 +39,12 @@ class MergeStep:
     @property
     def window(self) -> int:
         return self.config.protect
+
+    @property
+    def runs(self) -> int:
+        """The longest run this layer merges (``runs``, or pairs on a layer lighter than ``runs_from``)."""
+        return layer_runs(self.config.runs, self.config.runs_from, self.r,
+                          eligible(self.state["sizes"].shape[1], self.window))
 
     @property
     def recorded(self) -> Any:

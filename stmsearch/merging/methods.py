@@ -9,6 +9,7 @@ the model patch, search spaces and FLOP counting read the table; adding a method
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -17,8 +18,8 @@ import torch
 from . import fast
 from . import features as ft
 from . import functions as fn
-from .capacity import (block_offset, cell_capacity, cells_2d, eligible, side_capacity, sides, split_sides,
-                       symmetric_capacity, worst_split)
+from .capacity import (block_offset, cell_capacity, cells_2d, eligible, layer_runs, side_capacity, sides,
+                       split_sides, symmetric_capacity, worst_split)
 
 # Ops every merge traces (routing tokens into slots), and the saliency probe's activation and position rows,
 # which any method reading the importance may trace (its matmuls are counted): no MACs under fvcore's convention.
@@ -118,7 +119,7 @@ def _stm_plan(step: ft.MergeStep) -> fn.Plan:
                          cfg.symmetric, ft.fading(step), ft.weights(step), cfg.damage, **scale)
     extra = {} if cfg.edges == "blocks" and not cfg.drop else {"edges": cfg.edges, "drop": cfg.drop,
                                                                  "magnitude": ft.importance(step)}
-    return fn.stm_1d(*args, step.r, step.window, cfg.runs, step.layer, cfg.symmetric, ft.fading(step),
+    return fn.stm_1d(*args, step.r, step.window, step.runs, step.layer, cfg.symmetric, ft.fading(step),
                      ft.weights(step), cfg.damage, **scale, **extra)
 
 
@@ -130,9 +131,20 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
                                       lambda n: cell_capacity(n, right, cfg.runs))
         return cell_capacity(eligible(tokens, cfg.protect), left + right, cfg.runs)
     if cfg.edges == "free":  # any adjacent pair on one side: all but one token a side
-        cap = lambda n: max(0, n - 1)  # noqa: E731
-    else:
-        cap = lambda n: side_capacity(n, cfg.runs, block_offset(layer, cfg.runs))  # noqa: E731
+        return _1d_capacity(cfg, tokens, cls, layer, lambda n: max(0, n - 1))
+    capacity = {k: _1d_capacity(cfg, tokens, cls, layer, lambda n, k=k: side_capacity(n, k, block_offset(layer, k)))
+                for k in {2, cfg.runs}}
+    if not cfg.runs_from:
+        return capacity[cfg.runs]
+    # every count up to the claim must run under its own rule (layer_runs): pairs below the first count that
+    # takes runs, runs from it on; a side too short for pairs' share can end the claim inside the pairs' range
+    first = math.ceil(cfg.runs_from * eligible(tokens, cfg.protect))
+    if capacity[2] < first - 1:
+        return capacity[2]
+    return capacity[cfg.runs] if capacity[cfg.runs] >= first else first - 1
+
+
+def _1d_capacity(cfg: Any, tokens: int, cls: int, layer: int, cap: Callable[[int], int]) -> int:
     if cfg.symmetric:
         return symmetric_capacity(*sides(tokens, cls, cfg.protect), layer, cap)
     return worst_split(eligible(tokens, cfg.protect), cap)
@@ -158,9 +170,11 @@ register_method(Method(
     # (drops add three small launches on a GPU, one more top-k on the CPU); the latency model prices them
     # as blocks; time them measured where that matters
     cost_knobs=("neighbourhood", "symmetric", "metric", "runs", "fading", "weights"),
+    cost_extra={"importance_source": "norm", "runs_from": 0.0},  # keys of tables timed before runs_from stand
     knobs={"window": WINDOW, "neighbourhood": {"type": "categorical", "choices": ["1d", "2d"]},
            "symmetric": {"type": "categorical", "choices": [True, False]}, "metric": METRIC,
            "runs": {"type": "categorical", "choices": [2, 3, 4]},
+           "runs_from": {"type": "categorical", "choices": [0.0, 0.1, 0.2, 0.3]},
            "fading": {"type": "categorical", "choices": ["estimated", "layer", "fixed", "none"]},
            "gamma": {"type": "float", "low": 0.8, "high": 1.0}, "weights": WEIGHTS, "size_aware_decay": SIZE_AWARE,
            "damage": {"type": "categorical", "choices": ["cosine", "ward"]},
