@@ -353,7 +353,9 @@ def report(out: dict) -> str:
 def run_label(out: dict) -> str:
     probe = out.get("probe")
     return (f"{out['proxy']}, sampler seed {out.get('sampler_seed')}, counts to {out.get('count_high') or 'demo'}, "
-            f"{out['trials']} trials" + (f", probe {Path(probe['file']).name}" if probe else ""))
+            f"{out['trials']} trials" + (f", probe {Path(probe['file']).name}" if probe else "")
+            + "".join(f", STM {k} {'/'.join(map(str, v['choices']))}" if v.get("type") == "categorical" else f", STM {k} searched"
+                      for k, v in (out.get("stm_knobs") or {}).items()))
 
 
 def summary(outs: list[dict], baselines: tuple[str, ...] = METHODS[1:]) -> str:
