@@ -18,8 +18,8 @@ import torch
 from . import fast
 from . import features as ft
 from . import functions as fn
-from .capacity import (block_offset, cell_capacity, cells_2d, eligible, layer_runs, side_capacity, sides,
-                       split_sides, symmetric_capacity, worst_split)
+from .capacity import (block_offset, cell_capacity, cells_2d, eligible, side_capacity, sides, split_sides,
+                       symmetric_capacity, worst_split)
 
 # Ops every merge traces (routing tokens into slots), and the saliency probe's activation and position rows,
 # which any method reading the importance may trace (its matmuls are counted): no MACs under fvcore's convention.
