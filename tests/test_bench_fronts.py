@@ -126,6 +126,15 @@ def test_summary_tabulates_runs_from_their_json(bench, tmp_path, capsys):
     assert got["summary"][1]["prune"]["unreached"] == [(3.0, 0.5)]
 
 
+def test_run_label_names_fixed_and_searched_stm_knobs(bench):
+    out = {"proxy": "vim_proxy", "trials": 80, "sampler_seed": 1, "count_high": 32}
+    plain = bench.run_label(out)
+    assert plain == "vim_proxy, sampler seed 1, counts to 32, 80 trials"
+    knobs = {"runs": {"type": "categorical", "choices": [4]}, "runs_from": {"type": "categorical", "choices": [0.1, 0.2]},
+             "gamma": {"type": "float", "low": 0.8, "high": 1.0}}
+    assert bench.run_label({**out, "stm_knobs": knobs}) == plain + ", STM runs 4, STM runs_from 0.1/0.2, STM gamma searched"
+
+
 def test_every_method_gets_demo_yaml_search_settings(bench):
     base = bench.base_space("vim_proxy_clutter", 500, 40)
     demo = load_space(bench.DEMO)

@@ -132,16 +132,18 @@ def _stm_capacity(cfg: Any, tokens: int, cls: int, layer: int, patches: int) -> 
         return cell_capacity(eligible(tokens, cfg.protect), left + right, cfg.runs)
     if cfg.edges == "free":  # any adjacent pair on one side: all but one token a side
         return _1d_capacity(cfg, tokens, cls, layer, lambda n: max(0, n - 1))
-    capacity = {k: _1d_capacity(cfg, tokens, cls, layer, lambda n, k=k: side_capacity(n, k, block_offset(layer, k)))
-                for k in {2, cfg.runs}}
+    def capacity(k: int) -> int:
+        return _1d_capacity(cfg, tokens, cls, layer, lambda n: side_capacity(n, k, block_offset(layer, k)))
+
+    runs = capacity(cfg.runs)
     if not cfg.runs_from:
-        return capacity[cfg.runs]
+        return runs
     # every count up to the claim must run under its own rule (layer_runs): pairs below the first count that
     # takes runs, runs from it on; a side too short for pairs' share can end the claim inside the pairs' range
-    first = math.ceil(cfg.runs_from * eligible(tokens, cfg.protect))
-    if capacity[2] < first - 1:
-        return capacity[2]
-    return capacity[cfg.runs] if capacity[cfg.runs] >= first else first - 1
+    first, pairs = math.ceil(cfg.runs_from * eligible(tokens, cfg.protect)), capacity(2)
+    if pairs < first - 1:
+        return pairs
+    return runs if runs >= first else first - 1
 
 
 def _1d_capacity(cfg: Any, tokens: int, cls: int, layer: int, cap: Callable[[int], int]) -> int:
