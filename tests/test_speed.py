@@ -6,6 +6,7 @@ return and that a latency table serves only the setup it was made for.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -54,6 +55,18 @@ def test_interleaved_times_take_turns_and_time_every_call():
     assert [len(t) for t in times] == [4, 4] and all(x >= 0 for t in times for x in t)
 
 
+def test_shuffled_rounds_call_each_once_in_a_new_order():
+    calls = []
+    fns = [lambda i=i: calls.append(i) for i in range(6)]
+    times = interleaved_times(fns, CPU, rounds=5, warmup=0, shuffle=True)
+    rounds = [calls[i:i + 6] for i in range(0, 30, 6)]
+    assert all(sorted(r) == list(range(6)) for r in rounds) and len({tuple(r) for r in rounds}) > 2
+    assert {r[0] for r in rounds} != {0} and [len(t) for t in times] == [5] * 6
+    calls.clear()
+    interleaved_times(fns, CPU, rounds=5, warmup=0, shuffle=True)
+    assert [calls[i:i + 6] for i in range(0, 30, 6)] == rounds  # seeded: the same orders every time
+
+
 @pytest.fixture(scope="module")
 def proxy():
     return stmsearch.create_model("vim_proxy")
@@ -95,6 +108,43 @@ def test_latency_table_predicts_deterministically_from_its_parts(table, tmp_path
     assert merged == pytest.approx(expect)
     again = LatencyTable.load(table.save(tmp_path / "t.json"))
     assert again.predict_ms(STM, 12, 197) == merged and again.to_json() == table.to_json()
+
+
+def test_calibration_times_every_methods_step_in_the_same_rounds(proxy, monkeypatch):
+    """Steps of every key share each round (load drift falls on all alike), get their own rounds in a new
+    order each, and each key's times come back to that key: a step slowed on purpose is the slow one."""
+    from stmsearch.evaluation import latency
+
+    configs = [STM, stmsearch.MergeConfig(method="tome"), stmsearch.MergeConfig(method="prune")]
+    slow = get_method("tome").cost_key(configs[1])
+    made, calls = latency._merge_step, []
+
+    def tagged(model, cfg, tokens, *args):
+        run, key = made(model, cfg, tokens, *args), get_method(cfg.method).cost_key(cfg)
+
+        def timed():
+            if key == slow:
+                time.sleep(0.01)
+            return run()
+        timed.tag = (key, tokens)
+        return timed
+
+    def recording(fns, device, rounds, **kw):
+        calls.append(([getattr(f, "tag", None) for f in fns], rounds, kw.get("shuffle")))
+        return interleaved_times(fns, device, rounds, **kw)
+
+    monkeypatch.setattr(latency, "_merge_step", tagged)
+    monkeypatch.setattr(latency, "interleaved_times", recording)
+    table = calibrate(proxy, "vim_proxy", configs, CPU, batch=2, rounds=2, grid=[60, 130, 197], progress=False,
+                      merge_rounds=3)
+    steps = [call for call in calls if call[0][0] is not None]
+    keys = {get_method(c.method).cost_key(c) for c in configs}
+    assert len(steps) == 1 and steps[0][1:] == (3, True)  # the CPU grid's steps in one chunk, shuffled rounds
+    tags = steps[0][0]
+    assert sorted(tags) == sorted((k, t) for k in keys for t in (60, 130, 197))
+    for key in keys - {slow}:
+        assert all(s > o + 8 for s, o in zip(table.merge_ms[slow], table.merge_ms[key]))
+    assert table.meta["merge_rounds"] == 3 and table.meta["rounds"] == 2
 
 
 def test_latency_table_refuses_another_setup_and_missing_steps(table, tmp_path):

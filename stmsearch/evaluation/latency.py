@@ -31,6 +31,8 @@ from .throughput import CPU_TIMING_THREADS, describe_device, interleaved_times
 TABLE_VERSION = 1
 CPU_GRID = 12  # token counts timed on the CPU (interpolated between); on a GPU every count
 ROUNDS = 5  # interleaved rounds per measurement (the median is kept)
+MERGE_ROUNDS = 15  # the same for a merge step, a few milliseconds where a layer stack takes hundreds
+STEP_CHUNK_CPU = 96  # merge steps timed in turns on the CPU (their inputs live together: 0.3 GB for the proxy)
 
 
 class LatencyError(ValueError):
@@ -122,12 +124,17 @@ def merge_grid(grid: list[int], device: torch.device, stride: int = 8) -> list[i
     return sorted(set(grid[::stride]) | {grid[-1]})
 
 
-def _timed_ms(builders: list, device: torch.device, rounds: int, chunk: int) -> list[float]:
-    """Median ms of each built forward, interleaved ``chunk`` at a time (each chunk's inputs live together)."""
+def _timed_ms(builders: list, device: torch.device, rounds: int, chunk: int, done=None,
+              shuffle: bool = False) -> list[float]:
+    """Median ms of each built forward, interleaved ``chunk`` at a time (each chunk's inputs live together;
+    ``done(n)`` after each chunk of ``n``; ``shuffle``: see :func:`interleaved_times`)."""
     out = []
     for i in range(0, len(builders), chunk):
         fns = [build() for build in builders[i:i + chunk]]
-        out += [1e3 * statistics.median(t) for t in interleaved_times(fns, device, rounds, queue_ahead=True)]
+        out += [1e3 * statistics.median(t) for t in interleaved_times(fns, device, rounds, queue_ahead=True,
+                                                                      shuffle=shuffle)]
+        if done is not None:
+            done(len(fns))
     return out
 
 
@@ -172,9 +179,9 @@ def _merge_step(model: torch.nn.Module, cfg: MergeConfig, tokens: int, batch: in
 @torch.inference_mode()
 def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeConfig], device: torch.device,
               batch: int, bf16: bool = False, rounds: int | None = None, grid: list[int] | None = None,
-              progress: bool = True) -> LatencyTable:
+              progress: bool = True, merge_rounds: int | None = None) -> LatencyTable:
     """Time ``model`` (unpatched, on ``device``) and the merge steps of ``configs`` into a table
-    (``rounds``: :data:`ROUNDS`; ``grid``: :func:`token_grid`)."""
+    (``rounds``: :data:`ROUNDS`; ``merge_rounds``: :data:`MERGE_ROUNDS`; ``grid``: :func:`token_grid`)."""
     rounds = rounds or ROUNDS
     cfg, dim = model.cfg, model.cfg.embed_dim
     num_tokens = cfg.num_patches + 1
@@ -204,14 +211,18 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         both = _timed_ms([lambda t=t, s=s: stack(t, s) for t in grid for s in (False, True)], device, rounds, chunk)
         bar.update(2 * len(grid))
         layer_ms, sad_ms = [ms / cfg.depth for ms in both[0::2]], [ms / cfg.depth for ms in both[1::2]]
-        merge_ms = {}
-        for key, c in steps.items():
-            merge_ms[key] = _timed_ms([lambda t=t: _merge_step(model, c, t, batch, device, dtype) for t in merge_tokens],
-                                      device, rounds, chunk)
-            bar.update(len(merge_tokens))
+        # every method's step in one stretch, in a new order each round: steps timed in separate stretches differ
+        # by the load of their stretch (STM's steps with runs 2, 3 and 4, one code on the CPU, came out up to 9%
+        # apart; bench/bench_step_keys.py), and a search reads that as speed. A step is short: more rounds
+        pairs = [(key, t) for t in merge_tokens for key in steps]
+        cap = chunk if device.type == "cuda" else STEP_CHUNK_CPU
+        step_chunk = len(steps) * (cap // len(steps)) if 0 < len(steps) <= cap else cap  # whole counts, where they fit
+        times = _timed_ms([lambda k=k, t=t: _merge_step(model, steps[k], t, batch, device, dtype) for k, t in pairs],
+                          device, merge_rounds or MERGE_ROUNDS, step_chunk, bar.update, shuffle=True)
+        merge_ms = {key: [ms for (k, _), ms in zip(pairs, times) if k == key] for key in steps}
         apply(model, None)
     bar.close()
     meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
-            "bf16": bf16, "rounds": rounds, "torch": torch.__version__,
+            "bf16": bf16, "rounds": rounds, "merge_rounds": merge_rounds or MERGE_ROUNDS, "torch": torch.__version__,
             "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS}
     return LatencyTable(meta, list(grid), layer_ms, sad_ms, stem_ms, merge_tokens, merge_ms)
