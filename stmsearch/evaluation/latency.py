@@ -219,7 +219,7 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         step_chunk = len(steps) * (cap // len(steps)) if 0 < len(steps) <= cap else cap  # whole counts, where they fit
         times = _timed_ms([lambda k=k, t=t: _merge_step(model, steps[k], t, batch, device, dtype) for k, t in pairs],
                           device, merge_rounds or MERGE_ROUNDS, step_chunk, bar.update, shuffle=True)
-        merge_ms = {key: [ms for (k, _), ms in zip(pairs, times) if k == key] for key in steps}
+        merge_ms = {key: times[i::len(steps)] for i, key in enumerate(steps)}  # pairs run count by count
         apply(model, None)
     bar.close()
     meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
