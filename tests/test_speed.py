@@ -147,6 +147,32 @@ def test_calibration_times_every_methods_step_in_the_same_rounds(proxy, monkeypa
     assert table.meta["merge_rounds"] == 3 and table.meta["rounds"] == 2
 
 
+def test_size_aware_layers_are_one_ratio_to_the_plain_series(proxy, monkeypatch):
+    """A size-aware stack slow at one count (a load spike in its turn) moves neither that count's price nor
+    the others': STM, which reads that series, is priced against the baselines by one ratio over the grid."""
+    from stmsearch.evaluation import latency
+
+    made = latency._layers
+
+    def spiked(model, hidden, dt_scale):
+        run = made(model, hidden, dt_scale)
+        if dt_scale is None or hidden.shape[1] != 130:
+            return run
+
+        def timed():
+            time.sleep(0.2)
+            return run()
+        return timed
+
+    monkeypatch.setattr(latency, "_layers", spiked)
+    table = calibrate(proxy, "vim_proxy", [STM], CPU, batch=2, rounds=2, grid=[60, 130, 197], progress=False,
+                      merge_rounds=1)
+    ratio = table.meta["sad_ratio"]
+    assert [s / p for p, s in zip(table.layer_ms, table.layer_sad_ms)] == pytest.approx([ratio] * 3)
+    assert 0.5 < ratio < 2  # the spiked count alone would price STM's layers there at over 0.2 s / depth more
+    assert table.layer_sad_ms[1] < table.layer_ms[1] + 0.1 * 1e3 / proxy.cfg.depth
+
+
 def test_latency_table_refuses_another_setup_and_missing_steps(table, tmp_path):
     here = describe_device(CPU)
     table.check("vim_proxy", here, 2, False)

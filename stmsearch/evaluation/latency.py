@@ -2,7 +2,7 @@
 
 ``calibrate`` times, on one device at one batch size and dtype, (1) one ViM layer's forward at
 a grid of token counts (the whole stack run at that length, divided by its depth), with and
-without size-aware decay, (2) the stem (patch embedding, final norm and head) and (3) each
+without size-aware decay (the latter as one ratio to the former over the grid), (2) the stem (patch embedding, final norm and head) and (3) each
 merge step the search can choose (one entry per method and the knobs that change its cost,
 ``Method.cost_knobs``) at the same token counts. On a GPU each part is timed queued behind idle
 GPU work, so it counts its GPU time and not its launch latency (inside a batched forward the
@@ -46,7 +46,7 @@ class LatencyTable:
     meta: dict[str, Any]
     tokens: list[int]
     layer_ms: list[float]
-    layer_sad_ms: list[float]  # with size-aware decay (a step per represented patch)
+    layer_sad_ms: list[float]  # with size-aware decay (a step per represented patch): layer_ms x meta["sad_ratio"]
     stem_ms: float
     merge_tokens: list[int] = field(default_factory=list)  # counts the merge steps were timed at (ascending)
     merge_ms: dict[str, list[float]] = field(default_factory=dict)  # Method.cost_key -> ms at each merge count
@@ -210,7 +210,13 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         bar.update(1)
         both = _timed_ms([lambda t=t, s=s: stack(t, s) for t in grid for s in (False, True)], device, rounds, chunk)
         bar.update(2 * len(grid))
-        layer_ms, sad_ms = [ms / cfg.depth for ms in both[0::2]], [ms / cfg.depth for ms in both[1::2]]
+        layer_ms = [ms / cfg.depth for ms in both[0::2]]
+        # size-aware decay adds a few elementwise passes per layer (CPU: +2%, bench/results/calib_2026-12-06), far
+        # less than the noise of one count's timing (its series timed count by count lay -8% to +20% from the
+        # plain one). STM reads it by default, the baselines the plain series, so that noise moved STM's price
+        # against theirs schedule by schedule: one ratio over the whole grid instead
+        sad_ratio = statistics.median(s / p for p, s in zip(both[0::2], both[1::2]))
+        sad_ms = [ms * sad_ratio for ms in layer_ms]
         # every method's step in one stretch, in a new order each round: steps timed in separate stretches differ
         # by the load of their stretch (STM's steps with runs 2, 3 and 4, one code on the CPU, came out up to 9%
         # apart; bench/bench_step_keys.py), and a search reads that as speed. A step is short: more rounds
@@ -223,6 +229,6 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         apply(model, None)
     bar.close()
     meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
-            "bf16": bf16, "rounds": rounds, "merge_rounds": merge_rounds or MERGE_ROUNDS, "torch": torch.__version__,
-            "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS}
+            "bf16": bf16, "rounds": rounds, "merge_rounds": merge_rounds or MERGE_ROUNDS, "sad_ratio": sad_ratio,
+            "torch": torch.__version__, "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS}
     return LatencyTable(meta, list(grid), layer_ms, sad_ms, stem_ms, merge_tokens, merge_ms)
