@@ -6,6 +6,7 @@ return and that a latency table serves only the setup it was made for.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 import pytest
@@ -15,7 +16,7 @@ import stmsearch
 from stmsearch.merging.methods import get_method
 from stmsearch.evaluation import stats
 from stmsearch.evaluation.api import evaluate
-from stmsearch.evaluation.latency import LatencyError, LatencyTable, calibrate
+from stmsearch.evaluation.latency import LatencyError, LatencyTable, calibrate, smooth, steady_medians
 from stmsearch.evaluation.speed import paired_speed
 from stmsearch.evaluation.throughput import describe_device, interleaved_times
 
@@ -147,30 +148,75 @@ def test_calibration_times_every_methods_step_in_the_same_rounds(proxy, monkeypa
     assert table.meta["merge_rounds"] == 3 and table.meta["rounds"] == 2
 
 
-def test_size_aware_layers_are_one_ratio_to_the_plain_series(proxy, monkeypatch):
-    """A size-aware stack slow at one count (a load spike in its turn) moves neither that count's price nor
-    the others': STM, which reads that series, is priced against the baselines by one ratio over the grid."""
+def spike_layers(monkeypatch, tokens: int, seconds: float, size_aware_only: bool = False) -> None:
+    """Calibration's layer stacks at ``tokens`` tokens (only the size-aware one, if so) take ``seconds`` longer."""
     from stmsearch.evaluation import latency
 
     made = latency._layers
 
     def spiked(model, hidden, dt_scale):
         run = made(model, hidden, dt_scale)
-        if dt_scale is None or hidden.shape[1] != 130:
+        if hidden.shape[1] != tokens or (size_aware_only and dt_scale is None):
             return run
 
         def timed():
-            time.sleep(0.2)
+            time.sleep(seconds)
             return run()
         return timed
 
     monkeypatch.setattr(latency, "_layers", spiked)
+
+
+def test_size_aware_layers_are_one_ratio_to_the_plain_series(proxy, monkeypatch):
+    """A size-aware stack slow at one count (a load spike in its turn) moves neither that count's price nor
+    the others': STM, which reads that series, is priced against the baselines by one ratio over the grid."""
+    spike_layers(monkeypatch, 130, 0.2, size_aware_only=True)
     table = calibrate(proxy, "vim_proxy", [STM], CPU, batch=2, rounds=2, grid=[60, 130, 197], progress=False,
                       merge_rounds=1)
     ratio = table.meta["sad_ratio"]
     assert [s / p for p, s in zip(table.layer_ms, table.layer_sad_ms)] == pytest.approx([ratio] * 3)
     assert 0.5 < ratio < 2  # the spiked count alone would price STM's layers there at over 0.2 s / depth more
     assert table.layer_sad_ms[1] < table.layer_ms[1] + 0.1 * 1e3 / proxy.cfg.depth
+
+
+def test_smooth_pulls_a_noisy_count_onto_its_neighbours_curve():
+    tokens = [16, 32, 49, 65, 82, 98, 115, 131, 148, 164, 181, 197]
+    true = [0.5 + 0.2 * t + 2e-4 * t * t for t in tokens]
+    noisy = [v * (1.25 if t == 131 else 1 + 0.03 * (-1) ** i) for i, (t, v) in enumerate(zip(tokens, true))]
+    out = smooth(tokens, noisy)
+    err = [abs(o / v - 1) for o, v in zip(out, true)]
+    assert max(err) < 0.05 and err[7] < 0.25 / 4  # the 25% spike at 131 tokens mostly gone, the rest kept close
+    assert all(b >= a > 0 for a, b in zip(out, out[1:]))
+    assert smooth([60, 130, 197], [1.0, 5.0, 2.0]) == [1.0, 5.0, 2.0]  # too few counts for a curve: as timed
+    dipping = smooth([10, 20, 30, 40, 50], [9.0, 1.0, 1.0, 2.0, 3.0])  # a fit that would fall: held level
+    assert all(b >= a > 0 for a, b in zip(dipping, dipping[1:]))
+
+
+def test_steady_medians_take_out_a_load_that_moves_from_round_to_round():
+    """Two calls 1:2 in every round; a load triples the rounds from the third on for the first call and from
+    the fourth for the second (it came mid-round). Plain medians read 1:2 as 3:2; divided by each round's
+    load (its total against the typical round's), the ratio stands."""
+    c, d = [1.0, 1.0, 3.0, 3.0, 3.0], [2.0, 2.0, 2.0, 6.0, 6.0]
+    assert statistics.median(d) / statistics.median(c) == pytest.approx(2 / 3)
+    steady = steady_medians([c, d])
+    assert steady[1] / steady[0] == pytest.approx(2.0)
+    assert steady_medians([[4.0, 5.0, 6.0]]) == [5.0]  # one call alone: its plain median
+
+
+def test_cpu_table_keeps_its_timings_and_prices_from_the_smoothed_series(proxy, monkeypatch):
+    """A load spike at one count of the CPU grid moves that count's price by a fraction of the spike (in every
+    round: no other call's round shares it); the plain medians as timed are kept beside the table's series."""
+    spike_layers(monkeypatch, 100, 0.3)
+    grid = [20, 60, 100, 140, 197]
+    table = calibrate(proxy, "vim_proxy", [STM], CPU, batch=2, rounds=2, grid=grid, progress=False, merge_rounds=1)
+    timed = table.meta["timed"]
+    key = get_method("stm").cost_key(STM)
+    assert len(timed["layer_ms"]) == len(timed["layer_sad_ms"]) == 5 and len(timed["merge_ms"][key]) == 5
+    assert table.merge_ms[key] != timed["merge_ms"][key]  # priced from a curve, not the medians
+    spike = 300 / proxy.cfg.depth
+    assert timed["layer_ms"][2] > spike  # the spike was timed ...
+    assert table.layer_ms[2] - min(timed["layer_ms"][1], timed["layer_ms"][3]) < 0.6 * spike  # ... and spread out
+    assert all(b >= a > 0 for a, b in zip(table.layer_ms, table.layer_ms[1:]))
 
 
 def test_latency_table_refuses_another_setup_and_missing_steps(table, tmp_path):

@@ -2,14 +2,16 @@
 
 ``calibrate`` times, on one device at one batch size and dtype, (1) one ViM layer's forward at
 a grid of token counts (the whole stack run at that length, divided by its depth), with and
-without size-aware decay (the latter as one ratio to the former over the grid), (2) the stem (patch embedding, final norm and head) and (3) each
-merge step the search can choose (one entry per method and the knobs that change its cost,
-``Method.cost_knobs``) at the same token counts. On a GPU each part is timed queued behind idle
-GPU work, so it counts its GPU time and not its launch latency (inside a batched forward the
-launches of one step overlap the work of the one before). Every measurement of a grid is
-interleaved with the others (:func:`~stmsearch.evaluation.throughput.interleaved_times`), so a load that
-comes and goes during calibration scales all of them alike. ``predict_ms`` sums, over a config's
-layers, the interpolated layer time at the tokens it runs on plus its merge steps.
+without size-aware decay (the latter kept as one ratio to the former over the grid), (2) the stem
+(patch embedding, final norm and head) and (3) each merge step the search can choose (one entry
+per method and the knobs that change its cost, ``Method.cost_knobs``) at the same token counts.
+On a GPU each part is timed queued behind idle GPU work, so it counts its GPU time and not its
+launch latency (inside a batched forward the launches of one step overlap the work of the one
+before). Every measurement of a grid is interleaved with the others
+(:func:`~stmsearch.evaluation.throughput.interleaved_times`), so a load that comes and goes during
+calibration scales all of them alike. On the CPU each series is then smoothed over the token
+counts (:func:`smooth`; the medians as timed stay in ``meta["timed"]``). ``predict_ms`` sums,
+over a config's layers, the interpolated layer time at the tokens it runs on plus its merge steps.
 """
 from __future__ import annotations
 
@@ -124,15 +126,45 @@ def merge_grid(grid: list[int], device: torch.device, stride: int = 8) -> list[i
     return sorted(set(grid[::stride]) | {grid[-1]})
 
 
+def smooth(tokens: list[int], ms: list[float]) -> list[float]:
+    """A CPU series as the least-squares quadratic in token count (relative errors), kept positive and
+    non-decreasing. On the CPU a layer's or a step's time grows smoothly with its tokens, while its median at
+    one count can sit up to 24% off such a curve on a loaded 2-core machine (the CPU tables of 2026-12-05/06):
+    a search reads such a count as schedules that pass through it being slow or fast. Series of 3 or fewer
+    counts are kept as timed."""
+    if len(tokens) < 4:
+        return list(ms)
+    t, y = np.asarray(tokens, dtype=float), np.asarray(ms, dtype=float)
+    fit = np.polyval(np.polyfit(t, y, 2, w=1 / y), t)
+    return np.maximum.accumulate(np.maximum(fit, y.min() / 2)).tolist()
+
+
+def steady_medians(times: list[list[float]]) -> list[float]:
+    """Each call's median over rounds (``times[call][round]``), each round first divided by its load: the
+    round's total over all the calls against the median round's total. On a shared machine the load moves
+    from round to round (a CPU table's layer at 197 tokens took 44-62 ms in three calibrations in a row on
+    2026-12-06), and a plain median per call can then come from a light round for one count and a heavy one for the
+    next, which bends the series; the calls of one round share its load, so their ratios stand."""
+    if len(times) < 2:
+        return [statistics.median(t) for t in times]
+    totals = [sum(col) for col in zip(*times)]
+    typical = statistics.median(totals)
+    return [statistics.median(t * typical / total for t, total in zip(ts, totals)) for ts in times]
+
+
 def _timed_ms(builders: list, device: torch.device, rounds: int, chunk: int, done=None,
-              shuffle: bool = False) -> list[float]:
-    """Median ms of each built forward, interleaved ``chunk`` at a time (each chunk's inputs live together;
-    ``done(n)`` after each chunk of ``n``; ``shuffle``: see :func:`interleaved_times`)."""
+              shuffle: bool = False, timed: list | None = None) -> list[float]:
+    """Load-steadied median ms (:func:`steady_medians`) of each built forward, interleaved ``chunk`` at a time
+    (each chunk's inputs live together; ``done(n)`` after each chunk of ``n``; ``shuffle``: see
+    :func:`interleaved_times`); ``timed`` gets the plain medians."""
     out = []
     for i in range(0, len(builders), chunk):
         fns = [build() for build in builders[i:i + chunk]]
-        out += [1e3 * statistics.median(t) for t in interleaved_times(fns, device, rounds, queue_ahead=True,
-                                                                      shuffle=shuffle)]
+        times = interleaved_times(fns, device, rounds, queue_ahead=True, shuffle=shuffle)
+        ms = [[1e3 * t for t in ts] for ts in times]
+        out += steady_medians(ms)
+        if timed is not None:
+            timed += [statistics.median(t) for t in ms]
         if done is not None:
             done(len(fns))
     return out
@@ -208,15 +240,16 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
 
         stem_ms = _timed_ms([lambda: stem], device, rounds, 1)[0]
         bar.update(1)
-        both = _timed_ms([lambda t=t, s=s: stack(t, s) for t in grid for s in (False, True)], device, rounds, chunk)
+        both_timed, steps_timed = [], []
+        both = _timed_ms([lambda t=t, s=s: stack(t, s) for t in grid for s in (False, True)], device, rounds, chunk,
+                         timed=both_timed)
         bar.update(2 * len(grid))
         layer_ms = [ms / cfg.depth for ms in both[0::2]]
-        # size-aware decay adds a few elementwise passes per layer (CPU: +2%, bench/results/calib_2026-12-06), far
+        # size-aware decay adds a few elementwise passes per layer (CPU: -2% to +5%; bench/results/calib_2026-12-06)
         # less than the noise of one count's timing (its series timed count by count lay -8% to +20% from the
         # plain one). STM reads it by default, the baselines the plain series, so that noise moved STM's price
         # against theirs schedule by schedule: one ratio over the whole grid instead
         sad_ratio = statistics.median(s / p for p, s in zip(both[0::2], both[1::2]))
-        sad_ms = [ms * sad_ratio for ms in layer_ms]
         # every method's step in one stretch, in a new order each round: steps timed in separate stretches differ
         # by the load of their stretch (STM's steps with runs 2, 3 and 4, one code on the CPU, came out up to 9%
         # apart; bench/bench_step_keys.py), and a search reads that as speed. A step is short: more rounds
@@ -224,11 +257,19 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         cap = chunk if device.type == "cuda" else STEP_CHUNK_CPU
         step_chunk = len(steps) * (cap // len(steps)) if 0 < len(steps) <= cap else cap  # whole counts, where they fit
         times = _timed_ms([lambda k=k, t=t: _merge_step(model, steps[k], t, batch, device, dtype) for k, t in pairs],
-                          device, merge_rounds or MERGE_ROUNDS, step_chunk, bar.update, shuffle=True)
+                          device, merge_rounds or MERGE_ROUNDS, step_chunk, bar.update, shuffle=True,
+                          timed=steps_timed)
         merge_ms = {key: times[i::len(steps)] for i, key in enumerate(steps)}  # pairs run count by count
         apply(model, None)
     bar.close()
+    timed = {"layer_ms": [ms / cfg.depth for ms in both_timed[0::2]],  # plain medians (the table before 2026-12-06)
+             "layer_sad_ms": [ms / cfg.depth for ms in both_timed[1::2]],
+             "merge_ms": {key: steps_timed[i::len(steps)] for i, key in enumerate(steps)}}
+    if device.type != "cuda":  # a GPU's every count is timed, and its steps in count are real (waves of blocks)
+        layer_ms, merge_ms = smooth(grid, layer_ms), {k: smooth(merge_tokens, v) for k, v in merge_ms.items()}
+    sad_ms = [ms * sad_ratio for ms in layer_ms]
     meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
             "bf16": bf16, "rounds": rounds, "merge_rounds": merge_rounds or MERGE_ROUNDS, "sad_ratio": sad_ratio,
-            "torch": torch.__version__, "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS}
+            "torch": torch.__version__, "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS,
+            "timed": timed}
     return LatencyTable(meta, list(grid), layer_ms, sad_ms, stem_ms, merge_tokens, merge_ms)
