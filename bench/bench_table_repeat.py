@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 
 import numpy as np
 import torch
 
 from stmsearch.evaluation.fidelity import load_proxy
-from stmsearch.evaluation.latency import LatencyTable, calibrate, smooth
+from stmsearch.evaluation.latency import LatencyTable, calibrate, price_series
 from stmsearch.merging import MergeConfig
 from stmsearch.models import probe as pb
 from stmsearch.search.params import clip_to_capacity
@@ -39,12 +38,11 @@ def random_schedules(n: int, seed: int) -> list[dict]:
 
 
 def as_timed(tab: LatencyTable, smoothed: bool) -> LatencyTable:
+    """``tab`` priced from its plain medians, as timed or through the table's own pricing (:func:`price_series`)."""
     timed = tab.meta["timed"]
     layer, sad, steps = timed["layer_ms"], timed["layer_sad_ms"], timed["merge_ms"]
     if smoothed:
-        ratio = statistics.median(s / p for p, s in zip(layer, sad))
-        layer, steps = smooth(tab.tokens, layer), {k: smooth(tab.merge_tokens, v) for k, v in steps.items()}
-        sad = [ms * ratio for ms in layer]
+        layer, sad, steps, _ = price_series(tab.tokens, tab.merge_tokens, layer, sad, steps, True)
     return LatencyTable(tab.meta, tab.tokens, layer, sad, tab.stem_ms, tab.merge_tokens, steps)
 
 

@@ -152,6 +152,21 @@ def steady_medians(times: list[list[float]]) -> list[float]:
     return [statistics.median(t * typical / total for t, total in zip(ts, totals)) for ts in times]
 
 
+def price_series(tokens: list[int], merge_tokens: list[int], layer_ms: list[float], sad_ms: list[float],
+                 merge_ms: dict[str, list[float]], smoothed: bool) -> tuple[list[float], list[float], dict, float]:
+    """The series a table prices from, from medians per layer and per step: the layers, the size-aware
+    layers, the steps, and the size-aware ratio. Size-aware decay adds a few elementwise passes per layer
+    (CPU: -2% to +5%; bench/results/calib_2026-12-06), less than the noise of one count's timing (its
+    series timed count by count lay -8% to +20% from the plain one). STM reads it by default, the
+    baselines the plain series, so that noise moved STM's price against theirs schedule by schedule: the
+    plain series times one ratio, the median over the grid, instead. ``smoothed`` (the CPU): each series
+    through :func:`smooth` first."""
+    ratio = statistics.median(s / p for p, s in zip(layer_ms, sad_ms))
+    if smoothed:
+        layer_ms, merge_ms = smooth(tokens, layer_ms), {k: smooth(merge_tokens, v) for k, v in merge_ms.items()}
+    return layer_ms, [ms * ratio for ms in layer_ms], merge_ms, ratio
+
+
 def _timed_ms(builders: list, device: torch.device, rounds: int, chunk: int, done=None,
               shuffle: bool = False, timed: list | None = None) -> list[float]:
     """Load-steadied median ms (:func:`steady_medians`) of each built forward, interleaved ``chunk`` at a time
@@ -244,12 +259,6 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         both = _timed_ms([lambda t=t, s=s: stack(t, s) for t in grid for s in (False, True)], device, rounds, chunk,
                          timed=both_timed)
         bar.update(2 * len(grid))
-        layer_ms = [ms / cfg.depth for ms in both[0::2]]
-        # size-aware decay adds a few elementwise passes per layer (CPU: -2% to +5%; bench/results/calib_2026-12-06)
-        # less than the noise of one count's timing (its series timed count by count lay -8% to +20% from the
-        # plain one). STM reads it by default, the baselines the plain series, so that noise moved STM's price
-        # against theirs schedule by schedule: one ratio over the whole grid instead
-        sad_ratio = statistics.median(s / p for p, s in zip(both[0::2], both[1::2]))
         # every method's step in one stretch, in a new order each round: steps timed in separate stretches differ
         # by the load of their stretch (STM's steps with runs 2, 3 and 4, one code on the CPU, came out up to 9%
         # apart; bench/bench_step_keys.py), and a search reads that as speed. A step is short: more rounds
@@ -259,15 +268,18 @@ def calibrate(model: torch.nn.Module, model_name: str, configs: Iterable[MergeCo
         times = _timed_ms([lambda k=k, t=t: _merge_step(model, steps[k], t, batch, device, dtype) for k, t in pairs],
                           device, merge_rounds or MERGE_ROUNDS, step_chunk, bar.update, shuffle=True,
                           timed=steps_timed)
-        merge_ms = {key: times[i::len(steps)] for i, key in enumerate(steps)}  # pairs run count by count
         apply(model, None)
     bar.close()
-    timed = {"layer_ms": [ms / cfg.depth for ms in both_timed[0::2]],  # plain medians (the table before 2026-12-06)
-             "layer_sad_ms": [ms / cfg.depth for ms in both_timed[1::2]],
-             "merge_ms": {key: steps_timed[i::len(steps)] for i, key in enumerate(steps)}}
-    if device.type != "cuda":  # a GPU's every count is timed, and its steps in count are real (waves of blocks)
-        layer_ms, merge_ms = smooth(grid, layer_ms), {k: smooth(merge_tokens, v) for k, v in merge_ms.items()}
-    sad_ms = [ms * sad_ratio for ms in layer_ms]
+
+    def series(stacks: list[float], step_times: list[float]) -> tuple[list[float], list[float], dict]:
+        """Per-layer plain and size-aware ms, and each key's step ms (pairs run count by count)."""
+        return ([ms / cfg.depth for ms in stacks[0::2]], [ms / cfg.depth for ms in stacks[1::2]],
+                {key: step_times[i::len(steps)] for i, key in enumerate(steps)})
+
+    timed = dict(zip(("layer_ms", "layer_sad_ms", "merge_ms"), series(both_timed, steps_timed)))  # the plain medians
+    # a GPU's every count is timed, and its steps in count are real (waves of blocks): smoothed on the CPU only
+    layer_ms, sad_ms, merge_ms, sad_ratio = price_series(grid, merge_tokens, *series(both, times),
+                                                         smoothed=device.type != "cuda")
     meta = {"version": TABLE_VERSION, "model": model_name, "device": describe_device(device), "batch": batch,
             "bf16": bf16, "rounds": rounds, "merge_rounds": merge_rounds or MERGE_ROUNDS, "sad_ratio": sad_ratio,
             "torch": torch.__version__, "timing_threads": None if device.type == "cuda" else CPU_TIMING_THREADS,
