@@ -136,6 +136,8 @@ def test_calibration_times_every_methods_step_in_the_same_rounds(proxy, monkeypa
 
     monkeypatch.setattr(latency, "_merge_step", tagged)
     monkeypatch.setattr(latency, "interleaved_times", recording)
+    # plain medians: steadying scales each round by its load, the fixed sleep with it (tested on its own below)
+    monkeypatch.setattr(latency, "steady_medians", lambda times: [statistics.median(t) for t in times])
     table = calibrate(proxy, "vim_proxy", configs, CPU, batch=2, rounds=2, grid=[60, 130, 197], progress=False,
                       merge_rounds=3)
     steps = [call for call in calls if call[0][0] is not None]
