@@ -241,8 +241,10 @@ def run(args: argparse.Namespace) -> dict:
     seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def step(name: str) -> Iterator[None]:
-        with cpu_lock(args.lock):  # timed once the lock is held: waiting for the main session is not the step's
+    def step(name: str, timed: bool = True) -> Iterator[None]:
+        # only the steps that time hold the lock (the searches price from the table, the per-image pass counts
+        # digits), so other work may share the CPU with those; each step's seconds start once it may run
+        with cpu_lock(args.lock) if timed else contextlib.nullcontext():
             t0 = time.perf_counter()
             print(f"{time.strftime('%H:%M:%S')} {name}", flush=True)
             yield
@@ -265,7 +267,7 @@ def run(args: argparse.Namespace) -> dict:
         extra = args.stm_knobs if m == "stm" else None
         studies[m] = f"fronts-{args.proxy}-{m}" + (suffix if extra else "") + tag + (
             f"-seed{args.sampler_seed}" if args.sampler_seed is not None else "")
-        with step(f"search_{m}"):
+        with step(f"search_{m}", timed=False):
             run_search(method_space(base, (m,), table, extra), f"bench_fronts:{m}", storage_url=url,
                        study=studies[m], executor="local", runs=runs, progress=False)
     # a continued study (more --trials) may have new front points: verify the front again when any lacks it.
@@ -280,7 +282,7 @@ def run(args: argparse.Namespace) -> dict:
     fronts = {m: front(p) for m, p in points.items()}
     result = compare_fronts(fronts, METHODS[1:], args.step)
     images = range(0, args.images)
-    with step("per_image"):
+    with step("per_image", timed=False):
         ok = correctness(args.proxy, fronts, images, args.probe)
     sign_tests(result["pairs"], ok, slice(min(args.subset, len(images)), None))
     for m, pts in fronts.items():
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--step", type=float, default=0.1, help="speed-up grid step of the matched table")
     ap.add_argument("--runs", default="runs/fronts", help="folder of the SQLite file and the latency table")
     ap.add_argument("--evaluator", help="module:function standing in for evaluate() (smoke tests)")
-    ap.add_argument("--lock", help="flock this file around each timed or heavy step (e.g. /tmp/stm-cpu.lock)")
+    ap.add_argument("--lock", help="flock this file around each timed step, calibration and verification (e.g. /tmp/stm-cpu.lock)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--count-high", type=int, default=None, metavar="N",
                     help="the most tokens one merging layer may remove, every method alike (default: demo.yaml's)")

@@ -31,18 +31,18 @@ KNOBS = {"stm": {"metric": ["dt", "hidden", "x", "B"], "fading": ["estimated", "
          "random": {"window": [0, 4]}}
 
 
-def random_configs(n: int, depth: int, tokens: int, seed: int) -> list[stmsearch.MergeConfig]:
-    """``n`` distinct valid configs between about 5% and 50% fewer token-layers."""
+def random_configs(n: int, depth: int, tokens: int, seed: int, most: float = 0.5) -> list[stmsearch.MergeConfig]:
+    """``n`` distinct valid configs between about 5% and ``most`` fewer token-layers (counts to 28 past 0.5)."""
     rng, out, seen = random.Random(seed), [], set()
     while len(out) < n:
         method = rng.choice(list(KNOBS))
         knobs = {k: rng.choice(v) for k, v in KNOBS[method].items()}
         schedule = {"start": rng.randint(0, depth // 3), "interval": rng.randint(1, 3),
-                    "count": rng.randrange(2, 17, 2), "shape": rng.choice(["constant", "increasing", "decreasing"])}
+                    "count": rng.randrange(2, 17 if most <= 0.5 else 29, 2), "shape": rng.choice(["constant", "increasing", "decreasing"])}
         asked = stmsearch.MergeConfig(method=method, schedule=schedule, **knobs)
         cfg = asked.model_copy(update={"schedule": walk(asked, depth, tokens, clip=True).schedule})
         key = json.dumps(cfg.to_dict(), sort_keys=True)
-        if key not in seen and 0.05 <= cfg.token_reduction(depth, tokens) <= 0.5:
+        if key not in seen and 0.05 <= cfg.token_reduction(depth, tokens) <= most:
             seen.add(key)
             out.append(cfg)
     return out
@@ -57,12 +57,14 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=7)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-reduction", type=float, default=0.5,
+                    help="the most fewer token-layers a drawn config may have (the fronts' fast ends reach 0.6-0.7)")
     ap.add_argument("--json", help="Write the per-config results here.")
     args = ap.parse_args()
     device = resolve_device(args.device)
     model = stmsearch.create_model(args.model).to(device)
     depth, tokens = model.cfg.depth, model.cfg.num_patches + 1
-    configs = random_configs(args.configs, depth, tokens, args.seed)
+    configs = random_configs(args.configs, depth, tokens, args.seed, args.max_reduction)
     t0 = time.perf_counter()
     table = calibrate(model, args.model, configs, device, args.batch, args.bf16)
     print(f"calibrated in {time.perf_counter() - t0:.0f} s: {len(table.tokens)} token counts, "
