@@ -103,7 +103,14 @@ def pair_damage(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Te
     """
     if kind == "ward":
         wa, wb = wa.float(), wb.float()
-        return (a.float() - b.float()).pow(2).sum(-1) * (wa * wb / (wa + wb))
+        scale = wa * wb / (wa + wb)
+        if a.dim() == 3 and a.stride(1) == 1 != a.stride(2) and b.stride(1) == 1:
+            # (B, E, C) views of the mixer's (B, C, T) steps: the differences taken in that layout read it in
+            # order and sum over C in a vectorised pass, the same sums in half the CPU time or less
+            # (bench/results/calib_2026-12-06b/ward_layout.log)
+            d = a.transpose(1, 2).float() - b.transpose(1, 2).float()
+            return (d.square() if d.requires_grad else d.square_()).sum(1) * scale
+        return (a.float() - b.float()).pow(2).sum(-1) * scale
     return 1.0 - (F.normalize(a.float(), dim=-1) * F.normalize(b.float(), dim=-1)).sum(-1)
 
 
