@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .capacity import block_offset, cell_of, split_sides
 
 _BIG = 1e9  # "never choose": finite, so topk order stays defined
+WARD_CHUNK = 8  # images per pass of Ward's differences (pair_damage)
 SHORTAGE = "fewer than {} mergeable neighbour pairs left; lower the schedule"
 BIPARTITE_SHORTAGE = "fewer than {} tokens left for bipartite merging; lower the schedule"
 PRUNE_SHORTAGE = "fewer than {} unprotected tokens to prune; lower the schedule"
@@ -104,13 +105,23 @@ def pair_damage(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Te
     if kind == "ward":
         wa, wb = wa.float(), wb.float()
         scale = wa * wb / (wa + wb)
+        dim = -1
         if a.dim() == 3 and a.stride(1) == 1 != a.stride(2) and b.stride(1) == 1:
-            # (B, E, C) views of the mixer's (B, C, T) steps: the differences taken in that layout read it in
-            # order and sum over C in a vectorised pass, the same sums in half the CPU time or less
-            # (bench/results/calib_2026-12-06b/ward_layout.log)
-            d = a.transpose(1, 2).float() - b.transpose(1, 2).float()
-            return (d.square() if d.requires_grad else d.square_()).sum(1) * scale
-        return (a.float() - b.float()).pow(2).sum(-1) * scale
+            # (B, E, C) views of a channels-first (B, C, T) tensor: the differences taken in that layout read it
+            # in order (bench/results/calib_2026-12-06b/ward_layout.log)
+            a, b, dim = a.transpose(1, 2), b.transpose(1, 2), 1
+        if a.device.type != "cpu" or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+            return (a.float() - b.float()).square().sum(dim) * scale
+        # a few images at a time, squared in place: the differences stay in cache rather than making two passes
+        # over (B, E, C) buffers in memory (bench/results/calib_2026-12-06c/ward_chunks.log); each image's sums
+        # are the same
+        shape = list(a.shape)
+        del shape[dim]
+        sums = a.new_empty(shape, dtype=torch.float32)
+        for i in range(0, a.shape[0], WARD_CHUNK):
+            torch.sum((a[i:i + WARD_CHUNK].float() - b[i:i + WARD_CHUNK].float()).square_(), dim,
+                      out=sums[i:i + WARD_CHUNK])
+        return sums * scale
     return 1.0 - (F.normalize(a.float(), dim=-1) * F.normalize(b.float(), dim=-1)).sum(-1)
 
 
