@@ -159,13 +159,21 @@ def test_gpu_throughput_graphs_and_memory():
         assert r["throughput"] > 0 and r["latency_ms"] > 0
         assert r["peak_mem_mb"] > sum(p.numel() * 4 for p in model.parameters()) / 2 ** 20
     stmsearch.apply(model, stmsearch.MergeConfig(method="stm", schedule=[0] + [8] * 10))
-    try:  # merge plans read token counts on the host: not capturable, and said so
-        with pytest.raises(RuntimeError, match="cannot be captured"):
-            measure_throughput(model, (3, 224, 224), 8, "cuda", runs=1, cuda_graphs=True)
+    try:  # merges plan on the device with no host sync (README "Merges on the GPU"), so they are captured too
         merged = measure_throughput(model, (3, 224, 224), 64, "cuda", runs=5, warmup=2)
+        merged_graphed = measure_throughput(model, (3, 224, 224), 64, "cuda", runs=5, warmup=2, cuda_graphs=True,
+                                            bf16=True)
     finally:
         stmsearch.apply(model, None)
-    assert merged["throughput"] > 0
+    assert merged["throughput"] > 0 and merged_graphed["throughput"] > 0
+    # a forward that does wait on the host is refused, with the reason
+    with pytest.raises(RuntimeError, match="cannot be captured"):
+        measure_throughput(SyncsOnTheHost().cuda(), (3, 8, 8), 2, "cuda", runs=1, cuda_graphs=True)
+
+
+class SyncsOnTheHost(torch.nn.Module):
+    def forward(self, x):
+        return x * float(x.sum())
 
 
 @pytest.mark.gpu

@@ -94,6 +94,28 @@ def test_predict_is_the_mlp_over_the_features_without_forming_them(rank):
     assert probe.macs_per_token == (2 * c + 2) * (rank or hidden) + (rank or 0) * (hidden if rank else 0) + hidden
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_predict_on_the_gpu_is_the_mlp_over_the_features_and_the_cpus_prediction():
+    """The shipped digits probe on CUDA, fp32 and with a bf16 mixer output (autocast's): the formed features'
+    MLP there and the CPU's prediction, up to rounding."""
+    probe = pb.of(create_model("vim_proxy"))
+    g = torch.Generator().manual_seed(2)
+    b, t, c = 8, 197, probe.embed_dim
+    res, hid = 3 * torch.randn(b, t, c, generator=g), torch.randn(b, t, c, generator=g)
+    cls, sizes = torch.randint(0, t, (b,), generator=g), torch.randint(1, 4, (b, t), generator=g).float()
+    norm = hid.norm(dim=-1)
+    with torch.inference_mode():
+        cpu = probe.predict(6, res, hid, cls, sizes, norm)
+        on = [v.cuda() for v in (res, hid, cls, sizes, norm)]
+        gpu = probe.predict(6, *on)
+        want = probe.log_saliency(6, pb.features(*on))
+        half = probe.predict(6, on[0], on[1].bfloat16(), *on[2:])
+    torch.testing.assert_close(gpu, want, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=1e-4)
+    assert half.dtype == torch.float32 and (half - gpu).abs().max() < 0.1
+
+
 def test_collect_reads_each_merging_layers_saliency_and_splits_by_image():
     model, x = _tiny(), _images(3)
     train, held = collect(model, x, _config(), batch=2, split=1)  # the split falls inside the first batch

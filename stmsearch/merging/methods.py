@@ -166,8 +166,8 @@ STM_DEFAULTS = {"metric": "dt", "runs": 2, "fading": "fixed", "symmetric": False
 register_method(Method(
     "stm", _stm_plan, _stm_capacity, default_window=0, defaults=STM_DEFAULTS, records=ft.records,
     cls_shift=lambda cfg, r, layer: split_sides(r, layer)[0] if cfg.symmetric else 0,
-    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::square_", "aten::scatter_reduce", "aten::minimum",
-              "aten::maximum"),
+    flop_ops=MERGE_OPS + ("aten::argsort", "aten::pow", "aten::square", "aten::square_", "aten::scatter_reduce",
+                          "aten::minimum", "aten::maximum"),
     # importance and the powers are left out: one norm over the tokens (and an elementwise power), no
     # measurable cost (shipped latency tables stay valid). So are edges and drop: the same plan kernels
     # (drops add three small launches on a GPU, one more top-k on the CPU); the latency model prices them
