@@ -27,29 +27,30 @@ def damage_before(a, b, wa, wb, kind):  # pair_damage at 79d2321
 
 
 CODE = {'before': (predict_before, damage_before), 'now': (pb.SaliencyProbe.predict, fn.pair_damage)}
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-PROBES = {'vim_proxy': 'bench/results/probe_refit_2026-12-05/vim_proxy.h16.probe.pt',
-          'vim_proxy_clutter': 'bench/results/probe_refit_2026-12-05/vim_proxy_clutter.h16.probe.pt'}
-stm, prune = MergeConfig(method='stm', schedule=[0], window=0), MergeConfig(method='prune', schedule=[0], window=4)
-for name, path in PROBES.items():
-    m = load_proxy(name, range(0, 1)).model
-    pb.attach(m, pb.load(path))
-    for tokens in (197, 99):
-        with torch.inference_mode(), threads(1):
-            outs, ts = {}, {k: [] for k in ('before', 'now', 'prune')}
-            for r in range(ROUNDS):
-                order = ['before', 'now', 'prune'] if r % 2 else ['prune', 'now', 'before']
-                for k in order:
-                    predict, damage = CODE.get(k, CODE['now'])
-                    pb.SaliencyProbe.predict, fn.pair_damage = predict, damage
-                    f = _merge_step(m, prune if k == 'prune' else stm, tokens, 32, torch.device('cpu'), torch.float32)
-                    outs[k] = f()
-                    t0 = time.perf_counter()
-                    for _ in range(5):
-                        f()
-                    ts[k].append(1e3 * (time.perf_counter() - t0) / 5)
-            pb.SaliencyProbe.predict, fn.pair_damage = CODE['now']
-        same = torch.allclose(outs['before'], outs['now'], atol=1e-5)
-        ratio = statistics.median(b / n for b, n in zip(ts['before'], ts['now']))
-        print(f"{name}, {tokens} tokens: " + ', '.join(f"{k} {statistics.median(v):.3f} ms" for k, v in ts.items())
-              + f"; before/now per round, median {ratio:.2f}; merged tokens equal: {same}")
+if __name__ == '__main__':
+    ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    PROBES = {'vim_proxy': 'bench/results/probe_refit_2026-12-05/vim_proxy.h16.probe.pt',
+              'vim_proxy_clutter': 'bench/results/probe_refit_2026-12-05/vim_proxy_clutter.h16.probe.pt'}
+    stm, prune = MergeConfig(method='stm', schedule=[0], window=0), MergeConfig(method='prune', schedule=[0], window=4)
+    for name, path in PROBES.items():
+        m = load_proxy(name, range(0, 1)).model
+        pb.attach(m, pb.load(path))
+        for tokens in (197, 99):
+            with torch.inference_mode(), threads(1):
+                outs, ts = {}, {k: [] for k in ('before', 'now', 'prune')}
+                for r in range(ROUNDS):
+                    order = ['before', 'now', 'prune'] if r % 2 else ['prune', 'now', 'before']
+                    for k in order:
+                        predict, damage = CODE.get(k, CODE['now'])
+                        pb.SaliencyProbe.predict, fn.pair_damage = predict, damage
+                        f = _merge_step(m, prune if k == 'prune' else stm, tokens, 32, torch.device('cpu'), torch.float32)
+                        outs[k] = f()
+                        t0 = time.perf_counter()
+                        for _ in range(5):
+                            f()
+                        ts[k].append(1e3 * (time.perf_counter() - t0) / 5)
+                pb.SaliencyProbe.predict, fn.pair_damage = CODE['now']
+            same = torch.allclose(outs['before'], outs['now'], atol=1e-5)
+            ratio = statistics.median(b / n for b, n in zip(ts['before'], ts['now']))
+            print(f"{name}, {tokens} tokens: " + ', '.join(f"{k} {statistics.median(v):.3f} ms" for k, v in ts.items())
+                  + f"; before/now per round, median {ratio:.2f}; merged tokens equal: {same}")
