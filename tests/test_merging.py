@@ -165,6 +165,25 @@ def test_ward_damage_is_the_squared_error_a_merge_adds():
     torch.testing.assert_close(pair_damage(a, 3 * a, wa, wb, "cosine"), torch.zeros(2, 5), atol=1e-6, rtol=0)
 
 
+def test_ward_damage_over_a_batch_of_many_images_in_either_layout():
+    """More images than one pass takes (the CPU takes a few at a time), as the neighbours of a (B, T, C) stream and of
+    a channels-first (B, C, T) one: each image's damages are its own, as the one-pass formula and autograd give them."""
+    from stmsearch.merging.functions import WARD_CHUNK, pair_damage
+    g = torch.Generator().manual_seed(3)
+    n = 2 * WARD_CHUNK + 3
+    w = torch.rand(n, 11, generator=g) + 0.5
+    for x in (torch.randn(n, 11, 6, generator=g), torch.randn(n, 6, 11, generator=g).transpose(1, 2)):
+        want = (x[:, :-1] - x[:, 1:]).pow(2).sum(-1) * (w[:, :-1] * w[:, 1:] / (w[:, :-1] + w[:, 1:]))
+        with torch.inference_mode():
+            got = pair_damage(x[:, :-1], x[:, 1:], w[:, :-1], w[:, 1:], "ward")
+            alone = torch.cat([pair_damage(x[i:i + 1, :-1], x[i:i + 1, 1:], w[i:i + 1, :-1], w[i:i + 1, 1:], "ward")
+                               for i in range(n)])
+        assert torch.equal(got, alone)
+        torch.testing.assert_close(got, want)
+        graded = x.clone().requires_grad_(True)
+        torch.testing.assert_close(pair_damage(graded[:, :-1], graded[:, 1:], w[:, :-1], w[:, 1:], "ward"), want)
+
+
 def test_ward_damage_sees_magnitude_that_cosine_ignores():
     """Same direction, tenfold norm: free for cosine, costly for Ward; two faint, nearly equal
     tokens: the reverse. Each kind merges its own pair on either side of the class token."""
