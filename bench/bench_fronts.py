@@ -28,7 +28,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -411,6 +411,12 @@ def main(argv: list[str] | None = None) -> dict:
         out = json.loads(Path(args.report).read_text())
         print(report(out))
         return out
+    return run_and_write(args, run, report)
+
+
+def run_and_write(args: argparse.Namespace, run: Callable[[argparse.Namespace], dict],
+                  report: Callable[[dict], str]) -> dict:
+    """Run on ``args.threads`` threads, print the report, and write the JSON to ``args.out`` where given."""
     torch.set_num_threads(args.threads)
     out = run(args)
     print(report(out))
