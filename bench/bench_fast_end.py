@@ -142,10 +142,8 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     points = {m: priced(space_configs(s), table, depth, tokens) for m, s in spaces.items()}
     if args.front:
-        cfg = front_point(args.front, args.baseline)
-        ref = table.predict_ms(None, depth, tokens)
-        target, walked = {"speedup": ref / table.predict_ms(cfg, depth, tokens), "accuracy": accuracy(cfg),
-                          "config": cfg.model_dump(mode="json")}, []
+        ((s, cfg),) = priced([front_point(args.front, args.baseline)], table, depth, tokens)
+        target, walked = {"speedup": s, "accuracy": accuracy(cfg), "config": cfg.model_dump(mode="json")}, []
     else:
         target, walked = fastest_above(points[args.baseline], accuracy, floor)
         if target is None:
