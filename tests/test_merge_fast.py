@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 import stmsearch
-from stmsearch.merging import fast
 from stmsearch.merging import functions as fn
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -114,12 +110,9 @@ def test_interpreter_parity() -> None:
         pytest.skip("triton is not installed (the dev extra installs it)")
     if INTERPRET:
         pytest.skip("already inside the interpreter run")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    here = Path(__file__)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here), "-k", "interp"],
-                          cwd=here.parent.parent, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert f"{len(CASES) + len(KERNELS) + 8} passed" in proc.stdout, proc.stdout[-2000:]
+    from triton_interpreter import run_tests
+
+    assert run_tests([__file__, "-k", "interp"]) == len(CASES) + len(KERNELS) + 8
 
 
 @interp
