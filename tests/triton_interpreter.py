@@ -23,14 +23,19 @@ def run_tests(args: list[str], shards: int | None = None) -> int:
     interpreter runs a kernel's programs one after another in Python, on one core: the merge kernels'
     run took 231 s of a 2-core CI run's 18 min in one process. Each process gets one torch thread, so
     two of them do not stall each other's parallel regions."""
-    shards = shards or max(1, min(4, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+    shards = shards or max(1, min(4, cores))
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=ROOT,
                               env={**env, SHARD: f"{i}/{shards}"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(shards)]
+    try:
+        outs = [proc.communicate(timeout=900) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()  # a shard past its timeout, or the others when one did
     passed = 0
-    for proc in procs:
-        out, err = proc.communicate(timeout=900)
+    for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, out[-3000:] + err[-2000:]
         found = re.search(r"(\d+) passed", out)
         passed += int(found.group(1)) if found else 0
