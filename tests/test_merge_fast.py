@@ -1,9 +1,9 @@
 """The GPU fast path of merging (stmsearch.merging.fast, stmsearch.ops.merge_triton) equals the torch path.
 
 Three places run the kernels: CUDA (tests marked ``gpu``), and Triton's CPU interpreter, which
-the CPU machines reach through :func:`test_interpreter_parity`: it runs this module's
-``interp`` tests in a subprocess with ``TRITON_INTERPRET=1`` (the variable must be set before
-triton is imported). The torch-only helpers are tested directly.
+the CPU machines reach through :func:`test_interpreter_parity`: it runs this module's ``interp``
+tests in subprocesses (triton_interpreter.run_tests) with ``TRITON_INTERPRET=1`` (the variable must
+be set before triton is imported). The torch-only helpers are tested directly.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from stmsearch.merging import functions as fn
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 interp = pytest.mark.skipif(not (INTERPRET and HAS_TRITON),
-                            reason="runs inside test_interpreter_parity's subprocess (TRITON_INTERPRET=1)")
+                            reason="runs inside test_interpreter_parity's subprocesses (TRITON_INTERPRET=1)")
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and HAS_TRITON),
                                 reason="needs a CUDA GPU and triton")

@@ -1,7 +1,7 @@
 """The scan and conv kernels on the CPU, through Triton's interpreter, in every test run.
 
 Their ``interpreter`` tests (tests/test_scan_triton.py, tests/test_conv.py) need
-``TRITON_INTERPRET=1`` before triton is imported, so they run here in a subprocess that sets it;
+``TRITON_INTERPRET=1`` before triton is imported, so they run here in subprocesses that set it;
 the merge kernels do the same in tests/test_merge_fast.py.
 """
 from __future__ import annotations
