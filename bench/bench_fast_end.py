@@ -69,13 +69,18 @@ def priced(configs: list[MergeConfig], table: LatencyTable, depth: int, tokens: 
     return sorted(out, key=lambda p: -p[0])
 
 
+def scored(speedup: float, cfg: MergeConfig, accuracy: Callable[[MergeConfig], float]) -> dict:
+    """A priced configuration with its accuracy, as the JSON holds it: {speedup, accuracy, config}."""
+    return {"speedup": speedup, "accuracy": accuracy(cfg), "config": cfg.model_dump(mode="json")}
+
+
 def fastest_above(points: list[tuple[float, MergeConfig]], accuracy: Callable[[MergeConfig], float],
                   floor: float) -> tuple[dict | None, list[dict]]:
     """The first of ``points`` (fastest first) whose accuracy is at least ``floor``, and every point evaluated
     on the way, as {speedup, accuracy, config}."""
     seen = []
     for s, cfg in points:
-        row = {"speedup": s, "accuracy": accuracy(cfg), "config": cfg.model_dump(mode="json")}
+        row = scored(s, cfg, accuracy)
         seen.append(row)
         if row["accuracy"] >= floor:
             return row, seen
@@ -85,8 +90,7 @@ def fastest_above(points: list[tuple[float, MergeConfig]], accuracy: Callable[[M
 def reaching(points: list[tuple[float, MergeConfig]], accuracy: Callable[[MergeConfig], float],
              speedup: float) -> list[dict]:
     """Every point priced at or above ``speedup``, evaluated, fastest first."""
-    return [{"speedup": s, "accuracy": accuracy(cfg), "config": cfg.model_dump(mode="json")}
-            for s, cfg in points if s >= speedup]
+    return [scored(s, cfg, accuracy) for s, cfg in points if s >= speedup]
 
 
 def verdict(target: dict, candidates: list[dict]) -> dict | None:
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     points = {m: priced(space_configs(s), table, depth, tokens) for m, s in spaces.items()}
     if args.front:
         ((s, cfg),) = priced([front_point(args.front, args.baseline)], table, depth, tokens)
-        target, walked = {"speedup": s, "accuracy": accuracy(cfg), "config": cfg.model_dump(mode="json")}, []
+        target, walked = scored(s, cfg, accuracy), []
     else:
         target, walked = fastest_above(points[args.baseline], accuracy, floor)
         if target is None:

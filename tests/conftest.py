@@ -25,14 +25,9 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under ``$STMSEARCH_TEST_SHARD`` = "i/n" (set by triton_interpreter.run_tests), only the i-th of every n
-    selected tests runs."""
-    shard = os.environ.get("STMSEARCH_TEST_SHARD")
-    if not shard:
-        return
-    i, n = map(int, shard.split("/"))
-    config.hook.pytest_deselected(items=[item for k, item in enumerate(items) if k % n != i])
-    items[:] = items[i::n]
+    from triton_interpreter import keep_shard
+
+    keep_shard(config, items)
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,8 @@ def test_verdict_needs_a_candidate_as_fast_and_as_accurate(bench):
 
 
 def test_end_to_end_on_the_proxy(bench, spaces, tmp_path, one_thread):
-    configs = bench.space_configs(spaces["stm"]) + bench.space_configs(spaces["prune"])
+    prune = bench.space_configs(spaces["prune"])
+    configs = bench.space_configs(spaces["stm"]) + prune
     common = ["--proxy", "vim_proxy", "--subset", "20", "--count-high", "4", "--threads", "1"]
     # STM's step costs more than the unreduced forward: every STM configuration is slower than the reference
     pricey = table_for(configs, lambda k: 1e4 if k.startswith("stm") else 0.0).save(tmp_path / "pricey.json")
@@ -106,7 +107,7 @@ def test_end_to_end_on_the_proxy(bench, spaces, tmp_path, one_thread):
     # --front: the baseline's fastest verified point of a bench_fronts run, priced by the same table (the space's
     # fastest prune configuration, so that few STM configurations are priced at or above it)
     table = LatencyTable.load(free)
-    top = next(c for _, c in bench.priced(bench.space_configs(spaces["prune"]), table, 12, 197) if c.window == 0)
+    top = next(c for _, c in bench.priced(prune, table, 12, 197) if c.window == 0)
     slow, fast = ({"number": n, "speedup": v, "config": cfg.model_dump(mode="json")} for n, v, cfg in
                   ((3, 1.1, MergeConfig(method="prune", schedule=[2] * 12, window=0)), (5, 1.2, top)))
     (tmp_path / "run.json").write_text(json.dumps({"fronts": {"prune": [slow, fast]}}))

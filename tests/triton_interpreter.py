@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SHARD = "STMSEARCH_TEST_SHARD"  # "i/n": conftest keeps the i-th of every n selected tests
+SHARD = "STMSEARCH_TEST_SHARD"  # "i/n": run_tests' i-th of n processes (keep_shard)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +40,17 @@ def run_tests(args: list[str], shards: int | None = None) -> int:
         found = re.search(r"(\d+) passed", out)
         passed += int(found.group(1)) if found else 0
     return passed
+
+
+def keep_shard(config, items: list) -> None:
+    """Under ``$STMSEARCH_TEST_SHARD`` = "i/n" (set by :func:`run_tests`), keep only the i-th of every n selected
+    tests (conftest's collection hook, after -k and -m)."""
+    shard = os.environ.get(SHARD)
+    if not shard:
+        return
+    i, n = map(int, shard.split("/"))
+    config.hook.pytest_deselected(items=[item for k, item in enumerate(items) if k % n != i])
+    items[:] = items[i::n]
 
 
 def patch() -> None:
